@@ -1,0 +1,58 @@
+//! The state every request handler and socket shares. Built once by
+//! `startup`; handlers get it as `Arc<App>`.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::auth::throttle::LoginThrottle;
+use crate::chat::hub::Hub;
+use crate::chat::log::MessageLog;
+use crate::chat::rate_limit::MessageRateLimit;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::storage::{self, Store};
+
+pub struct App {
+    pub config: ServerConfig,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub log: MessageLog,
+    pub message_rate: MessageRateLimit,
+    pub login_throttle: LoginThrottle,
+    pub metrics: Arc<Metrics>,
+    /// Flips to true when the server begins to shut down.
+    pub shutdown: watch::Receiver<bool>,
+    /// The first-run setup token, while the database has no user.
+    pub setup_token: Mutex<Option<String>>,
+}
+
+impl App {
+    /// Runs a storage call on the blocking pool so that disk waits never
+    /// stall the sockets served by this runtime.
+    pub async fn storage<T, F>(&self, call: F) -> storage::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> storage::Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || call(&store)).await {
+            Ok(result) => result,
+            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        }
+    }
+
+    /// Resolves once the server begins to shut down.
+    pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+        // The guard `wait_for` returns is not `Send`: drop it at once.
+        let _ = shutdown.wait_for(|stopping| *stopping).await.map(|_| ());
+    }
+
+    pub fn setup_token(&self) -> Option<String> {
+        self.setup_token.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn close_setup(&self) {
+        *self.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}

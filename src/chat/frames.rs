@@ -1,0 +1,176 @@
+//! The JSON frames of PROTOCOL.md: parsing and validating what clients send,
+//! and serialising what the server sends (once per frame, shared by every
+//! recipient).
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::domain::{MessageText, TextError};
+use crate::storage::Message;
+
+/// The most bytes one client message may have, whole or reassembled.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// The longest `client_id`, in characters.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
+/// A valid client frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Inbound {
+    pub text: MessageText,
+    pub client_id: Option<String>,
+}
+
+/// Why a frame was refused; `code()` is the stable wire code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    BadJson,
+    BadFrame(&'static str),
+    Empty,
+    TooLong,
+    RateLimited,
+    Unavailable,
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::BadJson => "bad_json",
+            Refusal::BadFrame(_) => "bad_frame",
+            Refusal::Empty => "empty",
+            Refusal::TooLong => "too_long",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            Refusal::BadJson => "the frame is not JSON".to_owned(),
+            Refusal::BadFrame(why) => (*why).to_owned(),
+            Refusal::Empty => "the message is empty once white space is trimmed".to_owned(),
+            Refusal::TooLong => format!("a message may have at most {} characters", MessageText::MAX_CHARS),
+            Refusal::RateLimited => "too many messages: slow down and retry in a moment".to_owned(),
+            Refusal::Unavailable => "the server cannot store messages right now; nothing was stored, retry later".to_owned(),
+        }
+    }
+}
+
+pub fn parse_inbound(raw: &[u8]) -> Result<Inbound, Refusal> {
+    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|_| Refusal::BadJson)?;
+    let serde_json::Value::Object(mut object) = value else {
+        return Err(Refusal::BadFrame("a frame must be a JSON object"));
+    };
+    let client_id = match object.remove("client_id") {
+        None => None,
+        Some(serde_json::Value::String(id)) if id.chars().count() <= MAX_CLIENT_ID_CHARS => Some(id),
+        Some(_) => return Err(Refusal::BadFrame("client_id must be a string of at most 64 characters")),
+    };
+    let Some(serde_json::Value::String(message)) = object.remove("message") else {
+        return Err(Refusal::BadFrame("a frame needs a string \"message\""));
+    };
+    let text = MessageText::parse(&message).map_err(|e| match e {
+        TextError::Empty => Refusal::Empty,
+        TextError::TooLong => Refusal::TooLong,
+    })?;
+    Ok(Inbound { text, client_id })
+}
+
+/// The wire form of one message (`chat_handler`).
+#[derive(Serialize, Debug, PartialEq, Eq, serde::Deserialize, Clone)]
+pub struct MessageFrame {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub room: String,
+    pub author: String,
+    pub message: String,
+    pub ts: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_id: Option<String>,
+}
+
+impl MessageFrame {
+    pub fn of(message: &Message, client_id: Option<&str>) -> Self {
+        MessageFrame {
+            kind: "chat_handler".to_owned(),
+            id: message.id.to_string(),
+            room: message.conversation.clone(),
+            author: message.author.clone(),
+            message: message.text.clone(),
+            ts: rfc3339(message.ts_ms),
+            client_id: client_id.map(str::to_owned),
+        }
+    }
+}
+
+pub fn rfc3339(ts_ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts_ms);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+pub fn message_bytes(message: &Message, client_id: Option<&str>) -> Bytes {
+    to_bytes(&MessageFrame::of(message, client_id))
+}
+
+#[derive(Serialize)]
+struct HistoryFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    messages: &'a [MessageFrame],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    more: bool,
+}
+
+pub fn history_bytes(messages: &[Message], more: bool) -> Bytes {
+    let frames: Vec<MessageFrame> = messages.iter().map(|m| MessageFrame::of(m, None)).collect();
+    to_bytes(&HistoryFrame { kind: "history", messages: &frames, more })
+}
+
+pub fn error_bytes(refusal: &Refusal) -> Bytes {
+    to_bytes(&serde_json::json!({"type": "error", "code": refusal.code(), "detail": refusal.detail()}))
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("frames serialise infallibly"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MessageId;
+
+    #[test]
+    fn refusals_carry_the_protocol_codes() {
+        let code = |raw: &str| parse_inbound(raw.as_bytes()).unwrap_err().code();
+        assert_eq!(code("not json"), "bad_json");
+        assert_eq!(code("[1]"), "bad_frame");
+        assert_eq!(code("{}"), "bad_frame");
+        assert_eq!(code(r#"{"message": 5}"#), "bad_frame");
+        assert_eq!(code(r#"{"message": "x", "client_id": 7}"#), "bad_frame");
+        assert_eq!(code(&format!(r#"{{"message": "x", "client_id": "{}"}}"#, "c".repeat(65))), "bad_frame");
+        assert_eq!(code(r#"{"message": " \n\t "}"#), "empty");
+        assert_eq!(code(&format!(r#"{{"message": "{}"}}"#, "x".repeat(4097))), "too_long");
+    }
+
+    #[test]
+    fn a_valid_frame_is_trimmed_and_keeps_its_client_id() {
+        let ok = parse_inbound(r#"{"message": "  hi  ", "client_id": "c1", "extra": 1}"#.as_bytes()).unwrap();
+        assert_eq!(ok.text.as_str(), "hi");
+        assert_eq!(ok.client_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn message_frames_have_every_protocol_field() {
+        let m = Message { id: MessageId(42), conversation: "lobby".into(), author: "al".into(), text: "<b>".into(), ts_ms: 1_700_000_000_123 };
+        let v: serde_json::Value = serde_json::from_slice(&message_bytes(&m, None)).unwrap();
+        assert_eq!(v["type"], "chat_handler");
+        assert_eq!(v["id"], "00000000000000000042");
+        assert_eq!(v["room"], "lobby");
+        assert_eq!(v["author"], "al");
+        assert_eq!(v["message"], "<b>");
+        assert_eq!(v["ts"], "2023-11-14T22:13:20.123Z");
+        assert!(v.get("client_id").is_none());
+        let v: serde_json::Value = serde_json::from_slice(&message_bytes(&m, Some("c"))).unwrap();
+        assert_eq!(v["client_id"], "c");
+    }
+}

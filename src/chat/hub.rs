@@ -1,0 +1,173 @@
+//! In-process fan-out: conversation key -> the sockets on this node that
+//! watch it. Each frame is serialised once and the same `Bytes` handed to
+//! every recipient. A socket whose bounded queue is full is told to close
+//! ("slow consumer") instead of slowing its room down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+
+use super::frames;
+use crate::domain::MessageId;
+use crate::metrics::Metrics;
+use crate::storage::Message;
+
+pub type SocketId = u64;
+
+/// What a socket's writer task sends, in queue order.
+pub enum Outbound {
+    /// A stored message; the id lets the socket skip what its history frame held.
+    Message { id: MessageId, bytes: Bytes },
+    /// A frame for this socket alone (an `error` frame).
+    Frame(Bytes),
+    /// A control frame the protocol obliges us to send (pong, close echo).
+    Control(fastwebsockets::Frame<'static>),
+    /// Close with this code and reason, then stop.
+    Close(u16, &'static str),
+}
+
+/// One socket's end of the hub.
+pub struct Subscriber {
+    pub id: SocketId,
+    queue: mpsc::Sender<Outbound>,
+    overflow: Arc<Notify>,
+}
+
+impl Subscriber {
+    /// A subscriber and the receiving end its writer task drains.
+    pub fn new(capacity: usize) -> (Arc<Subscriber>, mpsc::Receiver<Outbound>, Arc<Notify>) {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let (queue, receiver) = mpsc::channel(capacity);
+        let overflow = Arc::new(Notify::new());
+        let subscriber = Subscriber { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), queue, overflow: overflow.clone() };
+        (Arc::new(subscriber), receiver, overflow)
+    }
+
+    /// Queues without waiting. A full queue marks the socket a slow consumer:
+    /// its writer closes it, and the client recovers with `since=`.
+    pub fn deliver(&self, item: Outbound) -> bool {
+        match self.queue.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Room membership of this node's sockets. Subscribing copies the room's
+/// list (rare); publishing only clones an `Arc` under a read lock (hot).
+pub struct Hub {
+    rooms: RwLock<HashMap<String, Arc<[Arc<Subscriber>]>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Hub {
+        Hub { rooms: RwLock::new(HashMap::new()), metrics }
+    }
+
+    pub fn subscribe(&self, conversation: &str, subscriber: Arc<Subscriber>) {
+        let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        let entry = rooms.entry(conversation.to_owned()).or_insert_with(|| Arc::from(Vec::new()));
+        let mut list: Vec<_> = entry.iter().cloned().collect();
+        list.push(subscriber);
+        *entry = Arc::from(list);
+    }
+
+    pub fn unsubscribe(&self, conversation: &str, id: SocketId) {
+        let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = rooms.get_mut(conversation) {
+            let list: Vec<_> = entry.iter().filter(|s| s.id != id).cloned().collect();
+            if list.is_empty() {
+                rooms.remove(conversation);
+            } else {
+                *entry = Arc::from(list);
+            }
+        }
+    }
+
+    /// Sends a stored message to every local socket of its conversation. The
+    /// sender's own socket gets a copy carrying its `client_id`.
+    pub fn publish(&self, message: &Message, origin: Option<(SocketId, &str)>) {
+        let subscribers = {
+            let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
+            match rooms.get(&message.conversation) {
+                Some(list) => list.clone(),
+                None => return,
+            }
+        };
+        let shared = frames::message_bytes(message, None);
+        let (origin_id, origin_bytes) = match origin {
+            Some((id, client_id)) => (Some(id), Some(frames::message_bytes(message, Some(client_id)))),
+            None => (None, None),
+        };
+        let mut dropped = 0;
+        for subscriber in subscribers.iter() {
+            let bytes = match (&origin_bytes, origin_id == Some(subscriber.id)) {
+                (Some(own), true) => own.clone(),
+                _ => shared.clone(),
+            };
+            if !subscriber.deliver(Outbound::Message { id: message.id, bytes }) {
+                dropped += 1;
+            }
+        }
+        self.metrics.deliveries.fetch_add(subscribers.len() as u64 - dropped, Ordering::Relaxed);
+        self.metrics.slow_consumer_drops.fetch_add(dropped, Ordering::Relaxed);
+    }
+
+    /// How many sockets this node has in a conversation.
+    pub fn local_subscribers(&self, conversation: &str) -> usize {
+        let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
+        rooms.get(conversation).map_or(0, |list| list.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64) -> Message {
+        Message { id: MessageId(id), conversation: "r".into(), author: "a".into(), text: "t".into(), ts_ms: 0 }
+    }
+
+    fn bytes_of(item: Outbound) -> Bytes {
+        match item {
+            Outbound::Message { bytes, .. } => bytes,
+            _ => panic!("expected a message"),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_the_same_bytes_and_the_sender_its_client_id() {
+        let hub = Hub::new(Arc::default());
+        let (alice, mut alice_rx, _) = Subscriber::new(8);
+        let (bob, mut bob_rx, _) = Subscriber::new(8);
+        hub.subscribe("r", alice.clone());
+        hub.subscribe("r", bob.clone());
+        hub.publish(&message(1), Some((alice.id, "c-1")));
+        let to_alice = bytes_of(alice_rx.recv().await.unwrap());
+        let to_bob = bytes_of(bob_rx.recv().await.unwrap());
+        assert!(std::str::from_utf8(&to_alice).unwrap().contains("\"client_id\":\"c-1\""));
+        assert!(!std::str::from_utf8(&to_bob).unwrap().contains("client_id"));
+        hub.unsubscribe("r", bob.id);
+        hub.publish(&message(2), None);
+        assert!(bob_rx.try_recv().is_err());
+        assert!(alice_rx.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_flags_the_socket_instead_of_blocking() {
+        let hub = Hub::new(Arc::default());
+        let (slow, _rx, overflow) = Subscriber::new(1);
+        hub.subscribe("r", slow);
+        hub.publish(&message(1), None);
+        hub.publish(&message(2), None);
+        tokio::time::timeout(std::time::Duration::from_secs(1), overflow.notified()).await.expect("overflow signalled");
+    }
+}

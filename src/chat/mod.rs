@@ -1,0 +1,8 @@
+//! Live chat: frames, the per-socket tasks, the message log (store, then
+//! fan out) and the in-process hub.
+
+pub mod frames;
+pub mod hub;
+pub mod log;
+pub mod rate_limit;
+pub mod socket;

@@ -1,0 +1,295 @@
+//! One WebSocket, from upgrade to close. The data path of a message reads
+//! top to bottom here: read a frame → `frames::parse_inbound` → rate limit →
+//! `MessageLog::submit` (stored, then fanned out by the hub) → every socket's
+//! writer task. Reading and writing run as two tasks over the split socket,
+//! so a slow reader never blocks delivery and vice versa.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::upgrade::UpgradeFut;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{BufWriter, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, Notify};
+
+use super::frames::{self, Refusal, MAX_FRAME_BYTES};
+use super::hub::{Outbound, Subscriber};
+use super::log::Submission;
+use crate::app::App;
+use crate::domain::{Conversation, MessageId, Username};
+
+/// Frames queued for one socket before it counts as a slow consumer.
+const OUTBOUND_QUEUE: usize = 1024;
+/// Messages in the `history` frame of a fresh connection.
+const HISTORY_ON_CONNECT: usize = 50;
+/// Messages in the `history` frame of a `since=` recovery.
+const HISTORY_ON_RECOVERY: usize = 1000;
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// A socket silent this long (no frame, not even a pong) is dead.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+type Io = TokioIo<Upgraded>;
+type Reader = WebSocketRead<ReadHalf<Io>>;
+type Writer = WebSocketWrite<BufWriter<WriteHalf<Io>>>;
+
+/// Who opened the socket and what it watches; checked before the upgrade.
+pub struct SocketRequest {
+    pub user: Username,
+    pub conversation: Conversation,
+    pub since: Option<MessageId>,
+}
+
+pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
+    let mut ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(error) => {
+            tracing::debug!(%error, "websocket upgrade did not complete");
+            return;
+        }
+    };
+    // One byte over the limit: fastwebsockets refuses lengths >= this.
+    ws.set_max_message_size(MAX_FRAME_BYTES + 1);
+    ws.set_auto_pong(true);
+    ws.set_auto_close(true);
+    let (reader, writer) = ws.split(|io| {
+        let (read, write) = tokio::io::split(io);
+        (read, BufWriter::new(write))
+    });
+
+    app.metrics.sockets_accepted.fetch_add(1, Ordering::Relaxed);
+    app.metrics.open_sockets.fetch_add(1, Ordering::Relaxed);
+    let key = request.conversation.key();
+    let (subscriber, queue, overflow) = Subscriber::new(OUTBOUND_QUEUE);
+    // Subscribe before reading history: a message committed in between is
+    // then in both, and the writer skips the live copy by id.
+    app.hub.subscribe(&key, subscriber.clone());
+
+    let since = request.since;
+    let history_key = key.clone();
+    let history = app
+        .storage(move |store| {
+            let latest = store.latest_message(&history_key)?.map(|m| m.id);
+            let (messages, more) = match since {
+                Some(after) => store.messages_after(&history_key, after, HISTORY_ON_RECOVERY)?,
+                None => (store.messages_before(&history_key, None, HISTORY_ON_CONNECT)?, false),
+            };
+            Ok((frames::history_bytes(&messages, more), latest))
+        })
+        .await;
+
+    match history {
+        Ok((history, latest)) => {
+            let mut writer_task = tokio::spawn(write_loop(writer, queue, overflow, history, latest, app.shutdown.clone()));
+            tokio::select! {
+                _ = read_loop(&app, reader, &subscriber, &request) => {}
+                // The writer closed the socket (slow consumer, shutdown, error): stop reading.
+                _ = &mut writer_task => {}
+            }
+            app.hub.unsubscribe(&key, subscriber.id);
+            drop(subscriber);
+            // Let the writer send what is queued (a close echo, an error frame).
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+        }
+        Err(error) => {
+            tracing::error!(%error, conversation = %key, "reading history failed; closing the socket");
+            app.hub.unsubscribe(&key, subscriber.id);
+            let mut writer = writer;
+            let _ = writer.write_frame(Frame::close(1011, b"storage unavailable")).await;
+            let _ = writer.flush().await;
+        }
+    }
+    app.metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Reads client frames until the client closes, the socket dies, or a frame
+/// breaks a rule that closes it.
+async fn read_loop(app: &App, mut reader: Reader, me: &Arc<Subscriber>, request: &SocketRequest) {
+    // Protocol-obliged replies (pong, close echo) go through the writer.
+    let mut obliged = |frame: Frame<'_>| {
+        let owned = Frame::new(true, frame.opcode, None, Payload::Owned(frame.payload.to_vec()));
+        me.deliver(Outbound::Control(owned));
+        std::future::ready(Ok::<(), std::convert::Infallible>(()))
+    };
+    // A fragmented message being reassembled.
+    let mut partial: Option<Vec<u8>> = None;
+    loop {
+        let frame = match tokio::time::timeout(IDLE_TIMEOUT, reader.read_frame(&mut obliged)).await {
+            Err(_) => {
+                me.deliver(Outbound::Close(1001, "idle timeout"));
+                return;
+            }
+            Ok(Err(WebSocketError::FrameTooLarge)) => {
+                me.deliver(Outbound::Close(1009, "message over 64 KiB"));
+                return;
+            }
+            Ok(Err(WebSocketError::InvalidUTF8)) => {
+                me.deliver(Outbound::Close(1007, "text frame is not UTF-8"));
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "socket read ended");
+                return;
+            }
+            Ok(Ok(frame)) => frame,
+        };
+        let complete: Bytes = match (frame.opcode, frame.fin, partial.as_mut()) {
+            (OpCode::Close, _, _) => return,
+            (OpCode::Ping | OpCode::Pong, _, _) => continue,
+            (OpCode::Binary, _, _) => {
+                me.deliver(Outbound::Close(1003, "binary messages are not accepted"));
+                return;
+            }
+            (OpCode::Text, true, None) => Bytes::from(frame.payload.to_vec()),
+            (OpCode::Text, false, None) => {
+                partial = Some(frame.payload.to_vec());
+                continue;
+            }
+            (OpCode::Continuation, fin, Some(buffer)) => {
+                if buffer.len() + frame.payload.len() > MAX_FRAME_BYTES {
+                    me.deliver(Outbound::Close(1009, "message over 64 KiB"));
+                    return;
+                }
+                buffer.extend_from_slice(&frame.payload);
+                if !fin {
+                    continue;
+                }
+                let whole = partial.take().unwrap_or_default();
+                if std::str::from_utf8(&whole).is_err() {
+                    me.deliver(Outbound::Close(1007, "text message is not UTF-8"));
+                    return;
+                }
+                Bytes::from(whole)
+            }
+            _ => {
+                me.deliver(Outbound::Close(1002, "unexpected continuation frame"));
+                return;
+            }
+        };
+        if !accept(app, me, request, &complete).await {
+            return;
+        }
+    }
+}
+
+/// Handles one complete text message. Returns false when the node can no
+/// longer take messages and the socket should end.
+async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &[u8]) -> bool {
+    app.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
+    let refuse = |refusal: Refusal| {
+        app.metrics.frames_refused.fetch_add(1, Ordering::Relaxed);
+        me.deliver(Outbound::Frame(frames::error_bytes(&refusal)));
+    };
+    let inbound = match frames::parse_inbound(raw) {
+        Ok(inbound) => inbound,
+        Err(refusal) => {
+            refuse(refusal);
+            return true;
+        }
+    };
+    if !app.message_rate.allow(request.user.as_str()) {
+        refuse(Refusal::RateLimited);
+        return true;
+    }
+    let submission = Submission {
+        conversation: request.conversation.key(),
+        author: request.user.as_str().to_owned(),
+        text: inbound.text,
+        client_id: inbound.client_id,
+        origin: me.clone(),
+    };
+    if app.log.submit(submission).await.is_err() {
+        refuse(Refusal::Unavailable);
+        return false;
+    }
+    true
+}
+
+/// Drains the socket's queue: the history frame first, then queued frames in
+/// order, flushing once per batch. Closes with 1008 when the queue overflowed
+/// and with 1001 on server shutdown.
+async fn write_loop(
+    mut ws: Writer,
+    mut queue: mpsc::Receiver<Outbound>,
+    overflow: Arc<Notify>,
+    history: Bytes,
+    history_covers: Option<MessageId>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if send_text(&mut ws, &history).await.is_err() || ws.flush().await.is_err() {
+        return;
+    }
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            _ = overflow.notified() => {
+                let _ = close(&mut ws, 1008, "slow consumer").await;
+                return;
+            }
+            _ = crate::app::App::stopping(&mut shutdown) => {
+                let _ = close(&mut ws, 1001, "server shutting down").await;
+                return;
+            }
+            item = queue.recv() => {
+                let Some(item) = item else { return };
+                let mut next = Some(item);
+                // Write everything already queued, then flush once.
+                while let Some(item) = next {
+                    match write_item(&mut ws, item, history_covers).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let _ = ws.flush().await;
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                    next = queue.try_recv().ok();
+                }
+                if ws.flush().await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                let sent = ws.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"chatctl"))).await;
+                if sent.is_err() || ws.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes one queued item; Ok(false) once the socket is closed.
+async fn write_item(ws: &mut Writer, item: Outbound, history_covers: Option<MessageId>) -> Result<bool, WebSocketError> {
+    match item {
+        Outbound::Message { id, bytes } => {
+            if history_covers.is_none_or(|covered| id > covered) {
+                send_text(ws, &bytes).await?;
+            }
+            Ok(true)
+        }
+        Outbound::Frame(bytes) => send_text(ws, &bytes).await.map(|_| true),
+        Outbound::Control(frame) => {
+            let is_close = frame.opcode == OpCode::Close;
+            ws.write_frame(frame).await?;
+            Ok(!is_close)
+        }
+        Outbound::Close(code, reason) => {
+            close(ws, code, reason).await?;
+            Ok(false)
+        }
+    }
+}
+
+async fn send_text(ws: &mut Writer, bytes: &Bytes) -> Result<(), WebSocketError> {
+    ws.write_frame(Frame::text(Payload::Borrowed(bytes))).await
+}
+
+async fn close(ws: &mut Writer, code: u16, reason: &str) -> Result<(), WebSocketError> {
+    ws.write_frame(Frame::close(code, reason.as_bytes())).await?;
+    ws.flush().await
+}

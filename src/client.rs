@@ -1,0 +1,246 @@
+//! A small client for chatctl's HTTP API and WebSockets, used by
+//! `smoke-test` and the integration tests. It speaks plain `http://` (the
+//! smoke test runs on loopback or behind a proxy that terminates TLS).
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::upgrade::Upgraded;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// A signed-in (or not yet) user of one server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// `host:port`
+    authority: String,
+    session: Option<String>,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).with_context(|| format!("expected JSON, got {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Client {
+    /// A client for `http://host:port` (a trailing path is ignored).
+    pub fn new(base_url: &str) -> anyhow::Result<Client> {
+        let rest = base_url.strip_prefix("http://").ok_or_else(|| anyhow!("the URL must start with http:// (got {base_url})"))?;
+        let authority = rest.split('/').next().unwrap_or_default().to_owned();
+        if authority.is_empty() {
+            bail!("the URL {base_url} has no host");
+        }
+        Ok(Client { authority, session: None })
+    }
+
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    pub fn session_cookie(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// The same session against another address (a restarted server).
+    pub fn at(&self, base_url: &str) -> anyhow::Result<Client> {
+        Ok(Client { session: self.session.clone(), ..Client::new(base_url)? })
+    }
+
+    /// The same client without its session: what an anonymous caller sees.
+    pub fn anonymous(&self) -> Client {
+        Client { authority: self.authority.clone(), session: None }
+    }
+
+    /// Sends one request on a fresh connection.
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> anyhow::Result<Answer> {
+        let stream = TcpStream::connect(&self.authority).await.with_context(|| format!("connecting to {}", self.authority))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let mut request = Request::builder().method(method).uri(path).header(header::HOST, &self.authority);
+        if let Some(session) = &self.session {
+            request = request.header(header::COOKIE, format!("chatctl_session={session}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = sender.send_request(request.body(Full::new(body))?).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Answer { status: parts.status, headers: parts.headers, body })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        self.send(Method::GET, path, &[], Bytes::new()).await
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        let answer = self.get(path).await?;
+        Ok((answer.status, answer.json()?))
+    }
+
+    pub async fn post_json(&self, path: &str, value: &serde_json::Value) -> anyhow::Result<Answer> {
+        self.send(Method::POST, path, &[("content-type", "application/json")], Bytes::from(value.to_string())).await
+    }
+
+    /// Signs in through `POST /api/login` and keeps the session cookie.
+    pub async fn login(&mut self, username: &str, password: &str) -> anyhow::Result<Answer> {
+        let answer = self.post_json("/api/login", &serde_json::json!({"username": username, "password": password})).await?;
+        if answer.status == StatusCode::OK {
+            self.session = Some(session_from(&answer.headers).ok_or_else(|| anyhow!("login answered 200 without a chatctl_session cookie"))?);
+        }
+        Ok(answer)
+    }
+
+    /// Opens a WebSocket at `path` (e.g. `/ws/chat/lobby/`). A refused
+    /// upgrade is `Err(Refused(status))`.
+    pub async fn connect(&self, path: &str, origin: Option<&str>) -> Result<ChatSocket, ConnectError> {
+        let stream = TcpStream::connect(&self.authority).await.map_err(|e| ConnectError::Io(e.to_string()))?;
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::HOST, &self.authority)
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "upgrade")
+            .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
+            .header("Sec-WebSocket-Version", "13");
+        if let Some(session) = &self.session {
+            request = request.header(header::COOKIE, format!("chatctl_session={session}"));
+        }
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        let request = request.body(http_body_util::Empty::<Bytes>::new()).map_err(|e| ConnectError::Io(e.to_string()))?;
+        match fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await {
+            Ok((ws, _)) => Ok(ChatSocket { ws: FragmentCollector::new(ws) }),
+            Err(fastwebsockets::WebSocketError::InvalidStatusCode(code)) => Err(ConnectError::Refused(code)),
+            Err(other) => Err(ConnectError::Io(other.to_string())),
+        }
+    }
+}
+
+fn session_from(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v: &HeaderValue| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.trim().strip_prefix("chatctl_session=").map(str::to_owned))
+        .find(|v| !v.is_empty())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the upgrade was refused with HTTP {0}")]
+    Refused(u16),
+    #[error("connecting failed: {0}")]
+    Io(String),
+}
+
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future);
+    }
+}
+
+/// What a socket read produced.
+#[derive(Debug)]
+pub enum Event {
+    Json(serde_json::Value),
+    Closed { code: u16, reason: String },
+}
+
+/// An open chat socket.
+pub struct ChatSocket {
+    ws: FragmentCollector<TokioIo<Upgraded>>,
+}
+
+impl ChatSocket {
+    pub async fn send_message(&mut self, text: &str, client_id: Option<&str>) -> anyhow::Result<()> {
+        let mut frame = serde_json::json!({ "message": text });
+        if let Some(id) = client_id {
+            frame["client_id"] = serde_json::Value::from(id);
+        }
+        self.send_text(&frame.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.ws.write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec()))).await?;
+        Ok(())
+    }
+
+    pub async fn send_frame(&mut self, frame: Frame<'_>) -> anyhow::Result<()> {
+        self.ws.write_frame(frame).await?;
+        Ok(())
+    }
+
+    /// The next text frame as JSON, or the close; pings are answered and skipped.
+    pub async fn next_event(&mut self, within: Duration) -> anyhow::Result<Event> {
+        loop {
+            let frame = tokio::time::timeout(within, self.ws.read_frame()).await.context("no frame arrived in time")??;
+            match frame.opcode {
+                OpCode::Text => {
+                    let value = serde_json::from_slice(&frame.payload).context("the server sent a text frame that is not JSON")?;
+                    return Ok(Event::Json(value));
+                }
+                OpCode::Close => {
+                    let code = if frame.payload.len() >= 2 { u16::from_be_bytes([frame.payload[0], frame.payload[1]]) } else { 1005 };
+                    let reason = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default()).into_owned();
+                    return Ok(Event::Closed { code, reason });
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next text frame as JSON; a close is an error.
+    pub async fn next_json(&mut self, within: Duration) -> anyhow::Result<serde_json::Value> {
+        match self.next_event(within).await? {
+            Event::Json(value) => Ok(value),
+            Event::Closed { code, reason } => bail!("the socket closed ({code} {reason})"),
+        }
+    }
+
+    /// Reads until a frame of `kind` arrives, returning it.
+    pub async fn next_of_type(&mut self, kind: &str, within: Duration) -> anyhow::Result<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let value = self.next_json(left).await?;
+            if value["type"] == kind {
+                return Ok(value);
+            }
+        }
+    }
+
+    /// Whether anything arrives within `window` (a check that nothing leaks).
+    pub async fn receives_nothing(&mut self, window: Duration) -> bool {
+        self.next_event(window).await.is_err()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.write_frame(Frame::close(1000, b"bye")).await;
+    }
+}

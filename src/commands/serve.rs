@@ -1,0 +1,93 @@
+//! `chatctl serve`: runs the server until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::DataDir;
+use crate::config::ServerConfig;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "CHATCTL_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// An origin (scheme://host[:port]) allowed to open sockets besides the
+    /// server's own; repeat for more. The variable takes a comma-separated list.
+    #[arg(long = "allowed-origin", env = "CHATCTL_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    #[arg(long, env = "CHATCTL_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Messages per second per user on this node (0 turns the limit off).
+    #[arg(long, env = "CHATCTL_MESSAGE_RATE", default_value_t = 20)]
+    pub message_rate: u32,
+    /// Messages a user may send at once before the rate applies.
+    #[arg(long, env = "CHATCTL_MESSAGE_BURST", default_value_t = 40)]
+    pub message_burst: u32,
+    /// Mark cookies Secure; set this when users reach chatctl over HTTPS.
+    #[arg(long, env = "CHATCTL_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// Serve /metrics to every client, not only loopback ones.
+    #[arg(long, env = "CHATCTL_PUBLIC_METRICS")]
+    pub public_metrics: bool,
+    /// Seconds shutdown waits for sockets to close and storage to finish.
+    #[arg(long, env = "CHATCTL_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    telemetry::init(args.log_format);
+    let config = ServerConfig {
+        bind: args.bind,
+        data_dir: args.data_dir.path,
+        allowed_origins: args.allowed_origins,
+        message_rate: args.message_rate,
+        message_burst: args.message_burst,
+        secure_cookies: args.secure_cookies,
+        public_metrics: args.public_metrics,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        announce_setup: true,
+    };
+    super::runtime()?.block_on(async move {
+        let server = match crate::startup::start(config).await {
+            Ok(server) => server,
+            Err(error) => {
+                tracing::error!("{error}");
+                eprintln!("chatctl serve: {error}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        eprintln!("chatctl is serving at {}", server.url());
+        if let Some(url) = &server.setup_url {
+            tracing::warn!(%url, "no account exists yet: open the setup URL to create the first administrator");
+            eprintln!("\n  No account exists yet. Create the first administrator here:\n\n    {url}\n");
+        }
+        stop_signal().await;
+        tracing::info!("stop signal received; closing sockets and finishing writes");
+        server.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,355 @@
+//! `chatctl smoke-test`: proves, over real HTTP and WebSockets, that two
+//! users can chat. With no arguments it starts a server in-process on a
+//! random loopback port with a temporary data dir; with `--url` it runs the
+//! checks that fit against a running deployment, as two existing users.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::client::{ChatSocket, Client, ConnectError};
+use crate::config::ServerConfig;
+use crate::storage::{now_ms, SchemaCheck, Store, UserRecord};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A running chatctl (http://host:port) to check instead of a temporary one.
+    #[arg(long, env = "CHATCTL_SMOKE_URL")]
+    pub url: Option<String>,
+    /// With --url: two existing accounts, each as NAME:PASSWORD.
+    #[arg(long = "user", env = "CHATCTL_SMOKE_USERS", value_delimiter = ',')]
+    pub users: Vec<String>,
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+const STEP_LIMIT: Duration = Duration::from_secs(60);
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::runtime()?.block_on(async move {
+        let mut report = Report::default();
+        match &args.url {
+            Some(url) => {
+                let [a, b] = args.users.as_slice() else {
+                    bail!("--url needs two accounts: --user alice:PASSWORD --user bob:PASSWORD");
+                };
+                let a = Account::parse(a)?;
+                let b = Account::parse(b)?;
+                let client = Client::new(url)?;
+                shared_checks(&mut report, &client, &a, &b).await;
+            }
+            None => local(&mut report).await?,
+        }
+        println!("smoke-test: {} passed, {} failed", report.passed, report.failed);
+        Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
+}
+
+/// A user name and password.
+#[derive(Clone)]
+struct Account {
+    name: String,
+    password: String,
+}
+
+impl Account {
+    fn parse(raw: &str) -> anyhow::Result<Account> {
+        let (name, password) = raw.split_once(':').ok_or_else(|| anyhow!("--user takes NAME:PASSWORD"))?;
+        Ok(Account { name: name.to_owned(), password: password.to_owned() })
+    }
+}
+
+/// Counts checks and prints one line each (a spinner while it runs, when
+/// stderr is a terminal).
+#[derive(Default)]
+struct Report {
+    passed: usize,
+    failed: usize,
+}
+
+impl Report {
+    async fn check<T>(&mut self, name: &str, work: impl Future<Output = anyhow::Result<T>>) -> Option<T> {
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        spinner.set_message(name.to_owned());
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        let outcome = match tokio::time::timeout(STEP_LIMIT, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(anyhow!("did not finish within {STEP_LIMIT:?}")),
+        };
+        spinner.finish_and_clear();
+        match outcome {
+            Ok(value) => {
+                self.passed += 1;
+                println!("ok      {name}");
+                Some(value)
+            }
+            Err(error) => {
+                self.failed += 1;
+                println!("FAILED  {name}: {error:#}");
+                None
+            }
+        }
+    }
+}
+
+/// The in-process run: a temporary server with three users.
+async fn local(report: &mut Report) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary data dir")?;
+    let accounts: Vec<Account> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|name| Account { name: (*name).to_owned(), password: format!("{name}-smoke-{}", crate::auth::session::random_hex::<6>()) })
+        .collect();
+    let data_dir = dir.path().to_path_buf();
+    let to_create = accounts.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let store = Store::open(&data_dir, SchemaCheck::RequireCurrent)?;
+        for account in to_create {
+            store.create_user(&UserRecord {
+                username: account.name.clone(),
+                email: String::new(),
+                password_hash: crate::auth::password::hash(&account.password),
+                is_superuser: false,
+                is_active: true,
+                created_at_ms: now_ms(),
+            })?;
+        }
+        Ok(())
+    })
+    .await??;
+
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.announce_setup = false;
+    let Some(server) = report.check("a server starts on a random loopback port", async { Ok(crate::startup::start(config.clone()).await?) }).await
+    else {
+        return Ok(());
+    };
+    let client = Client::new(&server.url())?;
+    let (alice, bob, carol) = (&accounts[0], &accounts[1], &accounts[2]);
+    let Some(state) = shared_checks(report, &client, alice, bob).await else {
+        server.shutdown().await;
+        return Ok(());
+    };
+
+    report
+        .check("a direct conversation reaches its two users and no third", direct_conversation(&state, carol))
+        .await;
+
+    let before = state.bob.get(&format!("/api/rooms/{}/messages?limit=500", state.room)).await?.json()?;
+    server.shutdown().await;
+    report
+        .check("a restart keeps accounts, sessions and messages", async {
+            let server = crate::startup::start(config.clone()).await?;
+            let bob = state.bob.at(&server.url())?;
+            let after = bob.get(&format!("/api/rooms/{}/messages?limit=500", state.room)).await?.json()?;
+            let mut alice_again = Client::new(&server.url())?;
+            let login = alice_again.login(&alice.name, &alice.password).await?.status;
+            server.shutdown().await;
+            ensure!(before["messages"].as_array().is_some_and(|m| !m.is_empty()), "there was no history to compare");
+            ensure!(after == before, "history after the restart differs:\nbefore {before}\nafter  {after}");
+            ensure!(login == 200, "alice could not sign in after the restart ({login})");
+            Ok(())
+        })
+        .await;
+    Ok(())
+}
+
+/// What the shared checks leave for the local-only ones.
+struct Signed {
+    alice: Client,
+    bob: Client,
+    room: String,
+}
+
+/// The checks that work against any deployment, as two users.
+async fn shared_checks(report: &mut Report, client: &Client, a: &Account, b: &Account) -> Option<Signed> {
+    report
+        .check("/healthz and /readyz answer", async {
+            let health = client.get("/healthz").await?;
+            ensure!(health.status == 200 && health.text() == "ok", "/healthz: {} {:?}", health.status, health.text());
+            let (status, ready) = client.get_json("/readyz").await?;
+            ensure!(status == 200 && ready["status"] == "ready", "/readyz: {status} {ready}");
+            Ok(())
+        })
+        .await;
+    let (alice, bob) = report
+        .check("both users sign in through /api/login", async {
+            let mut alice = client.anonymous();
+            let mut bob = client.anonymous();
+            for (who, account) in [(&mut alice, a), (&mut bob, b)] {
+                let answer = who.login(&account.name, &account.password).await?;
+                ensure!(answer.status == 200, "{} got {} {}", account.name, answer.status, answer.text());
+                ensure!(answer.json()?["username"] == account.name.as_str(), "login answered {}", answer.text());
+            }
+            Ok((alice, bob))
+        })
+        .await?;
+    let room = format!("smoke_{}", crate::auth::session::random_hex::<4>());
+    let path = format!("/ws/chat/{room}/");
+
+    let (mut alice_ws, mut bob_ws) = report
+        .check(&format!("both join room {room} and get a history frame"), async {
+            let mut alice_ws = alice.connect(&path, None).await?;
+            let mut bob_ws = bob.connect(&path, None).await?;
+            for ws in [&mut alice_ws, &mut bob_ws] {
+                let first = ws.next_json(WAIT).await?;
+                ensure!(first["type"] == "history" && first["messages"].is_array(), "first frame was {first}");
+            }
+            Ok((alice_ws, bob_ws))
+        })
+        .await?;
+
+    let ids = report
+        .check("messages both ways arrive once, in one order, with authors and ids", async {
+            let script = [(true, "hello from alice"), (false, "hi alice, bob here"), (true, "<script>alert(1)</script>"), (false, "  trimmed  ")];
+            for (i, (from_alice, text)) in script.iter().enumerate() {
+                let ws = if *from_alice { &mut alice_ws } else { &mut bob_ws };
+                ws.send_message(text, Some(&format!("c{i}"))).await?;
+            }
+            let seen_by_alice = collect_messages(&mut alice_ws, script.len()).await?;
+            let seen_by_bob = collect_messages(&mut bob_ws, script.len()).await?;
+            let ids: Vec<String> = seen_by_alice.iter().map(|m| m["id"].as_str().unwrap_or_default().to_owned()).collect();
+            let bob_ids: Vec<String> = seen_by_bob.iter().map(|m| m["id"].as_str().unwrap_or_default().to_owned()).collect();
+            ensure!(ids == bob_ids, "alice and bob saw different orders: {ids:?} vs {bob_ids:?}");
+            ensure!(ids.windows(2).all(|w| w[0] < w[1]), "ids do not increase: {ids:?}");
+            for (frame, own) in seen_by_alice.iter().map(|f| (f, true)).chain(seen_by_bob.iter().map(|f| (f, false))) {
+                let text = frame["message"].as_str().unwrap_or_default();
+                let (i, (from_alice, _)) = script
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (_, sent))| sent.trim() == text)
+                    .ok_or_else(|| anyhow!("unexpected message {frame}"))?;
+                let author = if *from_alice { &a.name } else { &b.name };
+                ensure!(frame["author"] == author.as_str(), "wrong author in {frame}");
+                ensure!(frame["room"] == room.as_str() && frame["ts"].is_string(), "missing fields in {frame}");
+                let is_own = *from_alice == own;
+                let expected_client_id = if is_own { Value::from(format!("c{i}")) } else { Value::Null };
+                ensure!(frame["client_id"] == expected_client_id, "client_id wrong for {} in {frame}", if own { "alice" } else { "bob" });
+            }
+            ensure!(alice_ws.receives_nothing(Duration::from_millis(300)).await, "alice got an extra frame");
+            ensure!(bob_ws.receives_nothing(Duration::from_millis(300)).await, "bob got an extra frame");
+            Ok(ids)
+        })
+        .await?;
+
+    report
+        .check("the history API and a new socket's history frame return them in order", async {
+            let (status, page) = bob.get_json(&format!("/api/rooms/{room}/messages?limit=10")).await?;
+            ensure!(status == 200, "history API answered {status} {page}");
+            ensure!(ids_of(&page["messages"]) == ids, "history API ids {:?} != {ids:?}", ids_of(&page["messages"]));
+            let mut again = alice.connect(&path, None).await?;
+            let history = again.next_json(WAIT).await?;
+            ensure!(history["type"] == "history", "first frame was {history}");
+            ensure!(ids_of(&history["messages"]) == ids, "history frame ids {:?} != {ids:?}", ids_of(&history["messages"]));
+            again.close().await;
+            Ok(())
+        })
+        .await;
+
+    report
+        .check("a reconnect with since= returns exactly the missed messages", async {
+            let last_seen = ids.last().cloned().unwrap_or_default();
+            bob_ws.close().await;
+            let mut missed = Vec::new();
+            for text in ["while bob was away 1", "while bob was away 2"] {
+                alice_ws.send_message(text, None).await?;
+                missed.push(collect_messages(&mut alice_ws, 1).await?.remove(0)["id"].as_str().unwrap_or_default().to_owned());
+            }
+            let mut back = bob.connect(&format!("{path}?since={last_seen}"), None).await?;
+            let history = back.next_json(WAIT).await?;
+            ensure!(history["type"] == "history", "first frame was {history}");
+            ensure!(ids_of(&history["messages"]) == missed, "since= returned {:?}, missed were {missed:?}", ids_of(&history["messages"]));
+            ensure!(history.get("more").is_none_or(|m| m == false), "more was set with only two missed");
+            back.close().await;
+            Ok(())
+        })
+        .await;
+
+    report
+        .check("refused frames get error frames and the socket stays open", async {
+            for (raw, code) in [("not json", "bad_json"), ("[1,2]", "bad_frame"), (r#"{"message": " \n "}"#, "empty")] {
+                alice_ws.send_text(raw).await?;
+                let error = alice_ws.next_of_type("error", WAIT).await?;
+                ensure!(error["code"] == code, "{raw:?} gave {error}, expected {code}");
+            }
+            alice_ws.send_message("still here", Some("after-errors")).await?;
+            let echo = alice_ws.next_of_type("chat_handler", WAIT).await?;
+            ensure!(echo["client_id"] == "after-errors", "echo was {echo}");
+            Ok(())
+        })
+        .await;
+
+    report
+        .check("an upgrade without a session is refused with 401", async {
+            match client.anonymous().connect(&path, None).await {
+                Err(ConnectError::Refused(401)) => Ok(()),
+                Err(other) => bail!("expected 401, got {other}"),
+                Ok(_) => bail!("the upgrade was accepted"),
+            }
+        })
+        .await;
+    report
+        .check("an upgrade from a foreign Origin is refused with 403", async {
+            match alice.connect(&path, Some("http://evil.example")).await {
+                Err(ConnectError::Refused(403)) => Ok(()),
+                Err(other) => bail!("expected 403, got {other}"),
+                Ok(_) => bail!("the upgrade was accepted"),
+            }
+        })
+        .await;
+    report
+        .check("the API refuses anonymous callers with 401 JSON", async {
+            let answer = client.anonymous().get(&format!("/api/rooms/{room}/messages")).await?;
+            ensure!(answer.status == 401 && answer.json()?["error"].is_string(), "got {} {}", answer.status, answer.text());
+            Ok(())
+        })
+        .await;
+    alice_ws.close().await;
+    Some(Signed { alice, bob, room })
+}
+
+async fn direct_conversation(state: &Signed, carol: &Account) -> anyhow::Result<()> {
+    let mut carol_client = state.alice.anonymous();
+    let login = carol_client.login(&carol.name, &carol.password).await?;
+    ensure!(login.status == 200, "carol could not sign in: {}", login.status);
+    let me = state.alice.get_json("/api/me").await?.1;
+    let alice_name = me["username"].as_str().unwrap_or_default().to_owned();
+    let bob_name = state.bob.get_json("/api/me").await?.1["username"].as_str().unwrap_or_default().to_owned();
+    let mut alice_dm = state.alice.connect(&format!("/ws/direct/{bob_name}/"), None).await?;
+    let mut bob_dm = state.bob.connect(&format!("/ws/direct/{alice_name}/"), None).await?;
+    let mut carol_dm = carol_client.connect(&format!("/ws/direct/{alice_name}/"), None).await?;
+    for ws in [&mut alice_dm, &mut bob_dm, &mut carol_dm] {
+        ws.next_of_type("history", WAIT).await?;
+    }
+    alice_dm.send_message("just between us", None).await?;
+    let mut pair = [alice_name.as_str(), bob_name.as_str()];
+    pair.sort_unstable();
+    let expected_room = format!("dm:{}:{}", pair[0], pair[1]);
+    for ws in [&mut alice_dm, &mut bob_dm] {
+        let got = ws.next_of_type("chat_handler", WAIT).await?;
+        ensure!(got["room"] == expected_room.as_str() && got["message"] == "just between us", "got {got}");
+    }
+    ensure!(carol_dm.receives_nothing(Duration::from_millis(500)).await, "carol received a frame of someone else's conversation");
+    let (status, carol_view) = carol_client.get_json(&format!("/api/direct/{bob_name}/messages")).await?;
+    ensure!(status == 200 && carol_view["messages"].as_array().is_some_and(|m| m.is_empty()), "carol's view of her chat with bob: {carol_view}");
+    Ok(())
+}
+
+/// Reads until `count` chat messages arrived; errors on anything else.
+async fn collect_messages(ws: &mut ChatSocket, count: usize) -> anyhow::Result<Vec<Value>> {
+    let mut out: Vec<Value> = Vec::with_capacity(count);
+    while out.len() < count {
+        let frame = ws.next_json(WAIT).await?;
+        ensure!(frame["type"] == "chat_handler", "expected a message, got {frame}");
+        ensure!(!out.iter().any(|seen| seen["id"] == frame["id"]), "message {} arrived twice", frame["id"]);
+        out.push(frame);
+    }
+    Ok(out)
+}
+
+fn ids_of(messages: &Value) -> Vec<String> {
+    messages.as_array().map(|list| list.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}

@@ -1,0 +1,234 @@
+//! Validated names and ids. A value of these types can only exist valid, so
+//! code past the edge (HTTP parsing, CLI parsing) trusts them without checks.
+
+use std::fmt;
+
+/// A room name: 1 to 64 characters of `[A-Za-z0-9_]` (the seed's ASCII `\w+`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        if raw.is_empty() || raw.len() > Self::MAX_LEN {
+            return Err(NameError::Length { what: "room name", max: Self::MAX_LEN });
+        }
+        if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(NameError::Characters {
+                what: "room name",
+                allowed: "letters, digits and _",
+            });
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A username: 1 to 150 characters of `[A-Za-z0-9_.@+-]` (Django's rule),
+/// compared case-sensitively.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    pub const MAX_LEN: usize = 150;
+
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        if raw.is_empty() || raw.len() > Self::MAX_LEN {
+            return Err(NameError::Length { what: "username", max: Self::MAX_LEN });
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'+' | b'-'))
+        {
+            return Err(NameError::Characters {
+                what: "username",
+                allowed: "letters, digits and _ . @ + -",
+            });
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a name was refused, worded for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("a {what} must be 1 to {max} characters long")]
+    Length { what: &'static str, max: usize },
+    #[error("a {what} may only contain {allowed}")]
+    Characters { what: &'static str, allowed: &'static str },
+}
+
+/// Where messages live: a group room or the private conversation of two users.
+/// Its key (`lobby`, `dm:alice:bob`) is the `room` field of every frame and the
+/// storage key; room names cannot contain `:`, so the two kinds never collide.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Conversation {
+    Room(RoomName),
+    Direct { low: Username, high: Username },
+}
+
+impl Conversation {
+    /// The direct conversation between two users; the same value whichever
+    /// of the two opens it.
+    pub fn direct(a: Username, b: Username) -> Self {
+        if a.as_str().as_bytes() <= b.as_str().as_bytes() {
+            Conversation::Direct { low: a, high: b }
+        } else {
+            Conversation::Direct { low: b, high: a }
+        }
+    }
+
+    pub fn key(&self) -> String {
+        match self {
+            Conversation::Room(room) => room.as_str().to_owned(),
+            Conversation::Direct { low, high } => format!("dm:{}:{}", low.as_str(), high.as_str()),
+        }
+    }
+
+    /// Parses a stored key back; `None` for a key no version of chatctl writes.
+    pub fn from_key(key: &str) -> Option<Self> {
+        match key.strip_prefix("dm:") {
+            Some(pair) => {
+                let (a, b) = pair.split_once(':')?;
+                Some(Conversation::direct(Username::parse(a).ok()?, Username::parse(b).ok()?))
+            }
+            None => RoomName::parse(key).ok().map(Conversation::Room),
+        }
+    }
+
+    /// Whether `user` may read and write this conversation.
+    pub fn admits(&self, user: &Username) -> bool {
+        match self {
+            Conversation::Room(_) => true,
+            Conversation::Direct { low, high } => low == user || high == user,
+        }
+    }
+
+    /// For a direct conversation, the member who is not `me`.
+    pub fn peer_of(&self, me: &Username) -> Option<&Username> {
+        match self {
+            Conversation::Room(_) => None,
+            Conversation::Direct { low, high } => Some(if low == me { high } else { low }),
+        }
+    }
+}
+
+/// A message's position. Ids are allocated from one increasing sequence, so
+/// within a conversation they follow its order; on the wire they are written
+/// as 20 zero-padded digits so that they also sort as strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub u64);
+
+impl MessageId {
+    pub fn parse(raw: &str) -> Option<Self> {
+        if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        raw.parse().ok().map(MessageId)
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:020}", self.0)
+    }
+}
+
+/// A chat message's text: trimmed of Unicode white space, 1 to 4096 scalar values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageText(String);
+
+impl MessageText {
+    pub const MAX_CHARS: usize = 4096;
+
+    pub fn parse(raw: &str) -> Result<Self, TextError> {
+        // `str::trim` trims exactly the Unicode White_Space property.
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(TextError::Empty);
+        }
+        if trimmed.chars().count() > Self::MAX_CHARS {
+            return Err(TextError::TooLong);
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextError {
+    Empty,
+    TooLong,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_follow_the_seed_rule() {
+        assert!(RoomName::parse("lobby_2").is_ok());
+        assert!(RoomName::parse(&"a".repeat(64)).is_ok());
+        assert!(RoomName::parse(&"a".repeat(65)).is_err());
+        assert!(RoomName::parse("").is_err());
+        assert!(RoomName::parse("caf\u{e9}").is_err());
+        assert!(RoomName::parse("a-b").is_err());
+        assert!(RoomName::parse("dm:a:b").is_err());
+    }
+
+    #[test]
+    fn usernames_follow_django_rule() {
+        assert!(Username::parse("a.b+c-d@e_f").is_ok());
+        assert!(Username::parse(&"u".repeat(150)).is_ok());
+        assert!(Username::parse(&"u".repeat(151)).is_err());
+        assert!(Username::parse("with space").is_err());
+        assert!(Username::parse("colon:").is_err());
+        assert_ne!(Username::parse("Bob").unwrap(), Username::parse("bob").unwrap());
+    }
+
+    #[test]
+    fn direct_conversation_is_the_same_from_both_sides() {
+        let a = Username::parse("zed").unwrap();
+        let b = Username::parse("Amy").unwrap();
+        let one = Conversation::direct(a.clone(), b.clone());
+        let other = Conversation::direct(b.clone(), a.clone());
+        assert_eq!(one, other);
+        assert_eq!(one.key(), "dm:Amy:zed");
+        assert_eq!(Conversation::from_key("dm:Amy:zed"), Some(one.clone()));
+        assert_eq!(one.peer_of(&a), Some(&b));
+        assert!(!one.admits(&Username::parse("eve").unwrap()));
+    }
+
+    #[test]
+    fn message_ids_sort_as_strings() {
+        let small = MessageId(9).to_string();
+        let big = MessageId(10).to_string();
+        assert!(small < big);
+        assert_eq!(MessageId::parse(&big), Some(MessageId(10)));
+        assert_eq!(MessageId::parse("-1"), None);
+        assert_eq!(MessageId::parse("abc"), None);
+    }
+
+    #[test]
+    fn message_text_is_trimmed_and_bounded() {
+        assert_eq!(MessageText::parse("  hi \u{3000}\n").unwrap().as_str(), "hi");
+        assert_eq!(MessageText::parse(" \u{2003} "), Err(TextError::Empty));
+        assert!(MessageText::parse(&"\u{e9}".repeat(4096)).is_ok());
+        assert_eq!(MessageText::parse(&"x".repeat(4097)), Err(TextError::TooLong));
+    }
+}

@@ -1,0 +1,267 @@
+//! Signing in and out (HTML form and JSON API) and the first-run setup page.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+
+use super::identity::{current_user, start_session, CurrentUser};
+use super::request::{self, cookie, form, query, safe_next};
+use super::respond::{self, error_page, json, json_error, see_other, with_cookie, Reply};
+use super::templates::{self, Page};
+use crate::app::App;
+use crate::auth::{csrf, password, session};
+use crate::domain::Username;
+use crate::storage::{now_ms, StorageError, UserRecord};
+
+/// What a sign-in attempt came to.
+pub enum SignIn {
+    Ok(UserRecord),
+    Invalid,
+    Throttled,
+}
+
+/// Checks credentials. Unknown users, deactivated users and wrong passwords
+/// all cost one argon2 verification and give the same answer.
+pub async fn authenticate(app: &Arc<App>, username: &str, password: &str, client: IpAddr) -> Result<SignIn, StorageError> {
+    if !app.login_throttle.allows(username, client) {
+        app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
+        return Ok(SignIn::Throttled);
+    }
+    let lookup = username.to_owned();
+    let user = if Username::parse(username).is_ok() { app.storage(move |store| store.user(&lookup)).await? } else { None };
+    let password = password.to_owned();
+    let verified = tokio::task::spawn_blocking(move || {
+        let hash = user.as_ref().map_or(password::dummy_hash(), |u| u.password_hash.as_str());
+        let matches = password::verify(&password, hash);
+        user.filter(|u| matches && u.is_active)
+    })
+    .await
+    .unwrap_or(None);
+    match verified {
+        Some(user) => {
+            app.login_throttle.record_success(username);
+            app.metrics.logins_succeeded.fetch_add(1, Ordering::Relaxed);
+            Ok(SignIn::Ok(user))
+        }
+        None => {
+            app.login_throttle.record_failure(username, client);
+            app.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+            Ok(SignIn::Invalid)
+        }
+    }
+}
+
+const BAD_CREDENTIALS: &str = "Please enter a correct username and password. Both fields may be case-sensitive.";
+const THROTTLED: &str = "Too many failed sign-in attempts. Wait a few minutes, then try again.";
+
+/// `GET /login`: the form, with a CSRF token bound to a cookie.
+pub async fn login_page(request: &Request<Incoming>, secure: bool) -> Reply {
+    let params = query(request);
+    let next = safe_next(params.get("next").map(String::as_str));
+    render_login(request.headers(), secure, StatusCode::OK, &next, "", "")
+}
+
+fn render_login(headers: &hyper::HeaderMap, secure: bool, status: StatusCode, next: &str, username: &str, error: &str) -> Reply {
+    let existing = cookie(headers, csrf::COOKIE_NAME).filter(|t| t.len() == 64).map(str::to_owned);
+    let token = existing.clone().unwrap_or_else(csrf::new_anonymous_token);
+    let page = templates::render(Page::Login, &[("csrf_token", &token), ("next", next), ("username", username), ("error", error)]);
+    let reply = respond::html(status, page);
+    if existing.is_some() {
+        reply
+    } else {
+        with_cookie(reply, &csrf::anonymous_cookie(&token, secure))
+    }
+}
+
+/// `POST /login`.
+pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, client: IpAddr) -> Reply {
+    let secure = app.config.secure_cookies;
+    let headers = request.headers().clone();
+    let body = match request::body(request).await {
+        Ok(body) => body,
+        Err(e) => return error_page(e.status(), "The form could not be read."),
+    };
+    let fields = form(&body);
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
+    let expected = cookie(&headers, csrf::COOKIE_NAME).unwrap_or("");
+    if !csrf::matches(field("csrf_token"), expected) {
+        return error_page(StatusCode::FORBIDDEN, "The form's security token is missing or stale. Reload the sign-in page and try again.");
+    }
+    let next = safe_next(fields.get("next").map(String::as_str));
+    let username = field("username");
+    match authenticate(app, username, field("password"), client).await {
+        Ok(SignIn::Ok(user)) => match start_session(app, &user.username).await {
+            Ok(token) => with_cookie(see_other(&next), &session::session_cookie(&token, secure)),
+            Err(error) => storage_failure_page(error),
+        },
+        Ok(SignIn::Invalid) => render_login(&headers, secure, StatusCode::OK, &next, username, BAD_CREDENTIALS),
+        Ok(SignIn::Throttled) => render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, THROTTLED),
+        Err(error) => storage_failure_page(error),
+    }
+}
+
+/// `POST /logout`: ends this session server side.
+pub async fn logout(app: &Arc<App>, request: Request<Incoming>) -> Reply {
+    let user = match current_user(app, request.headers()).await {
+        Ok(user) => user,
+        Err(error) => return storage_failure_page(error),
+    };
+    let body = match request::body(request).await {
+        Ok(body) => body,
+        Err(e) => return error_page(e.status(), "The form could not be read."),
+    };
+    let fields = form(&body);
+    let submitted = fields.get("csrf_token").map(String::as_str).unwrap_or("");
+    let Some(user) = user.filter(|u| csrf::matches(submitted, &u.csrf_token())) else {
+        return error_page(StatusCode::FORBIDDEN, "The form's security token is missing or stale. Reload the page and try again.");
+    };
+    end_session(app, &user).await
+}
+
+async fn end_session(app: &Arc<App>, user: &CurrentUser) -> Reply {
+    let hash = user.session_hash();
+    if let Err(error) = app.storage(move |store| store.delete_session(&hash)).await {
+        return storage_failure_page(error);
+    }
+    with_cookie(see_other("/login"), &session::expired_session_cookie(app.config.secure_cookies))
+}
+
+#[derive(Deserialize)]
+struct ApiCredentials {
+    username: String,
+    password: String,
+}
+
+/// `POST /api/login`.
+pub async fn api_login(app: &Arc<App>, request: Request<Incoming>, client: IpAddr) -> Reply {
+    // Browsers send Origin on cross-site POSTs: refuse those (login CSRF).
+    if !request::origin_allowed(request.headers(), &app.config.allowed_origins, app.config.secure_cookies) {
+        return json_error(StatusCode::FORBIDDEN, "cross-origin sign-in is not allowed");
+    }
+    let body = match request::body(request).await {
+        Ok(body) => body,
+        Err(e) => return json_error(e.status(), "the request body could not be read"),
+    };
+    let Ok(credentials) = serde_json::from_slice::<ApiCredentials>(&body) else {
+        return json_error(StatusCode::BAD_REQUEST, "send JSON {\"username\": ..., \"password\": ...}");
+    };
+    match authenticate(app, &credentials.username, &credentials.password, client).await {
+        Ok(SignIn::Ok(user)) => match start_session(app, &user.username).await {
+            Ok(token) => with_cookie(
+                json(StatusCode::OK, &serde_json::json!({"username": user.username, "is_superuser": user.is_superuser})),
+                &session::session_cookie(&token, app.config.secure_cookies),
+            ),
+            Err(error) => storage_failure_json(error),
+        },
+        Ok(SignIn::Invalid) => json_error(StatusCode::UNAUTHORIZED, "invalid username or password"),
+        Ok(SignIn::Throttled) => json_error(StatusCode::TOO_MANY_REQUESTS, "too many failed sign-in attempts; wait a few minutes"),
+        Err(error) => storage_failure_json(error),
+    }
+}
+
+/// `GET /setup?token=...`: the first-run page, while no user exists.
+pub async fn setup_page(app: &Arc<App>, request: &Request<Incoming>) -> Reply {
+    let token = query(request).remove("token").unwrap_or_default();
+    if let Some(refusal) = setup_refusal(app, &token) {
+        return refusal;
+    }
+    respond::html(StatusCode::OK, templates::render(Page::Setup, &[("token", &token), ("username", ""), ("email", ""), ("error", "")]))
+}
+
+fn setup_refusal(app: &App, token: &str) -> Option<Reply> {
+    match app.setup_token() {
+        None => Some(error_page(StatusCode::NOT_FOUND, "Setup is closed: an account already exists. Sign in instead.")),
+        Some(expected) if !csrf::matches(token, &expected) => Some(error_page(
+            StatusCode::FORBIDDEN,
+            "This setup link is not valid. Use the exact URL that `chatctl serve` printed in its log.",
+        )),
+        Some(_) => None,
+    }
+}
+
+/// `POST /setup`: creates the first superuser and signs them in.
+pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>) -> Reply {
+    let body = match request::body(request).await {
+        Ok(body) => body,
+        Err(e) => return error_page(e.status(), "The form could not be read."),
+    };
+    let fields = form(&body);
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("").to_owned();
+    let (token, username, email) = (field("token"), field("username"), field("email").trim().to_owned());
+    if let Some(refusal) = setup_refusal(app, &token) {
+        return refusal;
+    }
+    let again = |error: String| {
+        respond::html(
+            StatusCode::BAD_REQUEST,
+            templates::render(Page::Setup, &[("token", &token), ("username", &username), ("email", &email), ("error", &error)]),
+        )
+    };
+    let record = match new_user_record(&username, &email, &field("password"), Some(&field("password2")), true).await {
+        Ok(record) => record,
+        Err(error) => return again(error),
+    };
+    let name = record.username.clone();
+    match app.storage(move |store| store.create_first_user(&record)).await {
+        Ok(()) => {}
+        Err(StorageError::SetupClosed) => {
+            app.close_setup();
+            return error_page(StatusCode::NOT_FOUND, "Setup is closed: an account already exists. Sign in instead.");
+        }
+        Err(error) => return storage_failure_page(error),
+    }
+    app.close_setup();
+    tracing::info!(username = %name, "first superuser created through the setup page");
+    match start_session(app, &name).await {
+        Ok(token) => with_cookie(see_other("/"), &session::session_cookie(&token, app.config.secure_cookies)),
+        Err(error) => storage_failure_page(error),
+    }
+}
+
+/// Validates a new account's fields (Django's rules) and hashes the
+/// password off the runtime. The error is worded for the form.
+pub async fn new_user_record(
+    username: &str,
+    email: &str,
+    password: &str,
+    confirmation: Option<&str>,
+    is_superuser: bool,
+) -> Result<UserRecord, String> {
+    let username = Username::parse(username).map_err(|e| format!("Invalid username: {e}."))?;
+    if !email.is_empty() && (email.len() > 254 || !email.contains('@')) {
+        return Err("Enter a valid email address, or leave it empty.".to_owned());
+    }
+    if confirmation.is_some_and(|c| c != password) {
+        return Err("The two password fields didn't match.".to_owned());
+    }
+    let problems = password::check_rules(password, username.as_str(), email);
+    if !problems.is_empty() {
+        return Err(problems.join(" "));
+    }
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(|_| "Hashing the password failed; try again.".to_owned())?;
+    Ok(UserRecord {
+        username: username.as_str().to_owned(),
+        email: email.to_owned(),
+        password_hash: hash,
+        is_superuser,
+        is_active: true,
+        created_at_ms: now_ms(),
+    })
+}
+
+pub fn storage_failure_page(error: StorageError) -> Reply {
+    tracing::error!(%error, "storage call failed");
+    error_page(StatusCode::SERVICE_UNAVAILABLE, "The server cannot reach its storage right now. Try again shortly.")
+}
+
+pub fn storage_failure_json(error: StorageError) -> Reply {
+    tracing::error!(%error, "storage call failed");
+    json_error(StatusCode::SERVICE_UNAVAILABLE, "storage is unavailable; try again shortly")
+}

@@ -1,0 +1,134 @@
+//! The JSON API for signed-in users: history pages, the lobby, who am I.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+
+use super::accounts::storage_failure_json;
+use super::identity::CurrentUser;
+use super::request::query;
+use super::respond::{json, json_error, Reply};
+use crate::app::App;
+use crate::chat::frames::MessageFrame;
+use crate::domain::{Conversation, MessageId, Username};
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// Which page of history a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Page {
+    Before(Option<MessageId>, usize),
+    After(MessageId, usize),
+}
+
+/// Parses `before`, `after` and `limit`; the error is the 400 message.
+pub fn parse_page(params: &std::collections::HashMap<String, String>) -> Result<Page, String> {
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(n) if n > 0 => (n as u64).min(MAX_LIMIT as u64) as usize,
+            _ => return Err("limit must be a positive whole number (at most 500 are returned)".into()),
+        },
+    };
+    let id = |name: &str| -> Result<Option<MessageId>, String> {
+        params
+            .get(name)
+            .map(|raw| MessageId::parse(raw).ok_or(format!("{name} must be a message id")))
+            .transpose()
+    };
+    match (id("before")?, id("after")?) {
+        (Some(_), Some(_)) => Err("give before or after, not both".into()),
+        (before, None) => Ok(Page::Before(before, limit)),
+        (None, Some(after)) => Ok(Page::After(after, limit)),
+    }
+}
+
+/// `GET /api/rooms/<room>/messages` and `GET /api/direct/<user>/messages`.
+pub async fn history(app: &Arc<App>, request: &Request<Incoming>, conversation: Conversation) -> Reply {
+    let page = match parse_page(&query(request)) {
+        Ok(page) => page,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
+    };
+    let key = conversation.key();
+    let messages = app
+        .storage(move |store| match page {
+            Page::Before(before, limit) => store.messages_before(&key, before, limit),
+            Page::After(after, limit) => store.messages_after(&key, after, limit).map(|(messages, _)| messages),
+        })
+        .await;
+    match messages {
+        Ok(messages) => {
+            let frames: Vec<MessageFrame> = messages.iter().map(|m| MessageFrame::of(m, None)).collect();
+            json(StatusCode::OK, &serde_json::json!({ "messages": frames }))
+        }
+        Err(error) => storage_failure_json(error),
+    }
+}
+
+/// The direct conversation with `peer`, if that user exists.
+pub async fn direct_with(app: &Arc<App>, user: &CurrentUser, peer: &str) -> Result<Conversation, Reply> {
+    let not_found = || json_error(StatusCode::NOT_FOUND, "no such user");
+    let peer = Username::parse(peer).map_err(|_| not_found())?;
+    let name = peer.as_str().to_owned();
+    match app.storage(move |store| store.user(&name)).await {
+        Ok(Some(_)) => Ok(Conversation::direct(user.username.clone(), peer)),
+        Ok(None) => Err(not_found()),
+        Err(error) => Err(storage_failure_json(error)),
+    }
+}
+
+/// `GET /api/me`.
+pub fn me(user: &CurrentUser) -> Reply {
+    json(StatusCode::OK, &serde_json::json!({"username": user.username.as_str(), "is_superuser": user.is_superuser}))
+}
+
+/// `GET /api/lobby`: the user's conversations, newest activity first.
+pub async fn lobby(app: &Arc<App>, user: &CurrentUser) -> Reply {
+    let name = user.username.as_str().to_owned();
+    let summaries = match app.storage(move |store| store.conversations_of(&name)).await {
+        Ok(summaries) => summaries,
+        Err(error) => return storage_failure_json(error),
+    };
+    let conversations: Vec<serde_json::Value> = summaries
+        .iter()
+        .map(|summary| {
+            let latest = summary.latest.as_ref().map(|m| MessageFrame::of(m, None));
+            match &summary.conversation {
+                Conversation::Room(room) => serde_json::json!({
+                    "kind": "room", "name": room.as_str(), "url": format!("/chat/{}", room.as_str()), "latest": latest,
+                }),
+                direct => {
+                    let peer = direct.peer_of(&user.username).map(Username::as_str).unwrap_or_default();
+                    serde_json::json!({"kind": "direct", "name": peer, "url": format!("/direct/{peer}"), "latest": latest})
+                }
+            }
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"username": user.username.as_str(), "is_superuser": user.is_superuser, "conversations": conversations}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn limits_default_cap_and_refuse_nonsense() {
+        assert_eq!(parse_page(&params(&[])), Ok(Page::Before(None, 50)));
+        assert_eq!(parse_page(&params(&[("limit", "9999")])), Ok(Page::Before(None, 500)));
+        assert_eq!(parse_page(&params(&[("after", "7"), ("limit", "3")])), Ok(Page::After(MessageId(7), 3)));
+        for bad in ["0", "-1", "ten", ""] {
+            assert!(parse_page(&params(&[("limit", bad)])).is_err(), "{bad}");
+        }
+        assert!(parse_page(&params(&[("before", "x")])).is_err());
+        assert!(parse_page(&params(&[("before", "1"), ("after", "2")])).is_err());
+    }
+}

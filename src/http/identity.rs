@@ -1,0 +1,63 @@
+//! Who is asking: the session cookie resolved to an active user.
+
+use std::sync::Arc;
+
+use hyper::header::HeaderMap;
+
+use super::request::cookie;
+use crate::app::App;
+use crate::auth::{csrf, session};
+use crate::domain::Username;
+use crate::storage::{self, now_ms, SessionRecord, UserRecord};
+
+/// A signed-in, active user and the session they came with.
+#[derive(Clone, Debug)]
+pub struct CurrentUser {
+    pub username: Username,
+    pub is_superuser: bool,
+    session_token: String,
+}
+
+impl CurrentUser {
+    /// The CSRF token this user's forms must carry.
+    pub fn csrf_token(&self) -> String {
+        csrf::session_token(&self.session_token)
+    }
+
+    pub fn session_hash(&self) -> [u8; 32] {
+        session::token_hash(&self.session_token)
+    }
+}
+
+/// The signed-in user, or `None` for no, unknown, expired or deactivated session.
+pub async fn current_user(app: &Arc<App>, headers: &HeaderMap) -> storage::Result<Option<CurrentUser>> {
+    let Some(token) = cookie(headers, session::COOKIE_NAME) else { return Ok(None) };
+    if token.is_empty() || token.len() > 128 {
+        return Ok(None);
+    }
+    let token = token.to_owned();
+    let hash = session::token_hash(&token);
+    let found = app
+        .storage(move |store| {
+            let Some(session) = store.session(&hash)? else { return Ok(None) };
+            if session.expires_at_ms <= now_ms() {
+                return Ok(None);
+            }
+            Ok(store.user(&session.username)?.map(|user| (session, user)))
+        })
+        .await?;
+    Ok(found.and_then(|(_, user): (SessionRecord, UserRecord)| {
+        let username = Username::parse(&user.username).ok()?;
+        user.is_active.then_some(CurrentUser { username, is_superuser: user.is_superuser, session_token: token })
+    }))
+}
+
+/// Starts a session for `username`; returns the cookie token.
+pub async fn start_session(app: &Arc<App>, username: &str) -> storage::Result<String> {
+    let token = session::new_token();
+    let hash = session::token_hash(&token);
+    let now = now_ms();
+    let record = SessionRecord { username: username.to_owned(), created_at_ms: now, expires_at_ms: now + session::LIFETIME_MS };
+    app.storage(move |store| store.create_session(&hash, &record)).await?;
+    Ok(token)
+}

@@ -1,0 +1,171 @@
+//! The HTML pages a signed-in person uses: lobby, room, direct chat, admin.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, StatusCode};
+
+use super::accounts::{new_user_record, storage_failure_page};
+use super::identity::CurrentUser;
+use super::request::{self, form, query};
+use super::respond::{self, error_page, escape_html, see_other, Reply};
+use super::templates::{self, Page};
+use crate::app::App;
+use crate::auth::csrf;
+use crate::domain::{RoomName, Username};
+use crate::storage::StorageError;
+
+pub fn lobby(user: &CurrentUser) -> Reply {
+    let page = templates::render(Page::Lobby, &[("username", user.username.as_str()), ("csrf_token", &user.csrf_token())]);
+    respond::html(StatusCode::OK, page)
+}
+
+pub fn room(user: &CurrentUser, room: &RoomName) -> Reply {
+    chat_page(user, &format!("#{}", room.as_str()))
+}
+
+pub async fn direct(app: &Arc<App>, user: &CurrentUser, peer: &Username) -> Reply {
+    let name = peer.as_str().to_owned();
+    match app.storage(move |store| store.user(&name)).await {
+        Ok(Some(_)) => chat_page(user, &format!("@{}", peer.as_str())),
+        Ok(None) => error_page(StatusCode::NOT_FOUND, "There is no user with that name."),
+        Err(error) => storage_failure_page(error),
+    }
+}
+
+fn chat_page(user: &CurrentUser, title: &str) -> Reply {
+    let page = templates::render(
+        Page::Room,
+        &[("username", user.username.as_str()), ("csrf_token", &user.csrf_token()), ("title", title)],
+    );
+    respond::html(StatusCode::OK, page)
+}
+
+/// `GET /static/<name>`: embedded files, cacheable, revalidated by ETag.
+pub fn static_file(request: &Request<Incoming>, name: &str) -> Reply {
+    let Some(file) = templates::static_file(name) else {
+        return error_page(StatusCode::NOT_FOUND, "No such file.");
+    };
+    let fresh = request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(file.etag.as_str());
+    let mut reply = if fresh {
+        let mut reply = hyper::Response::new(respond::Body::default());
+        *reply.status_mut() = StatusCode::NOT_MODIFIED;
+        reply
+    } else {
+        hyper::Response::new(respond::Body::from(bytes::Bytes::from_static(file.bytes)))
+    };
+    let headers = reply.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600, must-revalidate"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if let Ok(etag) = HeaderValue::from_str(&file.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    reply
+}
+
+/// `GET /admin`: every user, a form to create one, buttons to deactivate.
+pub async fn admin(app: &Arc<App>, user: &CurrentUser, request: &Request<Incoming>) -> Reply {
+    let params = query(request);
+    let notice = params.get("notice").map(String::as_str).unwrap_or("");
+    admin_page(app, user, StatusCode::OK, "", notice).await
+}
+
+async fn admin_page(app: &Arc<App>, user: &CurrentUser, status: StatusCode, error: &str, notice: &str) -> Reply {
+    let users = match app.storage(|store| store.users()).await {
+        Ok(users) => users,
+        Err(error) => return storage_failure_page(error),
+    };
+    let csrf_token = user.csrf_token();
+    let mut rows = String::new();
+    for u in &users {
+        let name = escape_html(&u.username);
+        let joined = crate::chat::frames::rfc3339(u.created_at_ms);
+        let (action, label, class) = if u.is_active { ("deactivate", "Deactivate", "danger") } else { ("activate", "Activate", "secondary") };
+        let button = if u.username == user.username.as_str() {
+            "<span class=\"muted\">you</span>".to_owned()
+        } else {
+            format!(
+                "<form method=\"post\" action=\"/admin/users/{name}/{action}\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\"><button class=\"{class}\">{label}</button></form>",
+                csrf = escape_html(&csrf_token)
+            )
+        };
+        rows.push_str(&format!(
+            "<tr><td>{name}</td><td>{email}</td><td>{role}</td><td>{status}</td><td><time datetime=\"{joined}\">{date}</time></td><td>{button}</td></tr>",
+            email = escape_html(&u.email),
+            role = if u.is_superuser { "superuser" } else { "user" },
+            status = if u.is_active { "active" } else { "deactivated" },
+            date = &joined[..10],
+        ));
+    }
+    let page = templates::render_with_raw(
+        Page::Admin,
+        &[("username", user.username.as_str()), ("csrf_token", &csrf_token), ("error", error), ("notice", notice)],
+        &[("user_rows", &rows)],
+    );
+    respond::html(status, page)
+}
+
+/// `POST /admin/users`: creates a user.
+pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>) -> Reply {
+    let fields = match admin_form(user, request).await {
+        Ok(fields) => fields,
+        Err(reply) => return reply,
+    };
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
+    let is_superuser = field("is_superuser") == "on";
+    let record = match new_user_record(field("username"), field("email").trim(), field("password"), None, is_superuser).await {
+        Ok(record) => record,
+        Err(error) => return admin_page(app, user, StatusCode::BAD_REQUEST, &error, "").await,
+    };
+    let name = record.username.clone();
+    match app.storage(move |store| store.create_user(&record)).await {
+        Ok(()) => {
+            app.close_setup();
+            tracing::info!(by = %user.username.as_str(), username = %name, is_superuser, "user created from the admin page");
+            notice_redirect(&format!("User {name} was created."))
+        }
+        Err(StorageError::UsernameTaken) => {
+            admin_page(app, user, StatusCode::CONFLICT, "A user with that username already exists.", "").await
+        }
+        Err(error) => storage_failure_page(error),
+    }
+}
+
+/// `POST /admin/users/<name>/(de)activate`.
+pub async fn admin_set_active(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>, target: &str, active: bool) -> Reply {
+    if let Err(reply) = admin_form(user, request).await {
+        return reply;
+    }
+    if target == user.username.as_str() {
+        return admin_page(app, user, StatusCode::BAD_REQUEST, "You cannot deactivate your own account.", "").await;
+    }
+    let name = target.to_owned();
+    match app.storage(move |store| store.set_user_active(&name, active)).await {
+        Ok(true) => {
+            tracing::info!(by = %user.username.as_str(), username = %target, active, "user status changed");
+            let verb = if active { "activated" } else { "deactivated" };
+            notice_redirect(&format!("User {target} was {verb}."))
+        }
+        Ok(false) => error_page(StatusCode::NOT_FOUND, "There is no user with that name."),
+        Err(error) => storage_failure_page(error),
+    }
+}
+
+/// Back to the admin page, showing `notice` (post/redirect/get).
+fn notice_redirect(notice: &str) -> Reply {
+    let encoded: String = form_urlencoded::byte_serialize(notice.as_bytes()).collect();
+    see_other(&format!("/admin?notice={encoded}"))
+}
+
+/// Reads an admin form and checks its CSRF token.
+async fn admin_form(user: &CurrentUser, request: Request<Incoming>) -> Result<std::collections::HashMap<String, String>, Reply> {
+    let body = request::body(request).await.map_err(|e| error_page(e.status(), "The form could not be read."))?;
+    let fields = form(&body);
+    let submitted = fields.get("csrf_token").map(String::as_str).unwrap_or("");
+    if !csrf::matches(submitted, &user.csrf_token()) {
+        return Err(error_page(StatusCode::FORBIDDEN, "The form's security token is missing or stale. Reload the page and try again."));
+    }
+    Ok(fields)
+}

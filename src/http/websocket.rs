@@ -1,0 +1,60 @@
+//! The WebSocket routes' checks before the upgrade: every failed check is a
+//! plain HTTP error and no upgrade happens.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+
+use super::identity::current_user;
+use super::request::{origin_allowed, query};
+use super::respond::{json_error, Body, Reply};
+use crate::app::App;
+use crate::chat::socket::{self, SocketRequest};
+use crate::domain::{Conversation, MessageId, RoomName, Username};
+
+/// What the path names: a room, or the other member of a direct conversation.
+pub enum Target {
+    Room(RoomName),
+    Direct(Username),
+}
+
+pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, target: Target) -> Reply {
+    if !origin_allowed(request.headers(), &app.config.allowed_origins, app.config.secure_cookies) {
+        return json_error(StatusCode::FORBIDDEN, "this Origin may not open chat sockets; add it with --allowed-origin");
+    }
+    let user = match current_user(app, request.headers()).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return json_error(StatusCode::UNAUTHORIZED, "sign in first: the upgrade needs a valid session cookie"),
+        Err(error) => return super::accounts::storage_failure_json(error),
+    };
+    let since = match query(&request).get("since") {
+        None => None,
+        Some(raw) => match MessageId::parse(raw) {
+            Some(id) => Some(id),
+            None => return json_error(StatusCode::BAD_REQUEST, "since must be a message id"),
+        },
+    };
+    let conversation = match target {
+        Target::Room(room) => Conversation::Room(room),
+        Target::Direct(peer) => match super::api::direct_with(app, &user, peer.as_str()).await {
+            Ok(conversation) => conversation,
+            Err(reply) => return reply,
+        },
+    };
+    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        return json_error(StatusCode::UPGRADE_REQUIRED, "this route speaks WebSocket only");
+    }
+    let member = user.username.as_str().to_owned();
+    let joined = conversation.clone();
+    if let Err(error) = app.storage(move |store| store.join(&member, &joined)).await {
+        return super::accounts::storage_failure_json(error);
+    }
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
+        Ok(pair) => pair,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, &format!("bad WebSocket handshake: {error}")),
+    };
+    let socket_request = SocketRequest { user: user.username, conversation, since };
+    tokio::spawn(socket::serve(app.clone(), upgrade, socket_request));
+    response.map(|_| Body::default())
+}

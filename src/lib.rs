@@ -1,0 +1,24 @@
+//! chatctl: a real-time chat server in one binary.
+//!
+//! Read it as a table of contents:
+//! - `domain`: validated names, ids and message text.
+//! - `storage`: the redb database (accounts, sessions, rooms, messages) and its migrations.
+//! - `auth`: password hashing and rules, session and CSRF tokens, login throttling.
+//! - `chat`: a message's path: `socket` → `frames` → `log` (store) → `hub` (fan-out) → sockets.
+//! - `http`: the routes of PROTOCOL.md, pages and the JSON API.
+//! - `app`, `config`, `startup`: the shared state and how a server is built and stopped.
+//! - `client`: a small HTTP + WebSocket client, used by `smoke-test` and the tests.
+//! - `commands`: one module per subcommand.
+
+pub mod app;
+pub mod auth;
+pub mod chat;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,46 @@
+//! Counters for `/metrics` (Prometheus text format). Plain atomics: each hot
+//! path adds once per event, never takes a lock.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub http_requests: AtomicU64,
+    pub open_sockets: AtomicI64,
+    pub sockets_accepted: AtomicU64,
+    pub frames_received: AtomicU64,
+    pub frames_refused: AtomicU64,
+    pub messages_stored: AtomicU64,
+    pub commits: AtomicU64,
+    pub store_failures: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub slow_consumer_drops: AtomicU64,
+    pub logins_succeeded: AtomicU64,
+    pub logins_failed: AtomicU64,
+    pub logins_throttled: AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, kind: &str, value: i64| {
+            let _ = writeln!(out, "# HELP chatctl_{name} {help}\n# TYPE chatctl_{name} {kind}\nchatctl_{name} {value}");
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed) as i64;
+        counter("http_requests_total", "HTTP requests received.", "counter", get(&self.http_requests));
+        counter("websockets_open", "WebSockets open now.", "gauge", self.open_sockets.load(Ordering::Relaxed));
+        counter("websockets_accepted_total", "WebSocket upgrades accepted.", "counter", get(&self.sockets_accepted));
+        counter("frames_received_total", "Client text frames received.", "counter", get(&self.frames_received));
+        counter("frames_refused_total", "Client frames answered with an error frame.", "counter", get(&self.frames_refused));
+        counter("messages_stored_total", "Messages committed to storage.", "counter", get(&self.messages_stored));
+        counter("storage_commits_total", "Message batches committed (group commit).", "counter", get(&self.commits));
+        counter("storage_failures_total", "Message batches that failed to commit.", "counter", get(&self.store_failures));
+        counter("deliveries_total", "Message frames queued to sockets.", "counter", get(&self.deliveries));
+        counter("slow_consumer_drops_total", "Deliveries refused because a socket queue was full.", "counter", get(&self.slow_consumer_drops));
+        counter("logins_succeeded_total", "Successful sign-ins.", "counter", get(&self.logins_succeeded));
+        counter("logins_failed_total", "Failed sign-ins.", "counter", get(&self.logins_failed));
+        counter("logins_throttled_total", "Sign-ins refused by throttling.", "counter", get(&self.logins_throttled));
+        out
+    }
+}

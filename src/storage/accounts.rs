@@ -1,0 +1,203 @@
+//! Users and server-side sessions.
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, schema, Result, StorageError, Store};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRecord {
+    pub username: String,
+    #[serde(default)]
+    pub email: String,
+    /// PHC string (`$argon2id$...`).
+    pub password_hash: String,
+    pub is_superuser: bool,
+    pub is_active: bool,
+    pub created_at_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub username: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+impl Store {
+    /// Adds a user; an existing username is an error, never an overwrite.
+    pub fn create_user(&self, user: &UserRecord) -> Result<()> {
+        self.insert_user(user, false)
+    }
+
+    /// Adds the first user, only while there is none: the setup page's rule,
+    /// checked in the same transaction as the insert.
+    pub fn create_first_user(&self, user: &UserRecord) -> Result<()> {
+        self.insert_user(user, true)
+    }
+
+    fn insert_user(&self, user: &UserRecord, only_if_first: bool) -> Result<()> {
+        let txn = self.db().begin_write()?;
+        {
+            let mut users = txn.open_table(schema::USERS)?;
+            if only_if_first && users.len()? > 0 {
+                return Err(StorageError::SetupClosed);
+            }
+            if users.get(user.username.as_str())?.is_some() {
+                return Err(StorageError::UsernameTaken);
+            }
+            users.insert(user.username.as_str(), encode(user).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn user(&self, username: &str) -> Result<Option<UserRecord>> {
+        let txn = self.db().begin_read()?;
+        let users = txn.open_table(schema::USERS)?;
+        let found = users.get(username)?;
+        found.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn user_count(&self) -> Result<u64> {
+        let txn = self.db().begin_read()?;
+        Ok(txn.open_table(schema::USERS)?.len()?)
+    }
+
+    /// Every user, by username.
+    pub fn users(&self) -> Result<Vec<UserRecord>> {
+        let txn = self.db().begin_read()?;
+        let users = txn.open_table(schema::USERS)?;
+        let mut out = Vec::new();
+        for entry in users.iter()? {
+            let (_, value) = entry?;
+            out.push(decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Activates or deactivates a user; deactivation also ends their sessions.
+    /// Returns false when there is no such user.
+    pub fn set_user_active(&self, username: &str, active: bool) -> Result<bool> {
+        let txn = self.db().begin_write()?;
+        {
+            let mut users = txn.open_table(schema::USERS)?;
+            let Some(mut user) = users.get(username)?.map(|v| decode::<UserRecord>(v.value())).transpose()? else {
+                return Ok(false);
+            };
+            user.is_active = active;
+            users.insert(username, encode(&user).as_slice())?;
+            if !active {
+                let mut sessions = txn.open_table(schema::SESSIONS)?;
+                sessions.retain(|_, value| {
+                    serde_json::from_slice::<SessionRecord>(value)
+                        .map(|s| s.username != username)
+                        .unwrap_or(false)
+                })?;
+            }
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    pub fn create_session(&self, token_hash: &[u8; 32], session: &SessionRecord) -> Result<()> {
+        let txn = self.db().begin_write()?;
+        txn.open_table(schema::SESSIONS)?.insert(token_hash.as_slice(), encode(session).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
+        let txn = self.db().begin_read()?;
+        let sessions = txn.open_table(schema::SESSIONS)?;
+        let found = sessions.get(token_hash.as_slice())?;
+        found.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()> {
+        let txn = self.db().begin_write()?;
+        txn.open_table(schema::SESSIONS)?.remove(token_hash.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes sessions that expired before `now_ms`; returns how many.
+    pub fn delete_expired_sessions(&self, now_ms: u64) -> Result<usize> {
+        let txn = self.db().begin_write()?;
+        let mut removed = 0;
+        {
+            let mut sessions = txn.open_table(schema::SESSIONS)?;
+            sessions.retain(|_, value| {
+                let keep = serde_json::from_slice::<SessionRecord>(value)
+                    .map(|s| s.expires_at_ms > now_ms)
+                    .unwrap_or(false);
+                if !keep {
+                    removed += 1;
+                }
+                keep
+            })?;
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_store;
+
+    fn user(name: &str) -> UserRecord {
+        UserRecord {
+            username: name.into(),
+            email: String::new(),
+            password_hash: "$argon2id$x".into(),
+            is_superuser: false,
+            is_active: true,
+            created_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_duplicate_username_is_refused_not_overwritten() {
+        let (_dir, store) = test_store();
+        store.create_user(&user("alice")).unwrap();
+        let mut again = user("alice");
+        again.is_superuser = true;
+        assert!(matches!(store.create_user(&again), Err(StorageError::UsernameTaken)));
+        assert!(!store.user("alice").unwrap().unwrap().is_superuser);
+        store.create_user(&user("Alice")).unwrap();
+        assert_eq!(store.user_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn setup_creates_only_the_first_user() {
+        let (_dir, store) = test_store();
+        store.create_first_user(&user("root")).unwrap();
+        assert!(matches!(store.create_first_user(&user("second")), Err(StorageError::SetupClosed)));
+    }
+
+    #[test]
+    fn deactivation_ends_that_users_sessions_only() {
+        let (_dir, store) = test_store();
+        store.create_user(&user("alice")).unwrap();
+        let session = |name: &str| SessionRecord { username: name.into(), created_at_ms: 0, expires_at_ms: u64::MAX };
+        store.create_session(&[1; 32], &session("alice")).unwrap();
+        store.create_session(&[2; 32], &session("bob")).unwrap();
+        assert!(store.set_user_active("alice", false).unwrap());
+        assert!(store.session(&[1; 32]).unwrap().is_none());
+        assert!(store.session(&[2; 32]).unwrap().is_some());
+        assert!(!store.user("alice").unwrap().unwrap().is_active);
+        assert!(!store.set_user_active("nobody", false).unwrap());
+    }
+
+    #[test]
+    fn expired_sessions_are_swept() {
+        let (_dir, store) = test_store();
+        let s = |exp| SessionRecord { username: "a".into(), created_at_ms: 0, expires_at_ms: exp };
+        store.create_session(&[1; 32], &s(100)).unwrap();
+        store.create_session(&[2; 32], &s(300)).unwrap();
+        assert_eq!(store.delete_expired_sessions(200).unwrap(), 1);
+        assert!(store.session(&[2; 32]).unwrap().is_some());
+    }
+}

@@ -1,0 +1,158 @@
+//! Messages: appended in batches (one transaction per batch, see
+//! `chat::writer`) and read back by conversation, in id order.
+
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, schema, Result, Store};
+use crate::domain::MessageId;
+
+/// A message accepted from a socket, not yet stored.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub conversation: String,
+    pub author: String,
+    pub text: String,
+    pub ts_ms: u64,
+}
+
+/// A stored message: it has an id and is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub id: MessageId,
+    pub conversation: String,
+    pub author: String,
+    pub text: String,
+    pub ts_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMessage {
+    author: String,
+    text: String,
+    ts_ms: u64,
+}
+
+fn message_from(conversation: &str, id: u64, bytes: &[u8]) -> Result<Message> {
+    let stored: StoredMessage = decode(bytes)?;
+    Ok(Message {
+        id: MessageId(id),
+        conversation: conversation.to_owned(),
+        author: stored.author,
+        text: stored.text,
+        ts_ms: stored.ts_ms,
+    })
+}
+
+impl Store {
+    /// Stores a batch in one durable transaction and gives each message the
+    /// next id, in batch order. Either every message is stored or none is.
+    pub fn append_messages(&self, batch: Vec<NewMessage>) -> Result<Vec<Message>> {
+        let txn = self.db().begin_write()?;
+        let mut stored = Vec::with_capacity(batch.len());
+        {
+            let mut meta = txn.open_table(schema::META)?;
+            let mut next = meta.get(schema::NEXT_MESSAGE_ID_KEY)?.map(|v| v.value()).unwrap_or(1);
+            let mut messages = txn.open_table(schema::MESSAGES)?;
+            for new in batch {
+                let record = StoredMessage { author: new.author, text: new.text, ts_ms: new.ts_ms };
+                messages.insert((new.conversation.as_str(), next), encode(&record).as_slice())?;
+                stored.push(Message {
+                    id: MessageId(next),
+                    conversation: new.conversation,
+                    author: record.author,
+                    text: record.text,
+                    ts_ms: record.ts_ms,
+                });
+                next += 1;
+            }
+            meta.insert(schema::NEXT_MESSAGE_ID_KEY, next)?;
+        }
+        txn.commit()?;
+        Ok(stored)
+    }
+
+    /// The newest `limit` messages older than `before` (or the newest of all),
+    /// oldest first.
+    pub fn messages_before(&self, conversation: &str, before: Option<MessageId>, limit: usize) -> Result<Vec<Message>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(schema::MESSAGES)?;
+        let upper = before.map(|id| id.0).unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity(limit.min(512));
+        for entry in table.range((conversation, 0)..(conversation, upper))?.rev().take(limit) {
+            let (key, value) = entry?;
+            out.push(message_from(conversation, key.value().1, value.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The oldest `limit` messages newer than `after`, oldest first, and
+    /// whether there are more after them.
+    pub fn messages_after(&self, conversation: &str, after: MessageId, limit: usize) -> Result<(Vec<Message>, bool)> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(schema::MESSAGES)?;
+        let Some(lower) = after.0.checked_add(1) else {
+            return Ok((Vec::new(), false));
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut range = table.range((conversation, lower)..=(conversation, u64::MAX))?;
+        for entry in range.by_ref().take(limit) {
+            let (key, value) = entry?;
+            out.push(message_from(conversation, key.value().1, value.value())?);
+        }
+        let more = range.next().is_some();
+        Ok((out, more))
+    }
+
+    /// The conversation's newest message, if any.
+    pub fn latest_message(&self, conversation: &str) -> Result<Option<Message>> {
+        Ok(self.messages_before(conversation, None, 1)?.pop())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_store;
+
+    fn new(conversation: &str, text: &str) -> NewMessage {
+        NewMessage { conversation: conversation.into(), author: "a".into(), text: text.into(), ts_ms: 5 }
+    }
+
+    #[test]
+    fn ids_increase_in_batch_order_and_pages_work_both_ways() {
+        let (_dir, store) = test_store();
+        let batch: Vec<_> = (0..10).map(|i| new("room", &i.to_string())).collect();
+        let stored = store.append_messages(batch).unwrap();
+        store.append_messages(vec![new("other", "x"), new("room", "10")]).unwrap();
+        assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
+
+        let last3 = store.messages_before("room", None, 3).unwrap();
+        assert_eq!(last3.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["8", "9", "10"]);
+        let before = store.messages_before("room", Some(last3[0].id), 2).unwrap();
+        assert_eq!(before.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["6", "7"]);
+
+        let (after, more) = store.messages_after("room", stored[1].id, 3).unwrap();
+        assert_eq!(after.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["2", "3", "4"]);
+        assert!(more);
+        let (tail, more) = store.messages_after("room", stored[8].id, 10).unwrap();
+        assert_eq!(tail.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["9", "10"]);
+        assert!(!more);
+        assert_eq!(store.latest_message("other").unwrap().unwrap().text, "x");
+        assert!(store.latest_message("empty").unwrap().is_none());
+    }
+
+    #[test]
+    fn messages_survive_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), crate::storage::SchemaCheck::RequireCurrent).unwrap();
+            store.append_messages(vec![new("room", "kept")]).unwrap();
+        }
+        let store = Store::open(dir.path(), crate::storage::SchemaCheck::RequireCurrent).unwrap();
+        assert_eq!(store.latest_message("room").unwrap().unwrap().text, "kept");
+        let next = store.append_messages(vec![new("room", "next")]).unwrap();
+        assert_eq!(next[0].id, MessageId(2));
+    }
+}

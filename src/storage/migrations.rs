@@ -1,0 +1,174 @@
+//! Versioned schema steps. Each step runs in its own write transaction that
+//! also records the new version, so a step is applied entirely or not at all.
+//! A new database gets every step at once, in one transaction.
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::{schema, Result, StorageError};
+
+/// Reports progress of a step that walks data: (done, total).
+pub type Progress<'a> = &'a dyn Fn(u64, u64);
+
+/// One schema step: it takes the database from `version - 1` to `version`.
+pub struct Step {
+    pub version: u64,
+    pub description: &'static str,
+    pub apply: fn(&WriteTransaction, Progress) -> Result<()>,
+}
+
+/// Every step, in order. Append new steps; never edit a released one.
+pub static STEPS: &[Step] = &[Step {
+    version: 1,
+    description: "create the users, sessions, rooms, memberships and messages tables",
+    apply: create_initial_tables,
+}];
+
+pub const CURRENT_VERSION: u64 = 1;
+
+fn create_initial_tables(txn: &WriteTransaction, _progress: Progress) -> Result<()> {
+    txn.open_table(schema::USERS)?;
+    txn.open_table(schema::SESSIONS)?;
+    txn.open_table(schema::ROOMS)?;
+    txn.open_table(schema::MEMBERSHIPS)?;
+    let mut meta = txn.open_table(schema::META)?;
+    if meta.get(schema::NEXT_MESSAGE_ID_KEY)?.is_none() {
+        meta.insert(schema::NEXT_MESSAGE_ID_KEY, 1)?;
+    }
+    drop(meta);
+    txn.open_table(schema::MESSAGES)?;
+    Ok(())
+}
+
+/// The version recorded in the database; 0 when none is.
+pub fn schema_version(db: &Database) -> Result<u64> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(schema::META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(meta.get(schema::SCHEMA_VERSION_KEY)?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// A database with no tables at all is new: bring it to the current version
+/// in one transaction, so `serve` on an empty data dir just works.
+pub(super) fn initialise_if_new(db: &Database) -> Result<()> {
+    if schema_version(db)? != 0 || has_any_table(db)? {
+        return Ok(());
+    }
+    let txn = db.begin_write()?;
+    for step in STEPS {
+        (step.apply)(&txn, &|_, _| {})?;
+    }
+    set_version(&txn, CURRENT_VERSION)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn has_any_table(db: &Database) -> Result<bool> {
+    let txn = db.begin_read()?;
+    let any = txn.list_tables().map_err(StorageError::from)?.next().is_some();
+    Ok(any)
+}
+
+fn set_version(txn: &WriteTransaction, version: u64) -> Result<()> {
+    let mut meta = txn.open_table(schema::META)?;
+    meta.insert(schema::SCHEMA_VERSION_KEY, version)?;
+    Ok(())
+}
+
+/// The steps not yet applied to `db`.
+pub fn pending(db: &Database) -> Result<Vec<&'static Step>> {
+    pending_of(db, STEPS)
+}
+
+fn pending_of(db: &Database, steps: &'static [Step]) -> Result<Vec<&'static Step>> {
+    let found = schema_version(db)?;
+    Ok(steps.iter().filter(|s| s.version > found).collect())
+}
+
+/// Applies one step and records its version, atomically.
+pub fn apply(db: &Database, step: &Step, progress: Progress) -> Result<()> {
+    let txn = db.begin_write()?;
+    (step.apply)(&txn, progress)?;
+    set_version(&txn, step.version)?;
+    txn.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{SchemaCheck, Store};
+
+    #[test]
+    fn a_new_database_is_created_at_the_current_version() {
+        let (_dir, store) = crate::storage::test_store();
+        assert_eq!(schema_version(store.db()).unwrap(), CURRENT_VERSION);
+        assert!(pending(store.db()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn steps_are_numbered_in_order_up_to_the_current_version() {
+        for (index, step) in STEPS.iter().enumerate() {
+            assert_eq!(step.version, index as u64 + 1);
+        }
+        assert_eq!(STEPS.last().unwrap().version, CURRENT_VERSION);
+    }
+
+    static TEST_STEPS: &[Step] = &[
+        Step { version: 1, description: "one", apply: |_, _| Ok(()) },
+        Step {
+            version: 2,
+            description: "two",
+            apply: |txn, _| {
+                txn.open_table(schema::USERS)?.insert("marker", b"{}".as_slice())?;
+                Ok(())
+            },
+        },
+        Step {
+            version: 3,
+            description: "fails",
+            apply: |txn, _| {
+                txn.open_table(schema::USERS)?.insert("half-done", b"{}".as_slice())?;
+                Err(StorageError::Corrupt("boom".into()))
+            },
+        },
+    ];
+
+    #[test]
+    fn a_failing_step_leaves_nothing_behind_and_a_rerun_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        for step in pending_of(&db, &TEST_STEPS[..2]).unwrap() {
+            apply(&db, step, &|_, _| {}).unwrap();
+        }
+        assert_eq!(schema_version(&db).unwrap(), 2);
+        assert!(pending_of(&db, &TEST_STEPS[..2]).unwrap().is_empty());
+        assert!(apply(&db, &TEST_STEPS[2], &|_, _| {}).is_err());
+        assert_eq!(schema_version(&db).unwrap(), 2);
+        let txn = db.begin_read().unwrap();
+        let users = txn.open_table(schema::USERS).unwrap();
+        assert!(users.get("marker").unwrap().is_some());
+        assert!(users.get("half-done").unwrap().is_none());
+    }
+
+    #[test]
+    fn serve_refuses_old_and_newer_schemas_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), SchemaCheck::RequireCurrent).unwrap());
+        let set = |v: u64| {
+            let db = Database::create(dir.path().join(crate::storage::DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            set_version(&txn, v).unwrap();
+            txn.commit().unwrap();
+        };
+        set(CURRENT_VERSION + 1);
+        let err = Store::open(dir.path(), SchemaCheck::RequireCurrent).err().unwrap();
+        assert!(matches!(err, StorageError::NewerSchema { .. }), "{err}");
+        set(CURRENT_VERSION - 1);
+        let err = Store::open(dir.path(), SchemaCheck::RequireCurrent).err().unwrap();
+        assert!(err.to_string().contains("chatctl migrate"), "{err}");
+        assert!(Store::open(dir.path(), SchemaCheck::ForMigration).is_ok());
+    }
+}

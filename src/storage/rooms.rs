@@ -1,0 +1,136 @@
+//! Rooms (created on first join, with the joiner as owner) and memberships,
+//! which the lobby lists.
+
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, now_ms, schema, Message, Result, Store};
+use crate::domain::Conversation;
+
+#[derive(Serialize, Deserialize)]
+struct RoomRecord {
+    owner: String,
+    created_at_ms: u64,
+}
+
+/// One row of the lobby: a conversation the user is in and its newest message.
+#[derive(Clone, Debug)]
+pub struct ConversationSummary {
+    pub conversation: Conversation,
+    pub latest: Option<Message>,
+}
+
+impl Store {
+    /// Records that `user` joined `conversation`: creates the room on first
+    /// join (owner = `user`) and the membership, of both members for a direct
+    /// conversation. Reads first so that the common case writes nothing.
+    pub fn join(&self, user: &str, conversation: &Conversation) -> Result<()> {
+        let key = conversation.key();
+        let members: Vec<&str> = match conversation {
+            Conversation::Room(_) => vec![user],
+            Conversation::Direct { low, high } => vec![low.as_str(), high.as_str()],
+        };
+        {
+            let txn = self.db().begin_read()?;
+            let memberships = txn.open_table(schema::MEMBERSHIPS)?;
+            let mut all_known = true;
+            for member in &members {
+                all_known &= memberships.get((*member, key.as_str()))?.is_some();
+            }
+            if all_known {
+                return Ok(());
+            }
+        }
+        let txn = self.db().begin_write()?;
+        {
+            let now = now_ms();
+            let mut rooms = txn.open_table(schema::ROOMS)?;
+            if rooms.get(key.as_str())?.is_none() {
+                let record = RoomRecord { owner: user.to_owned(), created_at_ms: now };
+                rooms.insert(key.as_str(), encode(&record).as_slice())?;
+            }
+            let mut memberships = txn.open_table(schema::MEMBERSHIPS)?;
+            for member in members {
+                if memberships.get((member, key.as_str()))?.is_none() {
+                    memberships.insert((member, key.as_str()), now)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The owner of a room, if it exists.
+    pub fn room_owner(&self, conversation: &Conversation) -> Result<Option<String>> {
+        let txn = self.db().begin_read()?;
+        let rooms = txn.open_table(schema::ROOMS)?;
+        let found = rooms.get(conversation.key().as_str())?;
+        Ok(found.map(|v| decode::<RoomRecord>(v.value())).transpose()?.map(|r| r.owner))
+    }
+
+    /// The user's conversations, most recently active first.
+    pub fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
+        let keys: Vec<String> = {
+            let txn = self.db().begin_read()?;
+            let memberships = txn.open_table(schema::MEMBERSHIPS)?;
+            let mut keys = Vec::new();
+            for entry in memberships.range((user, "")..)? {
+                let (key, _) = entry?;
+                let (member, conversation) = key.value();
+                if member != user {
+                    break;
+                }
+                keys.push(conversation.to_owned());
+            }
+            keys
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(conversation) = Conversation::from_key(&key) else { continue };
+            let latest = self.latest_message(&key)?;
+            out.push(ConversationSummary { conversation, latest });
+        }
+        out.sort_by(|a, b| {
+            let id = |s: &ConversationSummary| s.latest.as_ref().map(|m| m.id);
+            id(b).cmp(&id(a))
+        });
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{RoomName, Username};
+    use crate::storage::{test_store, NewMessage};
+
+    #[test]
+    fn joining_creates_the_room_once_and_lists_it_in_the_lobby() {
+        let (_dir, store) = test_store();
+        let lobby = Conversation::Room(RoomName::parse("lobby").unwrap());
+        let quiet = Conversation::Room(RoomName::parse("quiet").unwrap());
+        store.join("alice", &lobby).unwrap();
+        store.join("bob", &lobby).unwrap();
+        store.join("alice", &quiet).unwrap();
+        assert_eq!(store.room_owner(&lobby).unwrap().as_deref(), Some("alice"));
+        store
+            .append_messages(vec![NewMessage { conversation: "lobby".into(), author: "bob".into(), text: "hi".into(), ts_ms: 1 }])
+            .unwrap();
+        let rooms = store.conversations_of("alice").unwrap();
+        assert_eq!(rooms.len(), 2);
+        assert_eq!(rooms[0].conversation, lobby);
+        assert_eq!(rooms[0].latest.as_ref().unwrap().text, "hi");
+        assert!(rooms[1].latest.is_none());
+        assert_eq!(store.conversations_of("bob").unwrap().len(), 1);
+        assert!(store.conversations_of("alic").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_direct_conversation_is_listed_for_both_members() {
+        let (_dir, store) = test_store();
+        let dm = Conversation::direct(Username::parse("bob").unwrap(), Username::parse("alice").unwrap());
+        store.join("bob", &dm).unwrap();
+        assert_eq!(store.conversations_of("alice").unwrap()[0].conversation, dm);
+        assert_eq!(store.conversations_of("bob").unwrap()[0].conversation, dm);
+    }
+}
