@@ -32,7 +32,8 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
-        serde_json::from_slice(&self.body).with_context(|| format!("expected JSON, got {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("expected JSON, got {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -43,7 +44,9 @@ impl Answer {
 impl Client {
     /// A client for `http://host:port` (a trailing path is ignored).
     pub fn new(base_url: &str) -> anyhow::Result<Client> {
-        let rest = base_url.strip_prefix("http://").ok_or_else(|| anyhow!("the URL must start with http:// (got {base_url})"))?;
+        let rest = base_url
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("the URL must start with http:// (got {base_url})"))?;
         let authority = rest.split('/').next().unwrap_or_default().to_owned();
         if authority.is_empty() {
             bail!("the URL {base_url} has no host");
@@ -70,8 +73,15 @@ impl Client {
     }
 
     /// Sends one request on a fresh connection.
-    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> anyhow::Result<Answer> {
-        let stream = TcpStream::connect(&self.authority).await.with_context(|| format!("connecting to {}", self.authority))?;
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<Answer> {
+        let stream =
+            TcpStream::connect(&self.authority).await.with_context(|| format!("connecting to {}", self.authority))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         let mut request = Request::builder().method(method).uri(path).header(header::HOST, &self.authority);
@@ -102,9 +112,13 @@ impl Client {
 
     /// Signs in through `POST /api/login` and keeps the session cookie.
     pub async fn login(&mut self, username: &str, password: &str) -> anyhow::Result<Answer> {
-        let answer = self.post_json("/api/login", &serde_json::json!({"username": username, "password": password})).await?;
+        let answer =
+            self.post_json("/api/login", &serde_json::json!({"username": username, "password": password})).await?;
         if answer.status == StatusCode::OK {
-            self.session = Some(session_from(&answer.headers).ok_or_else(|| anyhow!("login answered 200 without a chatctl_session cookie"))?);
+            self.session = Some(
+                session_from(&answer.headers)
+                    .ok_or_else(|| anyhow!("login answered 200 without a chatctl_session cookie"))?,
+            );
         }
         Ok(answer)
     }
@@ -127,7 +141,8 @@ impl Client {
         if let Some(origin) = origin {
             request = request.header(header::ORIGIN, origin);
         }
-        let request = request.body(http_body_util::Empty::<Bytes>::new()).map_err(|e| ConnectError::Io(e.to_string()))?;
+        let request =
+            request.body(http_body_util::Empty::<Bytes>::new()).map_err(|e| ConnectError::Io(e.to_string()))?;
         match fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await {
             Ok((ws, _)) => Ok(ChatSocket { ws: FragmentCollector::new(ws) }),
             Err(fastwebsockets::WebSocketError::InvalidStatusCode(code)) => Err(ConnectError::Refused(code)),
@@ -199,14 +214,20 @@ impl ChatSocket {
     /// The next text frame as JSON, or the close; pings are answered and skipped.
     pub async fn next_event(&mut self, within: Duration) -> anyhow::Result<Event> {
         loop {
-            let frame = tokio::time::timeout(within, self.ws.read_frame()).await.context("no frame arrived in time")??;
+            let frame =
+                tokio::time::timeout(within, self.ws.read_frame()).await.context("no frame arrived in time")??;
             match frame.opcode {
                 OpCode::Text => {
-                    let value = serde_json::from_slice(&frame.payload).context("the server sent a text frame that is not JSON")?;
+                    let value = serde_json::from_slice(&frame.payload)
+                        .context("the server sent a text frame that is not JSON")?;
                     return Ok(Event::Json(value));
                 }
                 OpCode::Close => {
-                    let code = if frame.payload.len() >= 2 { u16::from_be_bytes([frame.payload[0], frame.payload[1]]) } else { 1005 };
+                    let code = if frame.payload.len() >= 2 {
+                        u16::from_be_bytes([frame.payload[0], frame.payload[1]])
+                    } else {
+                        1005
+                    };
                     let reason = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default()).into_owned();
                     return Ok(Event::Closed { code, reason });
                 }

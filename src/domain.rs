@@ -15,10 +15,7 @@ impl RoomName {
             return Err(NameError::Length { what: "room name", max: Self::MAX_LEN });
         }
         if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(NameError::Characters {
-                what: "room name",
-                allowed: "letters, digits and _",
-            });
+            return Err(NameError::Characters { what: "room name", allowed: "letters, digits and _" });
         }
         Ok(Self(raw.to_owned()))
     }
@@ -40,14 +37,8 @@ impl Username {
         if raw.is_empty() || raw.len() > Self::MAX_LEN {
             return Err(NameError::Length { what: "username", max: Self::MAX_LEN });
         }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'+' | b'-'))
-        {
-            return Err(NameError::Characters {
-                what: "username",
-                allowed: "letters, digits and _ . @ + -",
-            });
+        if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'+' | b'-')) {
+            return Err(NameError::Characters { what: "username", allowed: "letters, digits and _ . @ + -" });
         }
         Ok(Self(raw.to_owned()))
     }

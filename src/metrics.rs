@@ -32,12 +32,27 @@ impl Metrics {
         counter("websockets_open", "WebSockets open now.", "gauge", self.open_sockets.load(Ordering::Relaxed));
         counter("websockets_accepted_total", "WebSocket upgrades accepted.", "counter", get(&self.sockets_accepted));
         counter("frames_received_total", "Client text frames received.", "counter", get(&self.frames_received));
-        counter("frames_refused_total", "Client frames answered with an error frame.", "counter", get(&self.frames_refused));
+        counter(
+            "frames_refused_total",
+            "Client frames answered with an error frame.",
+            "counter",
+            get(&self.frames_refused),
+        );
         counter("messages_stored_total", "Messages committed to storage.", "counter", get(&self.messages_stored));
         counter("storage_commits_total", "Message batches committed (group commit).", "counter", get(&self.commits));
-        counter("storage_failures_total", "Message batches that failed to commit.", "counter", get(&self.store_failures));
+        counter(
+            "storage_failures_total",
+            "Message batches that failed to commit.",
+            "counter",
+            get(&self.store_failures),
+        );
         counter("deliveries_total", "Message frames queued to sockets.", "counter", get(&self.deliveries));
-        counter("slow_consumer_drops_total", "Deliveries refused because a socket queue was full.", "counter", get(&self.slow_consumer_drops));
+        counter(
+            "slow_consumer_drops_total",
+            "Deliveries refused because a socket queue was full.",
+            "counter",
+            get(&self.slow_consumer_drops),
+        );
         counter("logins_succeeded_total", "Successful sign-ins.", "counter", get(&self.logins_succeeded));
         counter("logins_failed_total", "Failed sign-ins.", "counter", get(&self.logins_failed));
         counter("logins_throttled_total", "Sign-ins refused by throttling.", "counter", get(&self.logins_throttled));

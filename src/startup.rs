@@ -61,7 +61,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         tokio::task::spawn_blocking(move || store.user_count()).await.expect("counting users does not panic")? > 0
     };
     let setup_token = (!has_users).then(crate::auth::session::new_token);
-    let setup_url = setup_token.as_ref().map(|token| format!("http://{addr}/setup?token={token}"));
+    let setup_url = setup_token.as_ref().map(|token| format!("{}/setup?token={token}", browsable_url(addr)));
 
     let app = Arc::new(App {
         message_rate: MessageRateLimit::new(config.message_rate, config.message_burst),
@@ -74,15 +74,27 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         shutdown: shutdown.clone(),
         setup_token: Mutex::new(setup_token),
     });
+    // Compute the unknown-user hash now, so the first failed login for an
+    // unknown name takes no longer than one for a known name.
+    tokio::task::spawn_blocking(|| crate::auth::password::dummy_hash().len());
     tokio::spawn(sweep_expired_sessions(app.clone(), shutdown.clone()));
     let accept_task = tokio::spawn(crate::http::server::accept_loop(listener, app.clone(), shutdown));
     tracing::info!(%addr, data_dir = %app.config.data_dir.display(), "chatctl is serving");
     Ok(RunningServer { addr, setup_url, app, stop, accept_task, writer })
 }
 
+/// A URL a browser on this machine can open: `0.0.0.0` is not one.
+fn browsable_url(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => format!("http://127.0.0.1:{}", addr.port()),
+        ip if ip.is_unspecified() => format!("http://[::1]:{}", addr.port()),
+        _ => format!("http://{addr}"),
+    }
+}
+
 impl RunningServer {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        browsable_url(self.addr)
     }
 
     /// The shared state, for tests that need to look inside.

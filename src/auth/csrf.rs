@@ -14,10 +14,7 @@ pub fn new_anonymous_token() -> String {
 }
 
 pub fn anonymous_cookie(token: &str, secure: bool) -> String {
-    format!(
-        "{COOKIE_NAME}={token}; HttpOnly; SameSite=Lax; Path=/{}",
-        if secure { "; Secure" } else { "" }
-    )
+    format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Lax; Path=/{}", if secure { "; Secure" } else { "" })
 }
 
 /// The token a signed-in user's forms carry.

@@ -48,10 +48,7 @@ pub fn session_cookie(token: &str, secure: bool) -> String {
 
 /// The `Set-Cookie` value that removes the session cookie.
 pub fn expired_session_cookie(secure: bool) -> String {
-    format!(
-        "{COOKIE_NAME}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{}",
-        if secure { "; Secure" } else { "" }
-    )
+    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{}", if secure { "; Secure" } else { "" })
 }
 
 #[cfg(test)]

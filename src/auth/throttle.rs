@@ -35,9 +35,7 @@ impl LoginThrottle {
         let now = Instant::now();
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let over = |key: Key, limit: u32| {
-            failures
-                .get(&key)
-                .is_some_and(|w| now.duration_since(w.started) < WINDOW && w.failures >= limit)
+            failures.get(&key).is_some_and(|w| now.duration_since(w.started) < WINDOW && w.failures >= limit)
         };
         !over(Key::Username(username.to_owned()), PER_USERNAME) && !over(Key::Address(address), PER_ADDRESS)
     }

@@ -50,7 +50,9 @@ impl Refusal {
             Refusal::Empty => "the message is empty once white space is trimmed".to_owned(),
             Refusal::TooLong => format!("a message may have at most {} characters", MessageText::MAX_CHARS),
             Refusal::RateLimited => "too many messages: slow down and retry in a moment".to_owned(),
-            Refusal::Unavailable => "the server cannot store messages right now; nothing was stored, retry later".to_owned(),
+            Refusal::Unavailable => {
+                "the server cannot store messages right now; nothing was stored, retry later".to_owned()
+            }
         }
     }
 }
@@ -161,7 +163,13 @@ mod tests {
 
     #[test]
     fn message_frames_have_every_protocol_field() {
-        let m = Message { id: MessageId(42), conversation: "lobby".into(), author: "al".into(), text: "<b>".into(), ts_ms: 1_700_000_000_123 };
+        let m = Message {
+            id: MessageId(42),
+            conversation: "lobby".into(),
+            author: "al".into(),
+            text: "<b>".into(),
+            ts_ms: 1_700_000_000_123,
+        };
         let v: serde_json::Value = serde_json::from_slice(&message_bytes(&m, None)).unwrap();
         assert_eq!(v["type"], "chat_handler");
         assert_eq!(v["id"], "00000000000000000042");

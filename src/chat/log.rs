@@ -128,7 +128,8 @@ mod tests {
         let (log, writer) = MessageLog::start_embedded(store.clone(), hub.clone(), metrics.clone());
         for i in 0..300 {
             let text = MessageText::parse(&format!("m{i}")).unwrap();
-            let submission = Submission { conversation: "r".into(), author: "a".into(), text, client_id: None, origin: sub.clone() };
+            let submission =
+                Submission { conversation: "r".into(), author: "a".into(), text, client_id: None, origin: sub.clone() };
             log.submit(submission).await.unwrap();
         }
         drop(log);

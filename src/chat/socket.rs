@@ -83,7 +83,8 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
 
     match history {
         Ok((history, latest)) => {
-            let mut writer_task = tokio::spawn(write_loop(writer, queue, overflow, history, latest, app.shutdown.clone()));
+            let mut writer_task =
+                tokio::spawn(write_loop(writer, queue, overflow, history, latest, app.shutdown.clone()));
             tokio::select! {
                 _ = read_loop(&app, reader, &subscriber, &request) => {}
                 // The writer closed the socket (slow consumer, shutdown, error): stop reading.
@@ -264,7 +265,11 @@ async fn write_loop(
 }
 
 /// Writes one queued item; Ok(false) once the socket is closed.
-async fn write_item(ws: &mut Writer, item: Outbound, history_covers: Option<MessageId>) -> Result<bool, WebSocketError> {
+async fn write_item(
+    ws: &mut Writer,
+    item: Outbound,
+    history_covers: Option<MessageId>,
+) -> Result<bool, WebSocketError> {
     match item {
         Outbound::Message { id, bytes } => {
             if history_covers.is_none_or(|covered| id > covered) {

@@ -72,8 +72,9 @@ fn non_interactive(args: &Args) -> anyhow::Result<(Username, String, String)> {
         std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     } else {
-        std::env::var("CHATCTL_SUPERUSER_PASSWORD")
-            .map_err(|_| anyhow::anyhow!("set CHATCTL_SUPERUSER_PASSWORD or pass --password-stdin to give the password"))?
+        std::env::var("CHATCTL_SUPERUSER_PASSWORD").map_err(|_| {
+            anyhow::anyhow!("set CHATCTL_SUPERUSER_PASSWORD or pass --password-stdin to give the password")
+        })?
     };
     let problems = password::check_rules(&password, username.as_str(), &email);
     if !problems.is_empty() {

@@ -35,7 +35,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for step in pending {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("  {msg} [{bar:30}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template("  {msg} [{bar:30}] {pos}/{len}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.set_message(format!("step {}", step.version));
         let report = |done: u64, total: u64| {

@@ -73,7 +73,9 @@ struct Report {
 impl Report {
     async fn check<T>(&mut self, name: &str, work: impl Future<Output = anyhow::Result<T>>) -> Option<T> {
         let spinner = ProgressBar::new_spinner();
-        spinner.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         spinner.set_message(name.to_owned());
         spinner.enable_steady_tick(Duration::from_millis(100));
         let outcome = match tokio::time::timeout(STEP_LIMIT, work).await {
@@ -101,7 +103,10 @@ async fn local(report: &mut Report) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data dir")?;
     let accounts: Vec<Account> = ["alice", "bob", "carol"]
         .iter()
-        .map(|name| Account { name: (*name).to_owned(), password: format!("{name}-smoke-{}", crate::auth::session::random_hex::<6>()) })
+        .map(|name| Account {
+            name: (*name).to_owned(),
+            password: format!("{name}-smoke-{}", crate::auth::session::random_hex::<6>()),
+        })
         .collect();
     let data_dir = dir.path().to_path_buf();
     let to_create = accounts.clone();
@@ -123,7 +128,9 @@ async fn local(report: &mut Report) -> anyhow::Result<()> {
 
     let mut config = ServerConfig::ephemeral(dir.path());
     config.announce_setup = false;
-    let Some(server) = report.check("a server starts on a random loopback port", async { Ok(crate::startup::start(config.clone()).await?) }).await
+    let Some(server) = report
+        .check("a server starts on a random loopback port", async { Ok(crate::startup::start(config.clone()).await?) })
+        .await
     else {
         return Ok(());
     };
@@ -134,9 +141,7 @@ async fn local(report: &mut Report) -> anyhow::Result<()> {
         return Ok(());
     };
 
-    report
-        .check("a direct conversation reaches its two users and no third", direct_conversation(&state, carol))
-        .await;
+    report.check("a direct conversation reaches its two users and no third", direct_conversation(&state, carol)).await;
 
     let before = state.bob.get(&format!("/api/rooms/{}/messages?limit=500", state.room)).await?.json()?;
     server.shutdown().await;
@@ -204,15 +209,22 @@ async fn shared_checks(report: &mut Report, client: &Client, a: &Account, b: &Ac
 
     let ids = report
         .check("messages both ways arrive once, in one order, with authors and ids", async {
-            let script = [(true, "hello from alice"), (false, "hi alice, bob here"), (true, "<script>alert(1)</script>"), (false, "  trimmed  ")];
+            let script = [
+                (true, "hello from alice"),
+                (false, "hi alice, bob here"),
+                (true, "<script>alert(1)</script>"),
+                (false, "  trimmed  "),
+            ];
             for (i, (from_alice, text)) in script.iter().enumerate() {
                 let ws = if *from_alice { &mut alice_ws } else { &mut bob_ws };
                 ws.send_message(text, Some(&format!("c{i}"))).await?;
             }
             let seen_by_alice = collect_messages(&mut alice_ws, script.len()).await?;
             let seen_by_bob = collect_messages(&mut bob_ws, script.len()).await?;
-            let ids: Vec<String> = seen_by_alice.iter().map(|m| m["id"].as_str().unwrap_or_default().to_owned()).collect();
-            let bob_ids: Vec<String> = seen_by_bob.iter().map(|m| m["id"].as_str().unwrap_or_default().to_owned()).collect();
+            let ids: Vec<String> =
+                seen_by_alice.iter().map(|m| m["id"].as_str().unwrap_or_default().to_owned()).collect();
+            let bob_ids: Vec<String> =
+                seen_by_bob.iter().map(|m| m["id"].as_str().unwrap_or_default().to_owned()).collect();
             ensure!(ids == bob_ids, "alice and bob saw different orders: {ids:?} vs {bob_ids:?}");
             ensure!(ids.windows(2).all(|w| w[0] < w[1]), "ids do not increase: {ids:?}");
             for (frame, own) in seen_by_alice.iter().map(|f| (f, true)).chain(seen_by_bob.iter().map(|f| (f, false))) {
@@ -227,7 +239,11 @@ async fn shared_checks(report: &mut Report, client: &Client, a: &Account, b: &Ac
                 ensure!(frame["room"] == room.as_str() && frame["ts"].is_string(), "missing fields in {frame}");
                 let is_own = *from_alice == own;
                 let expected_client_id = if is_own { Value::from(format!("c{i}")) } else { Value::Null };
-                ensure!(frame["client_id"] == expected_client_id, "client_id wrong for {} in {frame}", if own { "alice" } else { "bob" });
+                ensure!(
+                    frame["client_id"] == expected_client_id,
+                    "client_id wrong for {} in {frame}",
+                    if own { "alice" } else { "bob" }
+                );
             }
             ensure!(alice_ws.receives_nothing(Duration::from_millis(300)).await, "alice got an extra frame");
             ensure!(bob_ws.receives_nothing(Duration::from_millis(300)).await, "bob got an extra frame");
@@ -243,7 +259,11 @@ async fn shared_checks(report: &mut Report, client: &Client, a: &Account, b: &Ac
             let mut again = alice.connect(&path, None).await?;
             let history = again.next_json(WAIT).await?;
             ensure!(history["type"] == "history", "first frame was {history}");
-            ensure!(ids_of(&history["messages"]) == ids, "history frame ids {:?} != {ids:?}", ids_of(&history["messages"]));
+            ensure!(
+                ids_of(&history["messages"]) == ids,
+                "history frame ids {:?} != {ids:?}",
+                ids_of(&history["messages"])
+            );
             again.close().await;
             Ok(())
         })
@@ -256,12 +276,18 @@ async fn shared_checks(report: &mut Report, client: &Client, a: &Account, b: &Ac
             let mut missed = Vec::new();
             for text in ["while bob was away 1", "while bob was away 2"] {
                 alice_ws.send_message(text, None).await?;
-                missed.push(collect_messages(&mut alice_ws, 1).await?.remove(0)["id"].as_str().unwrap_or_default().to_owned());
+                missed.push(
+                    collect_messages(&mut alice_ws, 1).await?.remove(0)["id"].as_str().unwrap_or_default().to_owned(),
+                );
             }
             let mut back = bob.connect(&format!("{path}?since={last_seen}"), None).await?;
             let history = back.next_json(WAIT).await?;
             ensure!(history["type"] == "history", "first frame was {history}");
-            ensure!(ids_of(&history["messages"]) == missed, "since= returned {:?}, missed were {missed:?}", ids_of(&history["messages"]));
+            ensure!(
+                ids_of(&history["messages"]) == missed,
+                "since= returned {:?}, missed were {missed:?}",
+                ids_of(&history["messages"])
+            );
             ensure!(history.get("more").is_none_or(|m| m == false), "more was set with only two missed");
             back.close().await;
             Ok(())
@@ -303,7 +329,12 @@ async fn shared_checks(report: &mut Report, client: &Client, a: &Account, b: &Ac
     report
         .check("the API refuses anonymous callers with 401 JSON", async {
             let answer = client.anonymous().get(&format!("/api/rooms/{room}/messages")).await?;
-            ensure!(answer.status == 401 && answer.json()?["error"].is_string(), "got {} {}", answer.status, answer.text());
+            ensure!(
+                answer.status == 401 && answer.json()?["error"].is_string(),
+                "got {} {}",
+                answer.status,
+                answer.text()
+            );
             Ok(())
         })
         .await;
@@ -332,9 +363,15 @@ async fn direct_conversation(state: &Signed, carol: &Account) -> anyhow::Result<
         let got = ws.next_of_type("chat_handler", WAIT).await?;
         ensure!(got["room"] == expected_room.as_str() && got["message"] == "just between us", "got {got}");
     }
-    ensure!(carol_dm.receives_nothing(Duration::from_millis(500)).await, "carol received a frame of someone else's conversation");
+    ensure!(
+        carol_dm.receives_nothing(Duration::from_millis(500)).await,
+        "carol received a frame of someone else's conversation"
+    );
     let (status, carol_view) = carol_client.get_json(&format!("/api/direct/{bob_name}/messages")).await?;
-    ensure!(status == 200 && carol_view["messages"].as_array().is_some_and(|m| m.is_empty()), "carol's view of her chat with bob: {carol_view}");
+    ensure!(
+        status == 200 && carol_view["messages"].as_array().is_some_and(|m| m.is_empty()),
+        "carol's view of her chat with bob: {carol_view}"
+    );
     Ok(())
 }
 
@@ -351,5 +388,8 @@ async fn collect_messages(ws: &mut ChatSocket, count: usize) -> anyhow::Result<V
 }
 
 fn ids_of(messages: &Value) -> Vec<String> {
-    messages.as_array().map(|list| list.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    messages
+        .as_array()
+        .map(|list| list.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }

@@ -26,13 +26,19 @@ pub enum SignIn {
 
 /// Checks credentials. Unknown users, deactivated users and wrong passwords
 /// all cost one argon2 verification and give the same answer.
-pub async fn authenticate(app: &Arc<App>, username: &str, password: &str, client: IpAddr) -> Result<SignIn, StorageError> {
+pub async fn authenticate(
+    app: &Arc<App>,
+    username: &str,
+    password: &str,
+    client: IpAddr,
+) -> Result<SignIn, StorageError> {
     if !app.login_throttle.allows(username, client) {
         app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
         return Ok(SignIn::Throttled);
     }
     let lookup = username.to_owned();
-    let user = if Username::parse(username).is_ok() { app.storage(move |store| store.user(&lookup)).await? } else { None };
+    let user =
+        if Username::parse(username).is_ok() { app.storage(move |store| store.user(&lookup)).await? } else { None };
     let password = password.to_owned();
     let verified = tokio::task::spawn_blocking(move || {
         let hash = user.as_ref().map_or(password::dummy_hash(), |u| u.password_hash.as_str());
@@ -65,10 +71,20 @@ pub async fn login_page(request: &Request<Incoming>, secure: bool) -> Reply {
     render_login(request.headers(), secure, StatusCode::OK, &next, "", "")
 }
 
-fn render_login(headers: &hyper::HeaderMap, secure: bool, status: StatusCode, next: &str, username: &str, error: &str) -> Reply {
+fn render_login(
+    headers: &hyper::HeaderMap,
+    secure: bool,
+    status: StatusCode,
+    next: &str,
+    username: &str,
+    error: &str,
+) -> Reply {
     let existing = cookie(headers, csrf::COOKIE_NAME).filter(|t| t.len() == 64).map(str::to_owned);
     let token = existing.clone().unwrap_or_else(csrf::new_anonymous_token);
-    let page = templates::render(Page::Login, &[("csrf_token", &token), ("next", next), ("username", username), ("error", error)]);
+    let page = templates::render(
+        Page::Login,
+        &[("csrf_token", &token), ("next", next), ("username", username), ("error", error)],
+    );
     let reply = respond::html(status, page);
     if existing.is_some() {
         reply
@@ -89,7 +105,10 @@ pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, client: Ip
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
     let expected = cookie(&headers, csrf::COOKIE_NAME).unwrap_or("");
     if !csrf::matches(field("csrf_token"), expected) {
-        return error_page(StatusCode::FORBIDDEN, "The form's security token is missing or stale. Reload the sign-in page and try again.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The form's security token is missing or stale. Reload the sign-in page and try again.",
+        );
     }
     let next = safe_next(fields.get("next").map(String::as_str));
     let username = field("username");
@@ -99,7 +118,9 @@ pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, client: Ip
             Err(error) => storage_failure_page(error),
         },
         Ok(SignIn::Invalid) => render_login(&headers, secure, StatusCode::OK, &next, username, BAD_CREDENTIALS),
-        Ok(SignIn::Throttled) => render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, THROTTLED),
+        Ok(SignIn::Throttled) => {
+            render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, THROTTLED)
+        }
         Err(error) => storage_failure_page(error),
     }
 }
@@ -117,7 +138,10 @@ pub async fn logout(app: &Arc<App>, request: Request<Incoming>) -> Reply {
     let fields = form(&body);
     let submitted = fields.get("csrf_token").map(String::as_str).unwrap_or("");
     let Some(user) = user.filter(|u| csrf::matches(submitted, &u.csrf_token())) else {
-        return error_page(StatusCode::FORBIDDEN, "The form's security token is missing or stale. Reload the page and try again.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The form's security token is missing or stale. Reload the page and try again.",
+        );
     };
     end_session(app, &user).await
 }
@@ -152,13 +176,18 @@ pub async fn api_login(app: &Arc<App>, request: Request<Incoming>, client: IpAdd
     match authenticate(app, &credentials.username, &credentials.password, client).await {
         Ok(SignIn::Ok(user)) => match start_session(app, &user.username).await {
             Ok(token) => with_cookie(
-                json(StatusCode::OK, &serde_json::json!({"username": user.username, "is_superuser": user.is_superuser})),
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({"username": user.username, "is_superuser": user.is_superuser}),
+                ),
                 &session::session_cookie(&token, app.config.secure_cookies),
             ),
             Err(error) => storage_failure_json(error),
         },
         Ok(SignIn::Invalid) => json_error(StatusCode::UNAUTHORIZED, "invalid username or password"),
-        Ok(SignIn::Throttled) => json_error(StatusCode::TOO_MANY_REQUESTS, "too many failed sign-in attempts; wait a few minutes"),
+        Ok(SignIn::Throttled) => {
+            json_error(StatusCode::TOO_MANY_REQUESTS, "too many failed sign-in attempts; wait a few minutes")
+        }
         Err(error) => storage_failure_json(error),
     }
 }
@@ -169,7 +198,10 @@ pub async fn setup_page(app: &Arc<App>, request: &Request<Incoming>) -> Reply {
     if let Some(refusal) = setup_refusal(app, &token) {
         return refusal;
     }
-    respond::html(StatusCode::OK, templates::render(Page::Setup, &[("token", &token), ("username", ""), ("email", ""), ("error", "")]))
+    respond::html(
+        StatusCode::OK,
+        templates::render(Page::Setup, &[("token", &token), ("username", ""), ("email", ""), ("error", "")]),
+    )
 }
 
 fn setup_refusal(app: &App, token: &str) -> Option<Reply> {
@@ -198,7 +230,10 @@ pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>) -> Reply {
     let again = |error: String| {
         respond::html(
             StatusCode::BAD_REQUEST,
-            templates::render(Page::Setup, &[("token", &token), ("username", &username), ("email", &email), ("error", &error)]),
+            templates::render(
+                Page::Setup,
+                &[("token", &token), ("username", &username), ("email", &email), ("error", &error)],
+            ),
         )
     };
     let record = match new_user_record(&username, &email, &field("password"), Some(&field("password2")), true).await {

@@ -33,10 +33,7 @@ pub fn parse_page(params: &std::collections::HashMap<String, String>) -> Result<
         },
     };
     let id = |name: &str| -> Result<Option<MessageId>, String> {
-        params
-            .get(name)
-            .map(|raw| MessageId::parse(raw).ok_or(format!("{name} must be a message id")))
-            .transpose()
+        params.get(name).map(|raw| MessageId::parse(raw).ok_or(format!("{name} must be a message id"))).transpose()
     };
     match (id("before")?, id("after")?) {
         (Some(_), Some(_)) => Err("give before or after, not both".into()),

@@ -57,7 +57,8 @@ pub async fn start_session(app: &Arc<App>, username: &str) -> storage::Result<St
     let token = session::new_token();
     let hash = session::token_hash(&token);
     let now = now_ms();
-    let record = SessionRecord { username: username.to_owned(), created_at_ms: now, expires_at_ms: now + session::LIFETIME_MS };
+    let record =
+        SessionRecord { username: username.to_owned(), created_at_ms: now, expires_at_ms: now + session::LIFETIME_MS };
     app.storage(move |store| store.create_session(&hash, &record)).await?;
     Ok(token)
 }

@@ -61,7 +61,13 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, client: SocketAddr
 
 /// Routes that need a signed-in user: 401 JSON for the API, a redirect to
 /// the login page for pages.
-async fn signed_in_route(app: &Arc<App>, request: Request<Incoming>, method: &Method, segments: &[&str], is_api: bool) -> Reply {
+async fn signed_in_route(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    method: &Method,
+    segments: &[&str],
+    is_api: bool,
+) -> Reply {
     if !is_known_route(method, segments) {
         return not_found(is_api, method, segments);
     }
@@ -101,15 +107,25 @@ async fn signed_in_route(app: &Arc<App>, request: Request<Incoming>, method: &Me
     }
 }
 
-async fn admin_route(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>, method: &Method, segments: &[&str]) -> Reply {
+async fn admin_route(
+    app: &Arc<App>,
+    user: &CurrentUser,
+    request: Request<Incoming>,
+    method: &Method,
+    segments: &[&str],
+) -> Reply {
     if !user.is_superuser {
         return error_page(StatusCode::FORBIDDEN, "Only administrators may open the admin pages.");
     }
     match (method, segments) {
         (&Method::GET, ["admin"] | ["admin", ""]) => pages::admin(app, user, &request).await,
         (&Method::POST, ["admin", "users"]) => pages::admin_create_user(app, user, request).await,
-        (&Method::POST, ["admin", "users", name, "deactivate"]) => pages::admin_set_active(app, user, request, name, false).await,
-        (&Method::POST, ["admin", "users", name, "activate"]) => pages::admin_set_active(app, user, request, name, true).await,
+        (&Method::POST, ["admin", "users", name, "deactivate"]) => {
+            pages::admin_set_active(app, user, request, name, false).await
+        }
+        (&Method::POST, ["admin", "users", name, "activate"]) => {
+            pages::admin_set_active(app, user, request, name, true).await
+        }
         _ => error_page(StatusCode::NOT_FOUND, "No such page."),
     }
 }
@@ -158,18 +174,24 @@ async fn readiness(app: &Arc<App>) -> Reply {
     };
     match reason {
         None => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
-        Some(reason) => json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "unavailable", "reason": reason})),
+        Some(reason) => {
+            json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "unavailable", "reason": reason}))
+        }
     }
 }
 
 /// `GET /metrics`: loopback clients only, unless `--public-metrics`.
 fn metrics(app: &Arc<App>, client: SocketAddr) -> Reply {
     if !client.ip().is_loopback() && !app.config.public_metrics {
-        return text(StatusCode::FORBIDDEN, "metrics are served to loopback clients only; start serve with --public-metrics to change that\n");
+        return text(
+            StatusCode::FORBIDDEN,
+            "metrics are served to loopback clients only; start serve with --public-metrics to change that\n",
+        );
     }
     let mut reply = hyper::Response::new(respond::Body::from(app.metrics.render()));
-    reply
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    reply.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     reply
 }

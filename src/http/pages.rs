@@ -17,7 +17,8 @@ use crate::domain::{RoomName, Username};
 use crate::storage::StorageError;
 
 pub fn lobby(user: &CurrentUser) -> Reply {
-    let page = templates::render(Page::Lobby, &[("username", user.username.as_str()), ("csrf_token", &user.csrf_token())]);
+    let page =
+        templates::render(Page::Lobby, &[("username", user.username.as_str()), ("csrf_token", &user.csrf_token())]);
     respond::html(StatusCode::OK, page)
 }
 
@@ -82,7 +83,8 @@ async fn admin_page(app: &Arc<App>, user: &CurrentUser, status: StatusCode, erro
     for u in &users {
         let name = escape_html(&u.username);
         let joined = crate::chat::frames::rfc3339(u.created_at_ms);
-        let (action, label, class) = if u.is_active { ("deactivate", "Deactivate", "danger") } else { ("activate", "Activate", "secondary") };
+        let (action, label, class) =
+            if u.is_active { ("deactivate", "Deactivate", "danger") } else { ("activate", "Activate", "secondary") };
         let button = if u.username == user.username.as_str() {
             "<span class=\"muted\">you</span>".to_owned()
         } else {
@@ -115,10 +117,11 @@ pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Requ
     };
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
     let is_superuser = field("is_superuser") == "on";
-    let record = match new_user_record(field("username"), field("email").trim(), field("password"), None, is_superuser).await {
-        Ok(record) => record,
-        Err(error) => return admin_page(app, user, StatusCode::BAD_REQUEST, &error, "").await,
-    };
+    let record =
+        match new_user_record(field("username"), field("email").trim(), field("password"), None, is_superuser).await {
+            Ok(record) => record,
+            Err(error) => return admin_page(app, user, StatusCode::BAD_REQUEST, &error, "").await,
+        };
     let name = record.username.clone();
     match app.storage(move |store| store.create_user(&record)).await {
         Ok(()) => {
@@ -134,7 +137,13 @@ pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Requ
 }
 
 /// `POST /admin/users/<name>/(de)activate`.
-pub async fn admin_set_active(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>, target: &str, active: bool) -> Reply {
+pub async fn admin_set_active(
+    app: &Arc<App>,
+    user: &CurrentUser,
+    request: Request<Incoming>,
+    target: &str,
+    active: bool,
+) -> Reply {
     if let Err(reply) = admin_form(user, request).await {
         return reply;
     }
@@ -160,12 +169,18 @@ fn notice_redirect(notice: &str) -> Reply {
 }
 
 /// Reads an admin form and checks its CSRF token.
-async fn admin_form(user: &CurrentUser, request: Request<Incoming>) -> Result<std::collections::HashMap<String, String>, Reply> {
+async fn admin_form(
+    user: &CurrentUser,
+    request: Request<Incoming>,
+) -> Result<std::collections::HashMap<String, String>, Reply> {
     let body = request::body(request).await.map_err(|e| error_page(e.status(), "The form could not be read."))?;
     let fields = form(&body);
     let submitted = fields.get("csrf_token").map(String::as_str).unwrap_or("");
     if !csrf::matches(submitted, &user.csrf_token()) {
-        return Err(error_page(StatusCode::FORBIDDEN, "The form's security token is missing or stale. Reload the page and try again."));
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "The form's security token is missing or stale. Reload the page and try again.",
+        ));
     }
     Ok(fields)
 }

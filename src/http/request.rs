@@ -23,11 +23,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 pub fn query(request: &Request<Incoming>) -> HashMap<String, String> {
-    request
-        .uri()
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
+    request.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 /// Why a body could not be read.
@@ -48,11 +44,8 @@ impl BodyError {
 /// Reads the whole body, refusing more than `MAX_BODY_BYTES` (early, when
 /// `Content-Length` says so).
 pub async fn body(request: Request<Incoming>) -> Result<bytes::Bytes, BodyError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(BodyError::TooLarge);
     }
@@ -86,9 +79,9 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String], secure: bool) -> 
     let default_port = if secure { "443" } else { "80" };
     let with_port = |authority: &str| {
         let authority = authority.to_ascii_lowercase();
-        let has_port = authority
-            .rsplit_once(':')
-            .is_some_and(|(head, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !head.ends_with('['));
+        let has_port = authority.rsplit_once(':').is_some_and(|(head, port)| {
+            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !head.ends_with('[')
+        });
         if has_port && !authority.ends_with(']') {
             authority
         } else {

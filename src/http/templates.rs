@@ -87,7 +87,8 @@ mod tests {
 
     #[test]
     fn values_are_escaped_and_every_placeholder_is_filled() {
-        let html = render(Page::Login, &[("csrf_token", "tok"), ("next", "/chat/x"), ("username", "<b>"), ("error", "")]);
+        let html =
+            render(Page::Login, &[("csrf_token", "tok"), ("next", "/chat/x"), ("username", "<b>"), ("error", "")]);
         assert!(html.contains("value=\"tok\""));
         assert!(html.contains("&lt;b&gt;"));
         assert!(!html.contains("{{"));

@@ -21,11 +21,16 @@ pub enum Target {
 
 pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, target: Target) -> Reply {
     if !origin_allowed(request.headers(), &app.config.allowed_origins, app.config.secure_cookies) {
-        return json_error(StatusCode::FORBIDDEN, "this Origin may not open chat sockets; add it with --allowed-origin");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "this Origin may not open chat sockets; add it with --allowed-origin",
+        );
     }
     let user = match current_user(app, request.headers()).await {
         Ok(Some(user)) => user,
-        Ok(None) => return json_error(StatusCode::UNAUTHORIZED, "sign in first: the upgrade needs a valid session cookie"),
+        Ok(None) => {
+            return json_error(StatusCode::UNAUTHORIZED, "sign in first: the upgrade needs a valid session cookie")
+        }
         Err(error) => return super::accounts::storage_failure_json(error),
     };
     let since = match query(&request).get("since") {

@@ -90,9 +90,7 @@ impl Store {
             if !active {
                 let mut sessions = txn.open_table(schema::SESSIONS)?;
                 sessions.retain(|_, value| {
-                    serde_json::from_slice::<SessionRecord>(value)
-                        .map(|s| s.username != username)
-                        .unwrap_or(false)
+                    serde_json::from_slice::<SessionRecord>(value).map(|s| s.username != username).unwrap_or(false)
                 })?;
             }
         }
@@ -128,9 +126,8 @@ impl Store {
         {
             let mut sessions = txn.open_table(schema::SESSIONS)?;
             sessions.retain(|_, value| {
-                let keep = serde_json::from_slice::<SessionRecord>(value)
-                    .map(|s| s.expires_at_ms > now_ms)
-                    .unwrap_or(false);
+                let keep =
+                    serde_json::from_slice::<SessionRecord>(value).map(|s| s.expires_at_ms > now_ms).unwrap_or(false);
                 if !keep {
                     removed += 1;
                 }

@@ -23,7 +23,9 @@ pub const DB_FILE: &str = "chatctl.redb";
 /// Everything that can go wrong with storage, worded with what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("cannot create or write the data dir {path}: {source}. Choose a writable --data-dir or fix its permissions")]
+    #[error(
+        "cannot create or write the data dir {path}: {source}. Choose a writable --data-dir or fix its permissions"
+    )]
     DataDirNotWritable { path: PathBuf, source: std::io::Error },
     #[error("the database {path} is in use by another running chatctl (redb holds a lock on it). Stop that process, or point this one at another --data-dir")]
     Locked { path: PathBuf },
@@ -50,12 +52,7 @@ macro_rules! redb_error_from {
         }
     )*};
 }
-redb_error_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+redb_error_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
@@ -79,25 +76,18 @@ impl Store {
     /// Opens (creating if needed) the database in `data_dir`. A new database
     /// is created at the current schema version.
     pub fn open(data_dir: &Path, check: SchemaCheck) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDirNotWritable {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StorageError::DataDirNotWritable { path: data_dir.to_path_buf(), source })?;
         let path = data_dir.join(DB_FILE);
         // Probe writability ourselves: redb's own error for a read-only dir is
         // an unhelpful "permission denied" without the path.
         let probe = data_dir.join(".chatctl-write-probe");
         std::fs::write(&probe, b"ok")
             .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|source| StorageError::DataDirNotWritable {
-                path: data_dir.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| StorageError::DataDirNotWritable { path: data_dir.to_path_buf(), source })?;
         let db = match Database::create(&path) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StorageError::Locked { path })
-            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StorageError::Locked { path }),
             Err(e) => return Err(StorageError::Redb(e.into())),
         };
         let store = Store { db: Arc::new(db), path };
@@ -145,10 +135,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 /// Milliseconds since the Unix epoch; storage keeps times in this form.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -114,7 +114,12 @@ mod tests {
         store.join("alice", &quiet).unwrap();
         assert_eq!(store.room_owner(&lobby).unwrap().as_deref(), Some("alice"));
         store
-            .append_messages(vec![NewMessage { conversation: "lobby".into(), author: "bob".into(), text: "hi".into(), ts_ms: 1 }])
+            .append_messages(vec![NewMessage {
+                conversation: "lobby".into(),
+                author: "bob".into(),
+                text: "hi".into(),
+                ts_ms: 1,
+            }])
             .unwrap();
         let rooms = store.conversations_of("alice").unwrap();
         assert_eq!(rooms.len(), 2);
