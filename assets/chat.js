@@ -105,7 +105,7 @@
 
   // Today: the time only. Other days need the date too, or "09:12" misleads.
   function shortTime(d) {
-    const hm = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    const hm = d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
     const now = new Date();
     if (d.toDateString() === now.toDateString()) return hm;
     const opts = { month: 'short', day: 'numeric' };

@@ -143,11 +143,11 @@
     return first.toUpperCase();
   }
 
-  // Today: HH:MM. This year: "Nov 24". Older: with the year.
+  // Today: the time (e.g. "7:52 PM"). This year: "Nov 24". Older: with the year.
   function shortWhen(d) {
     const now = new Date();
     if (d.toDateString() === now.toDateString()) {
-      return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      return d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
     }
     const opts = { month: 'short', day: 'numeric' };
     if (d.getFullYear() !== now.getFullYear()) opts.year = 'numeric';
