@@ -1,0 +1,308 @@
+//! What outlives a restart (messages, sessions, accounts), how shutdown
+//! treats open sockets, and the first-run setup page.
+
+mod common;
+
+use bytes::Bytes;
+use chatctl::client::{Client, Event};
+use chatctl::config::ServerConfig;
+use common::*;
+use hyper::Method;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sessions_and_accounts_survive_a_restart() {
+    let app = spawn_unlimited_app(&["alice", "bob"]).await;
+    let TestApp { server, config, clients, dir } = app;
+    let alice = clients[0].1.clone();
+    let bob = clients[1].1.clone();
+    let (mut ws, _) = join(&alice, "/ws/chat/kept/").await;
+    let sent = send_many(&mut ws, "kept", 5).await;
+    let (mut dm, _) = join(&alice, "/ws/direct/bob/").await;
+    let private = say(&mut dm, "private and kept").await;
+    let before_room = alice.get_json("/api/rooms/kept/messages").await.unwrap().1;
+    leave(ws).await;
+    leave(dm).await;
+    server.shutdown().await;
+
+    let server = chatctl::startup::start(config.clone()).await.expect("a restart on the same data dir");
+    assert!(server.setup_url.is_none(), "setup reopened although accounts exist");
+    let url = server.url();
+    // Sessions: the old cookies still work.
+    let alice = alice.at(&url).unwrap();
+    let bob = bob.at(&url).unwrap();
+    let (status, me) = alice.get_json("/api/me").await.unwrap();
+    assert_eq!(status, 200, "alice's session was lost: {me}");
+    assert_eq!(me["username"], "alice");
+    // Messages: the same frames, in the same order, from the API and a socket.
+    let after_room = bob.get_json("/api/rooms/kept/messages").await.unwrap().1;
+    assert_eq!(after_room, before_room);
+    assert_eq!(after_room["messages"].as_array().unwrap(), &sent);
+    let (_, history) = join(&bob, "/ws/chat/kept/").await;
+    assert_eq!(history["messages"].as_array().unwrap(), &sent);
+    let (_, dm_history) = join(&bob, "/ws/direct/alice/").await;
+    assert_eq!(dm_history["messages"].as_array().unwrap(), &vec![private.clone()]);
+    // Accounts: signing in again works, with the same password.
+    let mut fresh = Client::new(&url).unwrap();
+    assert_eq!(fresh.login("bob", &password_of("bob")).await.unwrap().status, 200);
+    // New messages continue the order after the old ones.
+    let (mut ws, _) = join(&alice, "/ws/chat/kept/").await;
+    let next = say(&mut ws, "after the restart").await;
+    let last_before = sent.last().unwrap()["id"].as_str().unwrap();
+    assert!(next["id"].as_str().unwrap() > last_before, "a new id {} does not sort after {last_before}", next["id"]);
+    assert!(next["id"].as_str().unwrap() > private["id"].as_str().unwrap());
+    leave(ws).await;
+    server.shutdown().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_by_logout_stays_ended_after_a_restart() {
+    let app = spawn_app(&["alice"]).await;
+    let TestApp { server, config, clients, dir } = app;
+    let alice = clients[0].1.clone();
+    let token = input_value(&alice.get("/").await.unwrap().text(), "csrf_token").unwrap();
+    let answer = alice.send(Method::POST, "/logout", &[FORM], form_body(&[("csrf_token", &token)])).await.unwrap();
+    assert_eq!(answer.status, 303);
+    server.shutdown().await;
+    let server = chatctl::startup::start(config).await.unwrap();
+    let alice = alice.at(&server.url()).unwrap();
+    assert_json_error(&alice.get("/api/me").await.unwrap(), 401, "a logged-out session after restart");
+    server.shutdown().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_open_sockets_with_1001() {
+    let app = spawn_app(&["alice", "bob"]).await;
+    let TestApp { server, clients, dir, .. } = app;
+    let (mut room, _) = join(&clients[0].1, "/ws/chat/lobby/").await;
+    let (mut direct, _) = join(&clients[1].1, "/ws/direct/alice/").await;
+    let stopping = tokio::spawn(server.shutdown());
+    for ws in [&mut room, &mut direct] {
+        match ws.next_event(WAIT).await.expect("a close frame before the connection ends") {
+            Event::Closed { code, .. } => assert_eq!(code, 1001),
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+    stopping.await.unwrap();
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_open_sockets_releases_the_data_dir_for_a_restart() {
+    let app = spawn_unlimited_app(&["alice", "bob"]).await;
+    let TestApp { server, config, clients, dir } = app;
+    let alice = clients[0].1.clone();
+    let (mut room, _) = join(&alice, "/ws/chat/lobby/").await;
+    let (_direct, _) = join(&clients[1].1, "/ws/direct/alice/").await;
+    let sent = send_many(&mut room, "open at shutdown", 3).await;
+    // The sockets stay open on the client side while the server stops.
+    server.shutdown().await;
+    let server = chatctl::startup::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("restarting after a shutdown with open sockets: {e}"));
+    let (_, page) = alice.at(&server.url()).unwrap().get_json("/api/rooms/lobby/messages").await.unwrap();
+    assert_eq!(page["messages"].as_array().unwrap(), &sent);
+    server.shutdown().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_echoed_before_shutdown_are_stored() {
+    let app = spawn_unlimited_app(&["alice"]).await;
+    let TestApp { server, config, clients, dir } = app;
+    let alice = clients[0].1.clone();
+    let (mut ws, _) = join(&alice, "/ws/chat/lobby/").await;
+    let sent = send_many(&mut ws, "before stop", 50).await;
+    leave(ws).await;
+    server.shutdown().await;
+    let server = chatctl::startup::start(config).await.unwrap();
+    let (_, page) = alice.at(&server.url()).unwrap().get_json("/api/rooms/lobby/messages").await.unwrap();
+    assert_eq!(page["messages"].as_array().unwrap(), &sent, "an echoed (durable) message was lost");
+    server.shutdown().await;
+    drop(dir);
+}
+
+// ------------------------------------------------------------------ first-run setup
+
+/// A server on an empty data dir.
+async fn fresh_server() -> (tempfile::TempDir, chatctl::startup::RunningServer, ServerConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.announce_setup = false;
+    let server = chatctl::startup::start(config.clone()).await.unwrap();
+    (dir, server, config)
+}
+
+/// The path and token of the setup URL.
+fn setup_parts(setup_url: &str) -> (String, String) {
+    let path = setup_url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+        .expect("the setup URL has a path");
+    let token = path
+        .split_once("token=")
+        .map(|(_, t)| url_decode(t.split('&').next().unwrap()))
+        .expect("the setup URL carries a token");
+    (path, token)
+}
+
+async fn post_setup(client: &Client, fields: &[(&str, &str)]) -> chatctl::client::Answer {
+    client.send(Method::POST, "/setup", &[FORM], form_body(fields)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_setup_creates_a_superuser_signs_them_in_and_closes() {
+    let (dir, server, _) = fresh_server().await;
+    let setup_url = server.setup_url.clone().expect("a fresh data dir offers a setup URL");
+    assert!(setup_url.starts_with(&server.url()), "{setup_url}");
+    let (path, token) = setup_parts(&setup_url);
+    let client = Client::new(&server.url()).unwrap();
+
+    let page = client.get(&path).await.unwrap();
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    for field in ["username", "password", "password2"] {
+        assert!(html.contains(&format!("name=\"{field}\"")), "the form lacks {field}");
+    }
+
+    let password = "Violet-Lantern-42";
+    let answer = post_setup(
+        &client,
+        &[("token", &token), ("username", "admin"), ("password", password), ("password2", password)],
+    )
+    .await;
+    assert_eq!(answer.status, 303, "{}", answer.text());
+    let session = cookie_value(&answer.headers, "chatctl_session").expect("a session cookie");
+    let me = client
+        .send(Method::GET, "/api/me", &[("cookie", &format!("chatctl_session={session}"))], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json().unwrap(), serde_json::json!({"username": "admin", "is_superuser": true}));
+
+    // Closed now, with the same token or without.
+    assert_eq!(client.get(&path).await.unwrap().status, 404);
+    let again = post_setup(
+        &client,
+        &[("token", &token), ("username", "second"), ("password", password), ("password2", password)],
+    )
+    .await;
+    assert_eq!(again.status, 404);
+    assert!(cookie_value(&again.headers, "chatctl_session").is_none());
+    let mut second = Client::new(&server.url()).unwrap();
+    assert_eq!(second.login("second", password).await.unwrap().status, 401, "a second account was created");
+    let mut admin = Client::new(&server.url()).unwrap();
+    assert_eq!(admin.login("admin", password).await.unwrap().status, 200);
+    server.shutdown().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_stays_closed_after_a_restart() {
+    let (dir, server, config) = fresh_server().await;
+    let (path, token) = setup_parts(server.setup_url.as_deref().unwrap());
+    let client = Client::new(&server.url()).unwrap();
+    let password = "Violet-Lantern-42";
+    let answer = post_setup(
+        &client,
+        &[("token", &token), ("username", "admin"), ("password", password), ("password2", password)],
+    )
+    .await;
+    assert_eq!(answer.status, 303);
+    server.shutdown().await;
+    let server = chatctl::startup::start(config).await.unwrap();
+    assert!(server.setup_url.is_none());
+    assert_eq!(client.at(&server.url()).unwrap().get(&path).await.unwrap().status, 404);
+    server.shutdown().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_with_a_wrong_token_is_403() {
+    let (dir, server, _) = fresh_server().await;
+    let (_, token) = setup_parts(server.setup_url.as_deref().unwrap());
+    let client = Client::new(&server.url()).unwrap();
+    let wrong = format!("{}0", &token[..token.len() - 1]);
+    let wrong = if wrong == token { format!("{}1", &token[..token.len() - 1]) } else { wrong };
+    for path in [format!("/setup?token={wrong}"), "/setup?token=".to_owned(), "/setup".to_owned()] {
+        assert_eq!(client.get(&path).await.unwrap().status, 403, "GET {path}");
+    }
+    let password = "Violet-Lantern-42";
+    for bad in [wrong.as_str(), ""] {
+        let answer = post_setup(
+            &client,
+            &[("token", bad), ("username", "admin"), ("password", password), ("password2", password)],
+        )
+        .await;
+        assert_eq!(answer.status, 403, "POST with token {bad:?}");
+        assert!(cookie_value(&answer.headers, "chatctl_session").is_none());
+    }
+    // Nothing was created: the real token still works.
+    let answer = post_setup(
+        &client,
+        &[("token", &token), ("username", "admin"), ("password", password), ("password2", password)],
+    )
+    .await;
+    assert_eq!(answer.status, 303);
+    server.shutdown().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_refuses_weak_or_mismatched_passwords_with_the_form_again() {
+    let (dir, server, _) = fresh_server().await;
+    let (path, token) = setup_parts(server.setup_url.as_deref().unwrap());
+    let client = Client::new(&server.url()).unwrap();
+    for (what, password, confirmation) in [
+        ("a common password", "password123", "password123"),
+        ("a short password", "Xq7!a", "Xq7!a"),
+        ("an all-digit password", "8302750183", "8302750183"),
+        ("a password like the username", "administrator1", "administrator1"),
+        ("mismatched passwords", "Violet-Lantern-42", "Violet-Lantern-43"),
+    ] {
+        let answer = post_setup(
+            &client,
+            &[("token", &token), ("username", "administrator"), ("password", password), ("password2", confirmation)],
+        )
+        .await;
+        assert!(answer.status == 200 || answer.status == 400, "{what}: {} instead of the form", answer.status);
+        let html = answer.text();
+        assert!(html.contains("name=\"password2\""), "{what}: the form is not shown again");
+        assert!(cookie_value(&answer.headers, "chatctl_session").is_none(), "{what}: signed in");
+    }
+    // Setup is still open and nobody can sign in with the refused passwords.
+    assert_eq!(client.get(&path).await.unwrap().status, 200);
+    let mut probe = Client::new(&server.url()).unwrap();
+    assert_eq!(probe.login("administrator", "password123").await.unwrap().status, 401);
+    server.shutdown().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_refuses_an_invalid_username_with_the_form_again() {
+    let (dir, server, _) = fresh_server().await;
+    let (path, token) = setup_parts(server.setup_url.as_deref().unwrap());
+    let client = Client::new(&server.url()).unwrap();
+    let password = "Violet-Lantern-42";
+    let too_long = "u".repeat(151);
+    for username in ["", "with space", "colon:name", too_long.as_str()] {
+        let answer = post_setup(
+            &client,
+            &[("token", &token), ("username", username), ("password", password), ("password2", password)],
+        )
+        .await;
+        assert_ne!(answer.status, 303, "username {username:?} was accepted");
+        assert!(cookie_value(&answer.headers, "chatctl_session").is_none());
+    }
+    assert_eq!(client.get(&path).await.unwrap().status, 200);
+    server.shutdown().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_with_users_offers_no_setup() {
+    let app = spawn_app(&["alice"]).await;
+    assert!(app.server.setup_url.is_none());
+    assert_eq!(app.anonymous().get("/setup?token=anything").await.unwrap().status, 404);
+}
