@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::auth::throttle::LoginThrottle;
 use crate::chat::hub::Hub;
+use crate::chat::live::LiveSockets;
 use crate::chat::log::MessageLog;
 use crate::chat::rate_limit::MessageRateLimit;
 use crate::config::ServerConfig;
@@ -17,6 +18,7 @@ pub struct App {
     pub config: ServerConfig,
     pub store: Store,
     pub hub: Arc<Hub>,
+    pub live: LiveSockets,
     pub log: MessageLog,
     pub message_rate: MessageRateLimit,
     pub login_throttle: LoginThrottle,

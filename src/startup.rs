@@ -69,6 +69,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         config,
         store,
         hub,
+        live: Default::default(),
         log,
         metrics,
         shutdown: shutdown.clone(),

@@ -4,7 +4,7 @@
 //! ("slow consumer") instead of slowing its room down.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -34,6 +34,8 @@ pub struct Subscriber {
     pub id: SocketId,
     queue: mpsc::Sender<Outbound>,
     overflow: Arc<Notify>,
+    /// Set once the server decided to close this socket: it takes no more messages.
+    closing: AtomicBool,
 }
 
 impl Subscriber {
@@ -42,8 +44,24 @@ impl Subscriber {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let (queue, receiver) = mpsc::channel(capacity);
         let overflow = Arc::new(Notify::new());
-        let subscriber = Subscriber { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), queue, overflow: overflow.clone() };
+        let subscriber = Subscriber {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            queue,
+            overflow: overflow.clone(),
+            closing: AtomicBool::new(false),
+        };
         (Arc::new(subscriber), receiver, overflow)
+    }
+
+    /// Closes the socket after what is already queued; from now on the
+    /// socket takes no messages.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.deliver(Outbound::Close(code, reason));
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Queues without waiting. A full queue marks the socket a slow consumer:

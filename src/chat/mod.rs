@@ -3,6 +3,8 @@
 
 pub mod frames;
 pub mod hub;
+pub mod live;
 pub mod log;
 pub mod rate_limit;
+pub mod shared_io;
 pub mod socket;

@@ -4,21 +4,20 @@
 //! writer task. Reading and writing run as two tasks over the split socket,
 //! so a slow reader never blocks delivery and vice versa.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::io::{BufWriter, ReadHalf, WriteHalf};
+use tokio::io::BufWriter;
 use tokio::sync::{mpsc, Notify};
 
 use super::frames::{self, Refusal, MAX_FRAME_BYTES};
 use super::hub::{Outbound, Subscriber};
 use super::log::Submission;
+use super::shared_io::SharedIo;
 use crate::app::App;
 use crate::domain::{Conversation, MessageId, Username};
 
@@ -32,15 +31,35 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 /// A socket silent this long (no frame, not even a pong) is dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
-type Io = TokioIo<Upgraded>;
-type Reader = WebSocketRead<ReadHalf<Io>>;
-type Writer = WebSocketWrite<BufWriter<WriteHalf<Io>>>;
+type Reader = WebSocketRead<SharedIo>;
+type Writer = WebSocketWrite<BufWriter<SharedIo>>;
+
+/// How long a closing socket waits for the peer's side of the close.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Who opened the socket and what it watches; checked before the upgrade.
 pub struct SocketRequest {
     pub user: Username,
+    /// The session it was opened with: signing out closes it.
+    pub session: [u8; 32],
     pub conversation: Conversation,
     pub since: Option<MessageId>,
+}
+
+/// Counts the socket as open for as long as it lives, panics included.
+struct OpenGauge<'a>(&'a AtomicI64);
+
+impl<'a> OpenGauge<'a> {
+    fn new(gauge: &'a AtomicI64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
@@ -51,19 +70,23 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
             return;
         }
     };
+    let _open = OpenGauge::new(&app.metrics.open_sockets);
+    app.metrics.sockets_accepted.fetch_add(1, Ordering::Relaxed);
     // One byte over the limit: fastwebsockets refuses lengths >= this.
     ws.set_max_message_size(MAX_FRAME_BYTES + 1);
     ws.set_auto_pong(true);
     ws.set_auto_close(true);
+    let closer = std::cell::OnceCell::new();
     let (reader, writer) = ws.split(|io| {
-        let (read, write) = tokio::io::split(io);
-        (read, BufWriter::new(write))
+        let shared = SharedIo::new(io);
+        let _ = closer.set(shared.clone());
+        (shared.clone(), BufWriter::new(shared))
     });
+    let closer = closer.into_inner().expect("split calls its closure once");
 
-    app.metrics.sockets_accepted.fetch_add(1, Ordering::Relaxed);
-    app.metrics.open_sockets.fetch_add(1, Ordering::Relaxed);
     let key = request.conversation.key();
     let (subscriber, queue, overflow) = Subscriber::new(OUTBOUND_QUEUE);
+    let _registration = app.live.register(request.user.as_str(), request.session, subscriber.clone());
     // Subscribe before reading history: a message committed in between is
     // then in both, and the writer skips the live copy by id.
     app.hub.subscribe(&key, subscriber.clone());
@@ -85,25 +108,26 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
         Ok((history, latest)) => {
             let mut writer_task =
                 tokio::spawn(write_loop(writer, queue, overflow, history, latest, app.shutdown.clone()));
-            tokio::select! {
-                _ = read_loop(&app, reader, &subscriber, &request) => {}
+            let writer_finished = tokio::select! {
+                _ = read_loop(&app, reader, &subscriber, &request) => false,
                 // The writer closed the socket (slow consumer, shutdown, error): stop reading.
-                _ = &mut writer_task => {}
-            }
+                _ = &mut writer_task => true,
+            };
             app.hub.unsubscribe(&key, subscriber.id);
             drop(subscriber);
-            // Let the writer send what is queued (a close echo, an error frame).
-            let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+            if !writer_finished {
+                // Let the writer send what is queued (a close echo, an error frame).
+                let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+            }
         }
         Err(error) => {
             tracing::error!(%error, conversation = %key, "reading history failed; closing the socket");
             app.hub.unsubscribe(&key, subscriber.id);
             let mut writer = writer;
-            let _ = writer.write_frame(Frame::close(1011, b"storage unavailable")).await;
-            let _ = writer.flush().await;
+            let _ = close(&mut writer, 1011, "storage unavailable").await;
         }
     }
-    app.metrics.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    closer.finish(CLOSE_LINGER).await;
 }
 
 /// Reads client frames until the client closes, the socket dies, or a frame
@@ -180,6 +204,10 @@ async fn read_loop(app: &App, mut reader: Reader, me: &Arc<Subscriber>, request:
 /// longer take messages and the socket should end.
 async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &[u8]) -> bool {
     app.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
+    if me.is_closing() {
+        // Signed out or deactivated: the close is on its way; accept nothing more.
+        return false;
+    }
     let refuse = |refusal: Refusal| {
         app.metrics.frames_refused.fetch_add(1, Ordering::Relaxed);
         me.deliver(Outbound::Frame(frames::error_bytes(&refusal)));

@@ -151,6 +151,7 @@ async fn end_session(app: &Arc<App>, user: &CurrentUser) -> Reply {
     if let Err(error) = app.storage(move |store| store.delete_session(&hash)).await {
         return storage_failure_page(error);
     }
+    app.live.close_session(&hash);
     with_cookie(see_other("/login"), &session::expired_session_cookie(app.config.secure_cookies))
 }
 

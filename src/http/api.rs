@@ -29,6 +29,8 @@ pub fn parse_page(params: &std::collections::HashMap<String, String>) -> Result<
         None => DEFAULT_LIMIT,
         Some(raw) => match raw.trim().parse::<i64>() {
             Ok(n) if n > 0 => (n as u64).min(MAX_LIMIT as u64) as usize,
+            // Digits too many for 64 bits are still "above 500".
+            Err(_) if !raw.trim().is_empty() && raw.trim().bytes().all(|b| b.is_ascii_digit()) => MAX_LIMIT,
             _ => return Err("limit must be a positive whole number (at most 500 are returned)".into()),
         },
     };
@@ -121,6 +123,7 @@ mod tests {
     fn limits_default_cap_and_refuse_nonsense() {
         assert_eq!(parse_page(&params(&[])), Ok(Page::Before(None, 50)));
         assert_eq!(parse_page(&params(&[("limit", "9999")])), Ok(Page::Before(None, 500)));
+        assert_eq!(parse_page(&params(&[("limit", "99999999999999999999999")])), Ok(Page::Before(None, 500)));
         assert_eq!(parse_page(&params(&[("after", "7"), ("limit", "3")])), Ok(Page::After(MessageId(7), 3)));
         for bad in ["0", "-1", "ten", ""] {
             assert!(parse_page(&params(&[("limit", bad)])).is_err(), "{bad}");

@@ -153,6 +153,9 @@ pub async fn admin_set_active(
     let name = target.to_owned();
     match app.storage(move |store| store.set_user_active(&name, active)).await {
         Ok(true) => {
+            if !active {
+                app.live.close_user(target);
+            }
             tracing::info!(by = %user.username.as_str(), username = %target, active, "user status changed");
             let verb = if active { "activated" } else { "deactivated" };
             notice_redirect(&format!("User {target} was {verb}."))

@@ -59,7 +59,7 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, target: Tar
         Ok(pair) => pair,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, &format!("bad WebSocket handshake: {error}")),
     };
-    let socket_request = SocketRequest { user: user.username, conversation, since };
+    let socket_request = SocketRequest { session: user.session_hash(), user: user.username, conversation, since };
     tokio::spawn(socket::serve(app.clone(), upgrade, socket_request));
     response.map(|_| Body::default())
 }

@@ -1,0 +1,93 @@
+//! Every open socket, by user and session, so that signing out or
+//! deactivating a user closes their sockets at once instead of at the next
+//! reconnect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::hub::{SocketId, Subscriber};
+
+#[derive(Default)]
+pub struct LiveSockets {
+    sockets: Mutex<HashMap<SocketId, Entry>>,
+}
+
+struct Entry {
+    username: String,
+    session: [u8; 32],
+    subscriber: Arc<Subscriber>,
+}
+
+/// Removes the socket from the registry when the socket ends.
+pub struct Registration<'a> {
+    live: &'a LiveSockets,
+    id: SocketId,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.live.lock().remove(&self.id);
+    }
+}
+
+impl LiveSockets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketId, Entry>> {
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(&self, username: &str, session: [u8; 32], subscriber: Arc<Subscriber>) -> Registration<'_> {
+        let id = subscriber.id;
+        self.lock().insert(id, Entry { username: username.to_owned(), session, subscriber });
+        Registration { live: self, id }
+    }
+
+    /// Closes every socket opened with this session; returns how many.
+    pub fn close_session(&self, session: &[u8; 32]) -> usize {
+        self.close_where(|entry| &entry.session == session, "signed out")
+    }
+
+    /// Closes every socket of this user; returns how many.
+    pub fn close_user(&self, username: &str) -> usize {
+        self.close_where(|entry| entry.username == username, "account deactivated")
+    }
+
+    fn close_where(&self, matches: impl Fn(&Entry) -> bool, reason: &'static str) -> usize {
+        let sockets = self.lock();
+        let mut closed = 0;
+        for entry in sockets.values().filter(|entry| matches(entry)) {
+            entry.subscriber.close(1008, reason);
+            closed += 1;
+        }
+        closed
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::hub::Outbound;
+
+    #[test]
+    fn closing_a_session_reaches_only_its_sockets() {
+        let live = LiveSockets::default();
+        let (one, mut one_rx, _) = Subscriber::new(4);
+        let (two, mut two_rx, _) = Subscriber::new(4);
+        let _a = live.register("alice", [1; 32], one.clone());
+        let _b = live.register("alice", [2; 32], two.clone());
+        assert_eq!(live.close_session(&[1; 32]), 1);
+        assert!(matches!(one_rx.try_recv(), Ok(Outbound::Close(1008, _))));
+        assert!(one.is_closing() && !two.is_closing());
+        assert!(two_rx.try_recv().is_err());
+        assert_eq!(live.close_user("alice"), 2);
+        drop(_a);
+        assert_eq!(live.len(), 1);
+    }
+}
