@@ -39,7 +39,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let a = Account::parse(a)?;
                 let b = Account::parse(b)?;
                 let client = Client::new(url)?;
-                shared_checks(&mut report, &client, &a, &b).await;
+                if shared_checks(&mut report, &client, &a, &b).await.is_none() {
+                    println!("skipped the remaining checks: they build on the one that failed");
+                }
             }
             None => local(&mut report).await?,
         }
@@ -137,6 +139,7 @@ async fn local(report: &mut Report) -> anyhow::Result<()> {
     let client = Client::new(&server.url())?;
     let (alice, bob, carol) = (&accounts[0], &accounts[1], &accounts[2]);
     let Some(state) = shared_checks(report, &client, alice, bob).await else {
+        println!("skipped the remaining checks: they build on the one that failed");
         server.shutdown().await;
         return Ok(());
     };
