@@ -27,7 +27,6 @@
   const newBtn = $('new-messages');
   const olderBtn = $('load-older');
   const countEl = $('char-count');
-  const adminLink = $('admin-link');
 
   const me = document.body.dataset.username || '';
   const baseTitle = document.title;
@@ -614,17 +613,6 @@
     attempt = 0;
     reconnect();
   });
-
-  // Only to reveal the Admin link; the page itself already required a session.
-  fetch('/api/me', { credentials: 'same-origin', cache: 'no-store' })
-    .then((res) => {
-      if (res.status === 401) toLogin();
-      return res.ok ? res.json() : null;
-    })
-    .then((who) => {
-      if (who && who.is_superuser === true && adminLink) adminLink.hidden = false;
-    })
-    .catch(() => {});
 
   onInputChanged();
   connect();

@@ -13,7 +13,6 @@
   const listEl = $('conversations');
   const emptyEl = $('conversations-empty');
   const statusEl = $('conversations-status');
-  const adminLink = $('admin-link');
 
   wireForm({
     form: $('room-form'),
@@ -83,7 +82,6 @@
   }
 
   function render(data) {
-    if (data && data.is_superuser === true && adminLink) adminLink.hidden = false;
     const convs = data && Array.isArray(data.conversations) ? data.conversations : [];
     const rows = convs
       .filter((c) => c && typeof c.name === 'string' && (c.kind === 'room' || c.kind === 'direct'))

@@ -16,10 +16,40 @@ use crate::auth::csrf;
 use crate::domain::{RoomName, Username};
 use crate::storage::StorageError;
 
+/// Where a signed-in page sits, for its top bar.
+#[derive(PartialEq, Eq)]
+enum Section {
+    Lobby,
+    Chat,
+    Admin,
+}
+
+/// Renders a page under the signed-in top bar; `username` and `csrf_token`
+/// are filled in the page too.
+fn signed_in_page(
+    page: Page,
+    user: &CurrentUser,
+    section: Section,
+    values: &[(&str, &str)],
+    raw: &[(&str, &str)],
+) -> String {
+    let csrf_token = user.csrf_token();
+    let common = [("username", user.username.as_str()), ("csrf_token", csrf_token.as_str())];
+    let back_link = if section == Section::Chat { "<a class=\"back\" href=\"/\">← All chats</a>" } else { "" };
+    let admin_link = match (user.is_superuser, section == Section::Admin) {
+        (true, true) => "<a id=\"admin-link\" class=\"nav-link\" href=\"/admin\" aria-current=\"page\">Admin</a>",
+        (true, false) => "<a id=\"admin-link\" class=\"nav-link\" href=\"/admin\">Admin</a>",
+        (false, _) => "",
+    };
+    let topbar =
+        templates::render_with_raw(Page::Topbar, &common, &[("back_link", back_link), ("admin_link", admin_link)]);
+    let values: Vec<(&str, &str)> = common.iter().chain(values).copied().collect();
+    let raw: Vec<(&str, &str)> = [("topbar", topbar.as_str())].iter().chain(raw).copied().collect();
+    templates::render_with_raw(page, &values, &raw)
+}
+
 pub fn lobby(user: &CurrentUser) -> Reply {
-    let page =
-        templates::render(Page::Lobby, &[("username", user.username.as_str()), ("csrf_token", &user.csrf_token())]);
-    respond::html(StatusCode::OK, page)
+    respond::html(StatusCode::OK, signed_in_page(Page::Lobby, user, Section::Lobby, &[], &[]))
 }
 
 pub fn room(user: &CurrentUser, room: &RoomName) -> Reply {
@@ -36,11 +66,7 @@ pub async fn direct(app: &Arc<App>, user: &CurrentUser, peer: &Username) -> Repl
 }
 
 fn chat_page(user: &CurrentUser, title: &str) -> Reply {
-    let page = templates::render(
-        Page::Room,
-        &[("username", user.username.as_str()), ("csrf_token", &user.csrf_token()), ("title", title)],
-    );
-    respond::html(StatusCode::OK, page)
+    respond::html(StatusCode::OK, signed_in_page(Page::Room, user, Section::Chat, &[("title", title)], &[]))
 }
 
 /// `GET /static/<name>`: embedded files, cacheable, revalidated by ETag.
@@ -101,9 +127,11 @@ async fn admin_page(app: &Arc<App>, user: &CurrentUser, status: StatusCode, erro
             date = &joined[..10],
         ));
     }
-    let page = templates::render_with_raw(
+    let page = signed_in_page(
         Page::Admin,
-        &[("username", user.username.as_str()), ("csrf_token", &csrf_token), ("error", error), ("notice", notice)],
+        user,
+        Section::Admin,
+        &[("error", error), ("notice", notice)],
         &[("user_rows", &rows)],
     );
     respond::html(status, page)

@@ -12,6 +12,8 @@ pub enum Page {
     Lobby,
     Room,
     Admin,
+    /// The signed-in top bar, a part of the lobby, room and admin pages.
+    Topbar,
 }
 
 impl Page {
@@ -22,6 +24,7 @@ impl Page {
             Page::Lobby => include_str!("../../assets/lobby.html"),
             Page::Room => include_str!("../../assets/room.html"),
             Page::Admin => include_str!("../../assets/admin.html"),
+            Page::Topbar => include_str!("../../assets/topbar.html"),
         }
     }
 }
@@ -92,7 +95,7 @@ mod tests {
         assert!(html.contains("value=\"tok\""));
         assert!(html.contains("&lt;b&gt;"));
         assert!(!html.contains("{{"));
-        for page in [Page::Setup, Page::Lobby, Page::Room, Page::Admin] {
+        for page in [Page::Setup, Page::Lobby, Page::Room, Page::Admin, Page::Topbar] {
             assert!(!render(page, &[]).contains("{{"));
         }
     }

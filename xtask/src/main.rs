@@ -4,8 +4,9 @@
 //!   suite, then `chatctl smoke-test` on the release build. `.ci/run`
 //!   installs what the tests need and then runs exactly this.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 fn main() -> ExitCode {
@@ -29,25 +30,65 @@ const USAGE: &str = "usage: cargo xtask <task>\n\ntasks:\n  test    fmt check, c
 fn test() -> Result<(), String> {
     let root = workspace_root();
     let jobs = "-j2";
-    run(&root, "cargo", &["fmt", "--all", "--", "--check"])?;
-    run(&root, "cargo", &["clippy", jobs, "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-    run(&root, "cargo", &["test", jobs, "--workspace"])?;
-    run(&root, "cargo", &["build", jobs, "--release", "--bin", "chatctl"])?;
+    let mut tally = Tally::default();
+    run(&root, "cargo", &["fmt", "--all", "--", "--check"], None)?;
+    run(&root, "cargo", &["clippy", jobs, "--workspace", "--all-targets", "--", "-D", "warnings"], None)?;
+    let suite = run(&root, "cargo", &["test", jobs, "--workspace"], Some(&mut tally));
+    let build = suite.and_then(|_| run(&root, "cargo", &["build", jobs, "--release", "--bin", "chatctl"], None));
     let binary = root.join("target/release/chatctl");
-    run(&root, binary.to_str().ok_or("the target path is not UTF-8")?, &["smoke-test"])?;
-    Ok(())
+    let smoke = build.and_then(|_| {
+        let binary = binary.to_str().ok_or("the target path is not UTF-8")?;
+        run(&root, binary, &["smoke-test"], Some(&mut tally))
+    });
+    // One closing line for the whole run: tests of the suite plus smoke-test checks.
+    println!("\nxtask: {} passed, {} failed", tally.passed, tally.failed);
+    smoke
+}
+
+/// Test counts read from the runners' own summary lines.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Reads `test result: ok. 3 passed; 0 failed; ...` (cargo test) and
+    /// `smoke-test: 13 passed, 0 failed`.
+    fn read(&mut self, line: &str) {
+        let words: Vec<&str> =
+            line.split(|c: char| c.is_whitespace() || c == ';' || c == ',').filter(|w| !w.is_empty()).collect();
+        for pair in words.windows(2) {
+            match (pair[0].parse::<u64>(), pair[1]) {
+                (Ok(n), "passed") => self.passed += n,
+                (Ok(n), "failed") => self.failed += n,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Runs a step, echoing it and its duration; a failing step stops the task.
-fn run(dir: &Path, program: &str, args: &[&str]) -> Result<(), String> {
+/// With a tally, the step's standard output is passed through and counted.
+fn run(dir: &Path, program: &str, args: &[&str], tally: Option<&mut Tally>) -> Result<(), String> {
     let shown = format!("{program} {}", args.join(" "));
     eprintln!("\n==> {shown}");
     let started = Instant::now();
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    let mut command = Command::new(program);
+    command.args(args).current_dir(dir);
+    let status = match tally {
+        None => command.status(),
+        Some(tally) => command.stdout(Stdio::piped()).spawn().and_then(|mut child| {
+            let stdout = child.stdout.take().expect("stdout is piped");
+            for line in BufReader::new(stdout).lines() {
+                let line = line?;
+                println!("{line}");
+                tally.read(&line);
+            }
+            child.wait()
+        }),
+    }
+    .map_err(|e| format!("could not run `{shown}`: {e}"))?;
     eprintln!("==> {shown}: {status} in {:.0?}", started.elapsed());
     if status.success() {
         Ok(())
