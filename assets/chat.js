@@ -47,8 +47,6 @@
   // client_id -> { row, text, gen }. Map order is send order; pending rows sit
   // after all confirmed rows in the list, which keeps the binary search simple.
   const pending = new Map();
-  // client_ids we guessed were refused (see onServerError) -> restored text.
-  const refused = new Map();
 
   let ws = null;
   let generation = 0;         // bumps on every connect
@@ -161,10 +159,6 @@
   // names it by client_id; after a reconnect the history copy has no client_id,
   // so a message sent on an older socket is matched by its text instead.
   function settlePending(m) {
-    if (typeof m.client_id === 'string' && refused.has(m.client_id)) {
-      fixWrongRefusal(m.client_id);
-      return;
-    }
     let key = null;
     if (typeof m.client_id === 'string' && pending.has(m.client_id)) {
       key = m.client_id;
@@ -344,16 +338,10 @@
   function onServerError(f) {
     const code = typeof f.code === 'string' ? f.code : '';
     const detail = typeof f.detail === 'string' && f.detail ? f.detail : 'The server refused that message.';
-    // An error frame has no client_id. The server answers a socket's frames in
-    // order, so it refers to our oldest unanswered message; nothing was stored,
-    // so that text goes back into the box.
-    const first = pending.keys().next();
-    if (!first.done) {
-      const p = removePending(first.value);
-      refused.set(first.value, p.text);
-      // Correct refusals never get an echo; keep the guess list from growing forever.
-      if (refused.size > 50) refused.delete(refused.keys().next().value);
-      restoreDraft(p.text);
+    // The error names the client_id of the message it refuses: nothing was
+    // stored, so that text goes back into the box.
+    if (typeof f.client_id === 'string' && pending.has(f.client_id)) {
+      restoreDraft(removePending(f.client_id).text);
     }
     if (code === 'rate_limited') {
       showNotice("You're sending messages too fast. Wait a moment, then send again.");
@@ -361,23 +349,6 @@
       showNotice(`${detail} Your message was not sent and is back in the message box.`);
     } else {
       showNotice(detail);
-    }
-  }
-
-  // If an echo for a message we assumed refused arrives after all (the echo
-  // travels through fan-out and may trail the error), the refusal belonged to
-  // the next pending message: swap the texts so nothing is lost or doubled.
-  function fixWrongRefusal(clientId) {
-    const wrongText = refused.get(clientId);
-    refused.delete(clientId);
-    const next = pending.keys().next();
-    const replacement = next.done ? '' : removePending(next.value).text;
-    if (input.value.startsWith(wrongText)) {
-      const rest = input.value.slice(wrongText.length).replace(/^\n/, '');
-      input.value = replacement ? (rest.trim() ? replacement + '\n' + rest : replacement) : rest;
-      onInputChanged();
-    } else if (replacement) {
-      restoreDraft(replacement);
     }
   }
 

@@ -22,6 +22,8 @@ pub struct App {
     pub log: MessageLog,
     pub message_rate: MessageRateLimit,
     pub login_throttle: LoginThrottle,
+    /// Password checks (argon2) allowed to run at once.
+    pub password_checks: tokio::sync::Semaphore,
     pub metrics: Arc<Metrics>,
     /// Flips to true when the server begins to shut down.
     pub shutdown: watch::Receiver<bool>,

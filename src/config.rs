@@ -21,8 +21,6 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// How long shutdown waits for sockets and storage before giving up.
     pub shutdown_grace: Duration,
-    /// Log the first-run setup URL (off in tests that make users directly).
-    pub announce_setup: bool,
 }
 
 impl ServerConfig {
@@ -37,7 +35,6 @@ impl ServerConfig {
             secure_cookies: false,
             public_metrics: false,
             shutdown_grace: Duration::from_secs(10),
-            announce_setup: true,
         }
     }
 

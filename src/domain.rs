@@ -95,14 +95,6 @@ impl Conversation {
         }
     }
 
-    /// Whether `user` may read and write this conversation.
-    pub fn admits(&self, user: &Username) -> bool {
-        match self {
-            Conversation::Room(_) => true,
-            Conversation::Direct { low, high } => low == user || high == user,
-        }
-    }
-
     /// For a direct conversation, the member who is not `me`.
     pub fn peer_of(&self, me: &Username) -> Option<&Username> {
         match self {
@@ -202,7 +194,6 @@ mod tests {
         assert_eq!(one.key(), "dm:Amy:zed");
         assert_eq!(Conversation::from_key("dm:Amy:zed"), Some(one.clone()));
         assert_eq!(one.peer_of(&a), Some(&b));
-        assert!(!one.admits(&Username::parse("eve").unwrap()));
     }
 
     #[test]

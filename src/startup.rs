@@ -66,6 +66,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let app = Arc::new(App {
         message_rate: MessageRateLimit::new(config.message_rate, config.message_burst),
         login_throttle: LoginThrottle::default(),
+        password_checks: tokio::sync::Semaphore::new(
+            2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        ),
         config,
         store,
         hub,

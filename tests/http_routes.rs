@@ -58,6 +58,17 @@ async fn lobby_signed_out_redirects_303_to_login_with_next() {
     assert_eq!(path, "/login");
     let next = query.strip_prefix("next=").expect("next= in the query");
     assert_eq!(url_decode(next), "/");
+    // PROTOCOL.md writes it out: `/login?next=/`.
+    assert_eq!(target, "/login?next=/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_room_name_is_404_before_sign_in_is_checked() {
+    let app = spawn_app(&[]).await;
+    let page = app.anonymous().get("/chat/no-such!room").await.unwrap();
+    assert_eq!(page.status, 404);
+    let api = app.anonymous().get("/api/rooms/bad-name/messages").await.unwrap();
+    assert_json_error(&api, 404, "a bad room name");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

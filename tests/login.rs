@@ -415,3 +415,33 @@ async fn api_login_from_a_foreign_origin_is_refused() {
         .unwrap();
     assert_eq!(answer.status, 200, "a same-origin JSON login: {}", answer.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_cannot_pass_the_per_username_limit() {
+    let app = spawn_app_with(&[UserSpec::new("alice").signed_out()], |_| {}).await;
+    let guesses = (0..20).map(|i| {
+        let client = app.anonymous();
+        async move {
+            let body = serde_json::json!({"username": "alice", "password": format!("wrong-guess-{i}")});
+            client.post_json("/api/login", &body).await.unwrap().status.as_u16()
+        }
+    });
+    let statuses: Vec<u16> = futures_join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 5, "{checked} passwords were checked at once: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+}
+
+/// Runs the futures concurrently, each on its own task.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

@@ -128,8 +128,7 @@ async fn messages_echoed_before_shutdown_are_stored() {
 /// A server on an empty data dir.
 async fn fresh_server() -> (tempfile::TempDir, chatctl::startup::RunningServer, ServerConfig) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::ephemeral(dir.path());
-    config.announce_setup = false;
+    let config = ServerConfig::ephemeral(dir.path());
     let server = chatctl::startup::start(config.clone()).await.unwrap();
     (dir, server, config)
 }

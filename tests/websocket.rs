@@ -721,3 +721,31 @@ async fn a_closed_socket_gets_a_clean_close_echo() {
         other => panic!("expected the close echo, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percent_encoded_usernames_reach_their_direct_conversation() {
+    // Browsers encode `@` and `+` in paths: `/ws/direct/bob%40example.com/`.
+    let app = spawn_app(&["alice", "bob+1@example.com"]).await;
+    let (mut alice_ws, _) = join(&app.client("alice"), "/ws/direct/bob%2B1%40example.com/").await;
+    let (mut bob_ws, _) = join(&app.client("bob+1@example.com"), "/ws/direct/alice/").await;
+    alice_ws.send_message("hello bob", None).await.unwrap();
+    let got = bob_ws.next_of_type("chat_handler", WAIT).await.unwrap();
+    assert_eq!(got["room"], "dm:alice:bob+1@example.com");
+    let page = app.client("alice").get("/direct/bob%2B1%40example.com").await.unwrap();
+    assert_eq!(page.status, 200);
+    let (status, history) = app.client("alice").get_json("/api/direct/bob%2B1%40example.com/messages").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(history["messages"][0]["message"], "hello bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_frames_name_the_client_id_of_the_frame_they_refuse() {
+    let app = spawn_app(&["alice"]).await;
+    let (mut ws, _) = join(&app.client("alice"), "/ws/chat/lobby/").await;
+    ws.send_text(r#"{"message": "   ", "client_id": "c-empty"}"#).await.unwrap();
+    let error = expect_error(&mut ws, "empty", "a blank message").await;
+    assert_eq!(error["client_id"], "c-empty", "{error}");
+    ws.send_text("not json").await.unwrap();
+    let error = expect_error(&mut ws, "bad_json", "not JSON").await;
+    assert!(error.get("client_id").is_none(), "{error}");
+}

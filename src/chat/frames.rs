@@ -57,22 +57,37 @@ impl Refusal {
     }
 }
 
-pub fn parse_inbound(raw: &[u8]) -> Result<Inbound, Refusal> {
+/// A refused frame: why, and its `client_id` when it had a valid one, so
+/// the error frame can name the message it refuses.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub client_id: Option<String>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Self {
+        Refused { refusal, client_id: None }
+    }
+}
+
+pub fn parse_inbound(raw: &[u8]) -> Result<Inbound, Refused> {
     let value: serde_json::Value = serde_json::from_slice(raw).map_err(|_| Refusal::BadJson)?;
     let serde_json::Value::Object(mut object) = value else {
-        return Err(Refusal::BadFrame("a frame must be a JSON object"));
+        return Err(Refusal::BadFrame("a frame must be a JSON object").into());
     };
     let client_id = match object.remove("client_id") {
         None => None,
         Some(serde_json::Value::String(id)) if id.chars().count() <= MAX_CLIENT_ID_CHARS => Some(id),
-        Some(_) => return Err(Refusal::BadFrame("client_id must be a string of at most 64 characters")),
+        Some(_) => return Err(Refusal::BadFrame("client_id must be a string of at most 64 characters").into()),
     };
+    let refused = |refusal| Refused { refusal, client_id: client_id.clone() };
     let Some(serde_json::Value::String(message)) = object.remove("message") else {
-        return Err(Refusal::BadFrame("a frame needs a string \"message\""));
+        return Err(refused(Refusal::BadFrame("a frame needs a string \"message\"")));
     };
     let text = MessageText::parse(&message).map_err(|e| match e {
-        TextError::Empty => Refusal::Empty,
-        TextError::TooLong => Refusal::TooLong,
+        TextError::Empty => refused(Refusal::Empty),
+        TextError::TooLong => refused(Refusal::TooLong),
     })?;
     Ok(Inbound { text, client_id })
 }
@@ -128,8 +143,13 @@ pub fn history_bytes(messages: &[Message], more: bool) -> Bytes {
     to_bytes(&HistoryFrame { kind: "history", messages: &frames, more })
 }
 
-pub fn error_bytes(refusal: &Refusal) -> Bytes {
-    to_bytes(&serde_json::json!({"type": "error", "code": refusal.code(), "detail": refusal.detail()}))
+/// An `error` frame; it carries the refused frame's `client_id` when known.
+pub fn error_bytes(refusal: &Refusal, client_id: Option<&str>) -> Bytes {
+    let mut frame = serde_json::json!({"type": "error", "code": refusal.code(), "detail": refusal.detail()});
+    if let Some(id) = client_id {
+        frame["client_id"] = serde_json::Value::from(id);
+    }
+    to_bytes(&frame)
 }
 
 fn to_bytes<T: Serialize>(value: &T) -> Bytes {
@@ -143,7 +163,7 @@ mod tests {
 
     #[test]
     fn refusals_carry_the_protocol_codes() {
-        let code = |raw: &str| parse_inbound(raw.as_bytes()).unwrap_err().code();
+        let code = |raw: &str| parse_inbound(raw.as_bytes()).unwrap_err().refusal.code();
         assert_eq!(code("not json"), "bad_json");
         assert_eq!(code("[1]"), "bad_frame");
         assert_eq!(code("{}"), "bad_frame");
@@ -152,6 +172,18 @@ mod tests {
         assert_eq!(code(&format!(r#"{{"message": "x", "client_id": "{}"}}"#, "c".repeat(65))), "bad_frame");
         assert_eq!(code(r#"{"message": " \n\t "}"#), "empty");
         assert_eq!(code(&format!(r#"{{"message": "{}"}}"#, "x".repeat(4097))), "too_long");
+    }
+
+    #[test]
+    fn a_refusal_names_the_client_id_when_the_frame_had_one() {
+        let refused = parse_inbound(r#"{"message": "  ", "client_id": "c9"}"#.as_bytes()).unwrap_err();
+        assert_eq!(refused, Refused { refusal: Refusal::Empty, client_id: Some("c9".into()) });
+        let v: serde_json::Value = serde_json::from_slice(&error_bytes(&refused.refusal, Some("c9"))).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["code"].as_str(), v["client_id"].as_str()),
+            (Some("error"), Some("empty"), Some("c9"))
+        );
+        assert!(v["detail"].is_string());
     }
 
     #[test]

@@ -138,12 +138,6 @@ impl Hub {
         self.metrics.deliveries.fetch_add(subscribers.len() as u64 - dropped, Ordering::Relaxed);
         self.metrics.slow_consumer_drops.fetch_add(dropped, Ordering::Relaxed);
     }
-
-    /// How many sockets this node has in a conversation.
-    pub fn local_subscribers(&self, conversation: &str) -> usize {
-        let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
-        rooms.get(conversation).map_or(0, |list| list.len())
-    }
 }
 
 #[cfg(test)]

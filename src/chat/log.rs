@@ -40,9 +40,9 @@ pub struct MessageLog {
     queue: mpsc::Sender<Submission>,
 }
 
-/// The node cannot take messages now (the writer has stopped).
-#[derive(Debug)]
-pub struct Unavailable;
+/// The node cannot take messages now (the writer has stopped); the
+/// submission comes back untouched.
+pub struct Unavailable(pub Submission);
 
 impl MessageLog {
     /// Starts the embedded writer thread. It stops once every `MessageLog`
@@ -65,7 +65,7 @@ impl MessageLog {
     /// Hands a message to the log. Waits while the writer is saturated
     /// (back-pressure on the sending socket), never drops it.
     pub async fn submit(&self, submission: Submission) -> Result<(), Unavailable> {
-        self.queue.send(submission).await.map_err(|_| Unavailable)
+        self.queue.send(submission).await.map_err(|refused| Unavailable(refused.0))
     }
 }
 
@@ -106,9 +106,9 @@ fn commit_and_publish(batch: &mut Vec<Submission>, store: &Store, hub: &Hub, met
         Err(error) => {
             tracing::error!(%error, messages = batch.len(), "storing messages failed; senders were told nothing was stored");
             metrics.store_failures.fetch_add(1, Ordering::Relaxed);
-            let refusal = frames::error_bytes(&Refusal::Unavailable);
             for submission in batch.drain(..) {
-                submission.origin.deliver(Outbound::Frame(refusal.clone()));
+                let refusal = frames::error_bytes(&Refusal::Unavailable, submission.client_id.as_deref());
+                submission.origin.deliver(Outbound::Frame(refusal));
             }
         }
     }
@@ -130,7 +130,7 @@ mod tests {
             let text = MessageText::parse(&format!("m{i}")).unwrap();
             let submission =
                 Submission { conversation: "r".into(), author: "a".into(), text, client_id: None, origin: sub.clone() };
-            log.submit(submission).await.unwrap();
+            assert!(log.submit(submission).await.is_ok());
         }
         drop(log);
         tokio::task::spawn_blocking(move || writer.join().unwrap()).await.unwrap();

@@ -16,10 +16,11 @@ use tokio::sync::{mpsc, Notify};
 
 use super::frames::{self, Refusal, MAX_FRAME_BYTES};
 use super::hub::{Outbound, Subscriber};
-use super::log::Submission;
+use super::log::{Submission, Unavailable};
 use super::shared_io::SharedIo;
 use crate::app::App;
 use crate::domain::{Conversation, MessageId, Username};
+use crate::storage::now_ms;
 
 /// Frames queued for one socket before it counts as a slow consumer.
 const OUTBOUND_QUEUE: usize = 1024;
@@ -36,6 +37,9 @@ type Writer = WebSocketWrite<BufWriter<SharedIo>>;
 
 /// How long a closing socket waits for the peer's side of the close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// A client that takes longer than this to accept a batch of frames is gone
+/// or not reading; its socket is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who opened the socket and what it watches; checked before the upgrade.
 pub struct SocketRequest {
@@ -86,38 +90,43 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
 
     let key = request.conversation.key();
     let (subscriber, queue, overflow) = Subscriber::new(OUTBOUND_QUEUE);
-    let _registration = app.live.register(request.user.as_str(), request.session, subscriber.clone());
+    let registration = app.live.register(request.user.as_str(), request.session, subscriber.clone());
     // Subscribe before reading history: a message committed in between is
     // then in both, and the writer skips the live copy by id.
     app.hub.subscribe(&key, subscriber.clone());
 
-    let since = request.since;
-    let history_key = key.clone();
+    let (since, session, history_key) = (request.since, request.session, key.clone());
     let history = app
         .storage(move |store| {
-            let latest = store.latest_message(&history_key)?.map(|m| m.id);
-            let (messages, more) = match since {
-                Some(after) => store.messages_after(&history_key, after, HISTORY_ON_RECOVERY)?,
-                None => (store.messages_before(&history_key, None, HISTORY_ON_CONNECT)?, false),
-            };
-            Ok((frames::history_bytes(&messages, more), latest))
+            // Checked again now that the socket is registered: a sign-out
+            // between the upgrade's check and the registration is not missed.
+            let signed_in = store.session_user(&session, now_ms())?.is_some();
+            let history = store.socket_history(&history_key, since, HISTORY_ON_CONNECT, HISTORY_ON_RECOVERY)?;
+            Ok((signed_in, history))
         })
         .await;
 
     match history {
-        Ok((history, latest)) => {
-            let mut writer_task =
-                tokio::spawn(write_loop(writer, queue, overflow, history, latest, app.shutdown.clone()));
+        Ok((signed_in, history)) => {
+            if !signed_in {
+                subscriber.close(1008, "signed out");
+            }
+            let frame = frames::history_bytes(&history.messages, history.more);
+            let writer_task =
+                tokio::spawn(write_loop(writer, queue, overflow, frame, history.latest, app.shutdown.clone()));
+            let mut writer_task = AbortOnDrop(writer_task);
             let writer_finished = tokio::select! {
                 _ = read_loop(&app, reader, &subscriber, &request) => false,
                 // The writer closed the socket (slow consumer, shutdown, error): stop reading.
-                _ = &mut writer_task => true,
+                _ = &mut writer_task.0 => true,
             };
             app.hub.unsubscribe(&key, subscriber.id);
+            // The last senders of the socket's queue: once gone, the writer
+            // ends after what is queued (a close echo, an error frame).
+            drop(registration);
             drop(subscriber);
             if !writer_finished {
-                // Let the writer send what is queued (a close echo, an error frame).
-                let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, &mut writer_task.0).await;
             }
         }
         Err(error) => {
@@ -128,6 +137,15 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
         }
     }
     closer.finish(CLOSE_LINGER).await;
+}
+
+/// Stops the writer task if the socket's task ends without it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reads client frames until the client closes, the socket dies, or a frame
@@ -200,27 +218,27 @@ async fn read_loop(app: &App, mut reader: Reader, me: &Arc<Subscriber>, request:
     }
 }
 
-/// Handles one complete text message. Returns false when the node can no
-/// longer take messages and the socket should end.
+/// Handles one complete text message. Returns false when the socket is
+/// being closed by the server and should read no more.
 async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &[u8]) -> bool {
     app.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
     if me.is_closing() {
         // Signed out or deactivated: the close is on its way; accept nothing more.
         return false;
     }
-    let refuse = |refusal: Refusal| {
+    let refuse = |refusal: Refusal, client_id: Option<&str>| {
         app.metrics.frames_refused.fetch_add(1, Ordering::Relaxed);
-        me.deliver(Outbound::Frame(frames::error_bytes(&refusal)));
+        me.deliver(Outbound::Frame(frames::error_bytes(&refusal, client_id)));
     };
     let inbound = match frames::parse_inbound(raw) {
         Ok(inbound) => inbound,
-        Err(refusal) => {
-            refuse(refusal);
+        Err(refused) => {
+            refuse(refused.refusal, refused.client_id.as_deref());
             return true;
         }
     };
     if !app.message_rate.allow(request.user.as_str()) {
-        refuse(Refusal::RateLimited);
+        refuse(Refusal::RateLimited, inbound.client_id.as_deref());
         return true;
     }
     let submission = Submission {
@@ -230,16 +248,17 @@ async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &
         client_id: inbound.client_id,
         origin: me.clone(),
     };
-    if app.log.submit(submission).await.is_err() {
-        refuse(Refusal::Unavailable);
-        return false;
+    if let Err(Unavailable(submission)) = app.log.submit(submission).await {
+        // Only at shutdown: the socket stays open until its close arrives.
+        refuse(Refusal::Unavailable, submission.client_id.as_deref());
     }
     true
 }
 
 /// Drains the socket's queue: the history frame first, then queued frames in
 /// order, flushing once per batch. Closes with 1008 when the queue overflowed
-/// and with 1001 on server shutdown.
+/// and with 1001 on server shutdown. Every write has a deadline, so a client
+/// that stopped reading cannot hold the task (or shutdown) forever.
 async fn write_loop(
     mut ws: Writer,
     mut queue: mpsc::Receiver<Outbound>,
@@ -248,48 +267,77 @@ async fn write_loop(
     history_covers: Option<MessageId>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    if send_text(&mut ws, &history).await.is_err() || ws.flush().await.is_err() {
+    let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
+        send_text(&mut ws, &history).await?;
+        ws.flush().await
+    });
+    if !matches!(sent.await, Ok(Ok(()))) {
         return;
     }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
-        tokio::select! {
+        let step = tokio::select! {
             biased;
-            _ = overflow.notified() => {
-                let _ = close(&mut ws, 1008, "slow consumer").await;
-                return;
-            }
-            _ = crate::app::App::stopping(&mut shutdown) => {
-                let _ = close(&mut ws, 1001, "server shutting down").await;
-                return;
-            }
-            item = queue.recv() => {
-                let Some(item) = item else { return };
-                let mut next = Some(item);
-                // Write everything already queued, then flush once.
-                while let Some(item) = next {
-                    match write_item(&mut ws, item, history_covers).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            let _ = ws.flush().await;
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                    next = queue.try_recv().ok();
+            _ = overflow.notified() => Step::Close(1008, "slow consumer"),
+            _ = crate::app::App::stopping(&mut shutdown) => Step::Close(1001, "server shutting down"),
+            item = queue.recv() => match item {
+                Some(item) => Step::Write(item),
+                None => return,
+            },
+            _ = ping.tick() => Step::Ping,
+        };
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            match step {
+                Step::Close(code, reason) => close(&mut ws, code, reason).await.map(|_| false),
+                Step::Ping => {
+                    ws.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"chatctl"))).await?;
+                    ws.flush().await.map(|_| true)
                 }
-                if ws.flush().await.is_err() {
-                    return;
-                }
+                Step::Write(first) => write_batch(&mut ws, first, &mut queue, history_covers).await,
             }
-            _ = ping.tick() => {
-                let sent = ws.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"chatctl"))).await;
-                if sent.is_err() || ws.flush().await.is_err() {
-                    return;
-                }
-            }
+        });
+        match written.await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) | Err(_) => return,
         }
     }
+}
+
+/// What the writer does next.
+enum Step {
+    Write(Outbound),
+    Ping,
+    Close(u16, &'static str),
+}
+
+/// Frames written between two flushes at most, so that an overflow or a
+/// shutdown is noticed between batches even under a steady stream.
+const MAX_WRITE_BATCH: usize = 256;
+
+/// Writes `first` and whatever else is queued, then flushes once. Ok(false)
+/// once a close frame went out.
+async fn write_batch(
+    ws: &mut Writer,
+    first: Outbound,
+    queue: &mut mpsc::Receiver<Outbound>,
+    history_covers: Option<MessageId>,
+) -> Result<bool, WebSocketError> {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(item) = next {
+        let open = write_item(ws, item, history_covers).await?;
+        written += 1;
+        if !open {
+            break;
+        }
+        next = if written < MAX_WRITE_BATCH { queue.try_recv().ok() } else { None };
+        if next.is_none() {
+            ws.flush().await?;
+            return Ok(true);
+        }
+    }
+    ws.flush().await?;
+    Ok(false)
 }
 
 /// Writes one queued item; Ok(false) once the socket is closed.

@@ -18,8 +18,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&args.data_dir.path, SchemaCheck::ForMigration)?;
-    let pending = migrations::pending(store.db_for_migrations())?;
-    let found = migrations::schema_version(store.db_for_migrations())?;
+    let pending = migrations::pending(store.db())?;
+    let found = migrations::schema_version(store.db())?;
     if pending.is_empty() {
         println!("{}: schema version {found} is current; nothing to apply", store.path().display());
         return Ok(ExitCode::SUCCESS);
@@ -43,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bar.set_length(total);
             bar.set_position(done);
         };
-        migrations::apply(store.db_for_migrations(), step, &report)?;
+        migrations::apply(store.db(), step, &report)?;
         bar.finish_and_clear();
         println!("applied {:>3}  {}", step.version, step.description);
     }

@@ -49,7 +49,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         secure_cookies: args.secure_cookies,
         public_metrics: args.public_metrics,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        announce_setup: true,
     };
     super::runtime()?.block_on(async move {
         let server = match crate::startup::start(config).await {

@@ -128,8 +128,7 @@ async fn local(report: &mut Report) -> anyhow::Result<()> {
     })
     .await??;
 
-    let mut config = ServerConfig::ephemeral(dir.path());
-    config.announce_setup = false;
+    let config = ServerConfig::ephemeral(dir.path());
     let Some(server) = report
         .check("a server starts on a random loopback port", async { Ok(crate::startup::start(config.clone()).await?) })
         .await

@@ -32,13 +32,20 @@ pub async fn authenticate(
     password: &str,
     client: IpAddr,
 ) -> Result<SignIn, StorageError> {
-    if !app.login_throttle.allows(username, client) {
+    let valid_name = Username::parse(username).ok();
+    if !app.login_throttle.try_attempt(valid_name.as_ref().map(Username::as_str), client) {
         app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
         return Ok(SignIn::Throttled);
     }
-    let lookup = username.to_owned();
-    let user =
-        if Username::parse(username).is_ok() { app.storage(move |store| store.user(&lookup)).await? } else { None };
+    // argon2 takes ~19 MiB and a core for ~30 ms: bound how many run at once.
+    let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, app.password_checks.acquire()).await else {
+        app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
+        return Ok(SignIn::Throttled);
+    };
+    let user = match valid_name {
+        Some(name) => app.storage(move |store| store.user(name.as_str())).await?,
+        None => None,
+    };
     let password = password.to_owned();
     let verified = tokio::task::spawn_blocking(move || {
         let hash = user.as_ref().map_or(password::dummy_hash(), |u| u.password_hash.as_str());
@@ -49,17 +56,20 @@ pub async fn authenticate(
     .unwrap_or(None);
     match verified {
         Some(user) => {
-            app.login_throttle.record_success(username);
+            app.login_throttle.succeeded(username);
             app.metrics.logins_succeeded.fetch_add(1, Ordering::Relaxed);
             Ok(SignIn::Ok(user))
         }
         None => {
-            app.login_throttle.record_failure(username, client);
             app.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
             Ok(SignIn::Invalid)
         }
     }
 }
+
+/// How long a login waits for a free password-check slot before it is
+/// answered "too many attempts".
+const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const BAD_CREDENTIALS: &str = "Please enter a correct username and password. Both fields may be case-sensitive.";
 const THROTTLED: &str = "Too many failed sign-in attempts. Wait a few minutes, then try again.";

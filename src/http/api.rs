@@ -67,13 +67,11 @@ pub async fn history(app: &Arc<App>, request: &Request<Incoming>, conversation: 
 }
 
 /// The direct conversation with `peer`, if that user exists.
-pub async fn direct_with(app: &Arc<App>, user: &CurrentUser, peer: &str) -> Result<Conversation, Reply> {
-    let not_found = || json_error(StatusCode::NOT_FOUND, "no such user");
-    let peer = Username::parse(peer).map_err(|_| not_found())?;
+pub async fn direct_with(app: &Arc<App>, user: &CurrentUser, peer: &Username) -> Result<Conversation, Reply> {
     let name = peer.as_str().to_owned();
     match app.storage(move |store| store.user(&name)).await {
-        Ok(Some(_)) => Ok(Conversation::direct(user.username.clone(), peer)),
-        Ok(None) => Err(not_found()),
+        Ok(Some(_)) => Ok(Conversation::direct(user.username.clone(), peer.clone())),
+        Ok(None) => Err(json_error(StatusCode::NOT_FOUND, "no such user")),
         Err(error) => Err(storage_failure_json(error)),
     }
 }

@@ -8,7 +8,7 @@ use super::request::cookie;
 use crate::app::App;
 use crate::auth::{csrf, session};
 use crate::domain::Username;
-use crate::storage::{self, now_ms, SessionRecord, UserRecord};
+use crate::storage::{self, now_ms, SessionRecord};
 
 /// A signed-in, active user and the session they came with.
 #[derive(Clone, Debug)]
@@ -37,18 +37,10 @@ pub async fn current_user(app: &Arc<App>, headers: &HeaderMap) -> storage::Resul
     }
     let token = token.to_owned();
     let hash = session::token_hash(&token);
-    let found = app
-        .storage(move |store| {
-            let Some(session) = store.session(&hash)? else { return Ok(None) };
-            if session.expires_at_ms <= now_ms() {
-                return Ok(None);
-            }
-            Ok(store.user(&session.username)?.map(|user| (session, user)))
-        })
-        .await?;
-    Ok(found.and_then(|(_, user): (SessionRecord, UserRecord)| {
+    let user = app.storage(move |store| store.session_user(&hash, now_ms())).await?;
+    Ok(user.and_then(|user| {
         let username = Username::parse(&user.username).ok()?;
-        user.is_active.then_some(CurrentUser { username, is_superuser: user.is_superuser, session_token: token })
+        Some(CurrentUser { username, is_superuser: user.is_superuser, session_token: token })
     }))
 }
 

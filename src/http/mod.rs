@@ -24,143 +24,165 @@ use identity::{current_user, CurrentUser};
 use respond::{error_page, json, json_error, see_other, text, Reply};
 use websocket::Target;
 
+/// Every route of chatctl, parsed (names validated) before any work is done.
+enum Route {
+    Health,
+    Ready,
+    Metrics,
+    Static(String),
+    LoginPage,
+    LoginSubmit,
+    Logout,
+    SetupPage,
+    SetupSubmit,
+    ApiLogin,
+    RoomSocket(RoomName),
+    DirectSocket(Username),
+    // Signed in from here on.
+    Lobby,
+    RoomPage(RoomName),
+    DirectPage(Username),
+    Me,
+    LobbyApi,
+    RoomHistory(RoomName),
+    DirectHistory(Username),
+    // Superusers only.
+    Admin,
+    AdminCreateUser,
+    AdminSetActive(String, bool),
+}
+
+/// Why no route matched.
+enum Miss {
+    NotFound(&'static str),
+    MethodNotAllowed,
+}
+
+impl Miss {
+    fn reply(self, is_api: bool) -> Reply {
+        match (self, is_api) {
+            (Miss::NotFound(why), true) => json_error(StatusCode::NOT_FOUND, why),
+            (Miss::NotFound(why), false) => error_page(StatusCode::NOT_FOUND, why),
+            (Miss::MethodNotAllowed, true) => {
+                json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+            }
+            (Miss::MethodNotAllowed, false) => {
+                error_page(StatusCode::METHOD_NOT_ALLOWED, "That action is not allowed here.")
+            }
+        }
+    }
+}
+
+const NO_SUCH_ROOM: &str = "no such room: room names are 1 to 64 of A-Z a-z 0-9 _";
+const NO_SUCH_USER: &str = "no such user";
+
+/// The routing table. Bad room and user names are 404 before sign-in is
+/// checked, on every route alike.
+fn parse_route(method: &Method, segments: &[&str]) -> Result<Route, Miss> {
+    let (get, post) = (method == Method::GET, method == Method::POST);
+    let only = |allowed: bool, route: Route| if allowed { Ok(route) } else { Err(Miss::MethodNotAllowed) };
+    let room = |raw: &str| RoomName::parse(raw).map_err(|_| Miss::NotFound(NO_SUCH_ROOM));
+    let user = |raw: &str| Username::parse(raw).map_err(|_| Miss::NotFound(NO_SUCH_USER));
+    match segments {
+        ["healthz"] => only(get, Route::Health),
+        ["readyz"] => only(get, Route::Ready),
+        ["metrics"] => only(get, Route::Metrics),
+        ["static", name] => only(get, Route::Static((*name).to_owned())),
+        ["favicon.ico"] => only(get, Route::Static("favicon.svg".to_owned())),
+        ["login"] if get => Ok(Route::LoginPage),
+        ["login"] => only(post, Route::LoginSubmit),
+        ["logout"] => only(post, Route::Logout),
+        ["setup"] if get => Ok(Route::SetupPage),
+        ["setup"] => only(post, Route::SetupSubmit),
+        ["api", "login"] => only(post, Route::ApiLogin),
+        ["ws", "chat", name] | ["ws", "chat", name, ""] => only(get, Route::RoomSocket(room(name)?)),
+        ["ws", "direct", name] | ["ws", "direct", name, ""] => only(get, Route::DirectSocket(user(name)?)),
+        [""] => only(get, Route::Lobby),
+        ["chat", name] | ["chat", name, ""] => only(get, Route::RoomPage(room(name)?)),
+        ["direct", name] | ["direct", name, ""] => only(get, Route::DirectPage(user(name)?)),
+        ["api", "me"] => only(get, Route::Me),
+        ["api", "lobby"] => only(get, Route::LobbyApi),
+        ["api", "rooms", name, "messages"] => only(get, Route::RoomHistory(room(name)?)),
+        ["api", "direct", name, "messages"] => only(get, Route::DirectHistory(user(name)?)),
+        ["admin"] | ["admin", ""] => only(get, Route::Admin),
+        ["admin", "users"] => only(post, Route::AdminCreateUser),
+        ["admin", "users", name, "deactivate"] => only(post, Route::AdminSetActive((*name).to_owned(), false)),
+        ["admin", "users", name, "activate"] => only(post, Route::AdminSetActive((*name).to_owned(), true)),
+        _ if segments.first() == Some(&"api") => Err(Miss::NotFound("no such API route")),
+        _ => Err(Miss::NotFound("No such page.")),
+    }
+}
+
 /// Answers one request.
 pub async fn route(app: Arc<App>, request: Request<Incoming>, client: SocketAddr) -> Reply {
     app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
-    let path = request.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = request.method().clone();
-    let is_api = path.starts_with("/api/");
-
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok"),
-        (&Method::GET, ["readyz"]) => readiness(&app).await,
-        (&Method::GET, ["metrics"]) => metrics(&app, client),
-        (&Method::GET, ["static", name]) => pages::static_file(&request, name),
-        (&Method::GET, ["favicon.ico"]) => pages::static_file(&request, "favicon.svg"),
-
-        (&Method::GET, ["login"]) => accounts::login_page(&request, app.config.secure_cookies).await,
-        (&Method::POST, ["login"]) => accounts::login_submit(&app, request, client.ip()).await,
-        (&Method::POST, ["logout"]) => accounts::logout(&app, request).await,
-        (&Method::GET, ["setup"]) => accounts::setup_page(&app, &request).await,
-        (&Method::POST, ["setup"]) => accounts::setup_submit(&app, request).await,
-        (&Method::POST, ["api", "login"]) => accounts::api_login(&app, request, client.ip()).await,
-
-        (&Method::GET, ["ws", "chat", room] | ["ws", "chat", room, ""]) => match RoomName::parse(room) {
-            Ok(room) => websocket::upgrade(&app, request, Target::Room(room)).await,
-            Err(_) => json_error(StatusCode::NOT_FOUND, "no such room: names are 1 to 64 of A-Z a-z 0-9 _"),
-        },
-        (&Method::GET, ["ws", "direct", name] | ["ws", "direct", name, ""]) => match Username::parse(name) {
-            Ok(peer) => websocket::upgrade(&app, request, Target::Direct(peer)).await,
-            Err(_) => json_error(StatusCode::NOT_FOUND, "no such user"),
-        },
-
-        _ => signed_in_route(&app, request, &method, &segments, is_api).await,
+    let is_api = request.uri().path().starts_with("/api/");
+    // Segments are percent-decoded: browsers send `/direct/bob%40example`.
+    let decoded: Option<Vec<String>> =
+        request.uri().path().trim_start_matches('/').split('/').map(request::percent_decode).collect();
+    let Some(decoded) = decoded else {
+        return Miss::NotFound("No such page.").reply(is_api);
+    };
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let route = match parse_route(request.method(), &segments) {
+        Ok(route) => route,
+        Err(miss) => return miss.reply(is_api),
+    };
+    let secure = app.config.secure_cookies;
+    match route {
+        Route::Health => text(StatusCode::OK, "ok"),
+        Route::Ready => readiness(&app).await,
+        Route::Metrics => metrics(&app, client),
+        Route::Static(name) => pages::static_file(&request, &name),
+        Route::LoginPage => accounts::login_page(&request, secure).await,
+        Route::LoginSubmit => accounts::login_submit(&app, request, client.ip()).await,
+        Route::Logout => accounts::logout(&app, request).await,
+        Route::SetupPage => accounts::setup_page(&app, &request).await,
+        Route::SetupSubmit => accounts::setup_submit(&app, request).await,
+        Route::ApiLogin => accounts::api_login(&app, request, client.ip()).await,
+        Route::RoomSocket(room) => websocket::upgrade(&app, request, Target::Room(room)).await,
+        Route::DirectSocket(peer) => websocket::upgrade(&app, request, Target::Direct(peer)).await,
+        signed_in => signed_in_route(&app, request, signed_in, is_api).await,
     }
 }
 
 /// Routes that need a signed-in user: 401 JSON for the API, a redirect to
 /// the login page for pages.
-async fn signed_in_route(
-    app: &Arc<App>,
-    request: Request<Incoming>,
-    method: &Method,
-    segments: &[&str],
-    is_api: bool,
-) -> Reply {
-    if !is_known_route(method, segments) {
-        return not_found(is_api, method, segments);
-    }
+async fn signed_in_route(app: &Arc<App>, request: Request<Incoming>, route: Route, is_api: bool) -> Reply {
     let user = match current_user(app, request.headers()).await {
         Ok(Some(user)) => user,
         Ok(None) if is_api => return json_error(StatusCode::UNAUTHORIZED, "sign in first (POST /api/login)"),
-        Ok(None) if method == Method::GET => {
-            let next: String = form_urlencoded::byte_serialize(request.uri().path().as_bytes()).collect();
-            return see_other(&format!("/login?next={next}"));
+        Ok(None) if request.method() == Method::GET => {
+            return see_other(&format!("/login?next={}", request::query_value(request.uri().path())));
         }
         Ok(None) => return error_page(StatusCode::FORBIDDEN, "Sign in first."),
         Err(error) if is_api => return accounts::storage_failure_json(error),
         Err(error) => return accounts::storage_failure_page(error),
     };
-    match (method, segments) {
-        (&Method::GET, [""]) => pages::lobby(&user),
-        (&Method::GET, ["chat", room] | ["chat", room, ""]) => match RoomName::parse(room) {
-            Ok(room) => pages::room(&user, &room),
-            Err(_) => error_page(StatusCode::NOT_FOUND, "Room names are 1 to 64 letters, digits or _."),
-        },
-        (&Method::GET, ["direct", name] | ["direct", name, ""]) => match Username::parse(name) {
-            Ok(peer) => pages::direct(app, &user, &peer).await,
-            Err(_) => error_page(StatusCode::NOT_FOUND, "There is no user with that name."),
-        },
-        (&Method::GET, ["api", "me"]) => api::me(&user),
-        (&Method::GET, ["api", "lobby"]) => api::lobby(app, &user).await,
-        (&Method::GET, ["api", "rooms", room, "messages"]) => match RoomName::parse(room) {
-            Ok(room) => api::history(app, &request, Conversation::Room(room)).await,
-            Err(_) => json_error(StatusCode::NOT_FOUND, "no such room: names are 1 to 64 of A-Z a-z 0-9 _"),
-        },
-        (&Method::GET, ["api", "direct", name, "messages"]) => match api::direct_with(app, &user, name).await {
+    match route {
+        Route::Lobby => pages::lobby(&user),
+        Route::RoomPage(room) => pages::room(&user, &room),
+        Route::DirectPage(peer) => pages::direct(app, &user, &peer).await,
+        Route::Me => api::me(&user),
+        Route::LobbyApi => api::lobby(app, &user).await,
+        Route::RoomHistory(room) => api::history(app, &request, Conversation::Room(room)).await,
+        Route::DirectHistory(peer) => match api::direct_with(app, &user, &peer).await {
             Ok(conversation) => api::history(app, &request, conversation).await,
             Err(reply) => reply,
         },
-        (_, ["admin", ..]) => admin_route(app, &user, request, method, segments).await,
-        _ => not_found(is_api, method, segments),
+        admin => admin_route(app, &user, request, admin).await,
     }
 }
 
-async fn admin_route(
-    app: &Arc<App>,
-    user: &CurrentUser,
-    request: Request<Incoming>,
-    method: &Method,
-    segments: &[&str],
-) -> Reply {
+async fn admin_route(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>, route: Route) -> Reply {
     if !user.is_superuser {
         return error_page(StatusCode::FORBIDDEN, "Only administrators may open the admin pages.");
     }
-    match (method, segments) {
-        (&Method::GET, ["admin"] | ["admin", ""]) => pages::admin(app, user, &request).await,
-        (&Method::POST, ["admin", "users"]) => pages::admin_create_user(app, user, request).await,
-        (&Method::POST, ["admin", "users", name, "deactivate"]) => {
-            pages::admin_set_active(app, user, request, name, false).await
-        }
-        (&Method::POST, ["admin", "users", name, "activate"]) => {
-            pages::admin_set_active(app, user, request, name, true).await
-        }
+    match route {
+        Route::Admin => pages::admin(app, user, &request).await,
+        Route::AdminCreateUser => pages::admin_create_user(app, user, request).await,
+        Route::AdminSetActive(name, active) => pages::admin_set_active(app, user, request, &name, active).await,
         _ => error_page(StatusCode::NOT_FOUND, "No such page."),
-    }
-}
-
-/// Whether a path is a signed-in route at all, so unknown paths get 404
-/// without a session lookup and known ones with the wrong method get 405.
-fn is_known_route(method: &Method, segments: &[&str]) -> bool {
-    let get = method == Method::GET;
-    match segments {
-        [""] | ["chat", _] | ["chat", _, ""] | ["direct", _] | ["direct", _, ""] => get,
-        ["api", "me"] | ["api", "lobby"] | ["api", "rooms", _, "messages"] | ["api", "direct", _, "messages"] => get,
-        ["admin"] | ["admin", ""] => get,
-        ["admin", "users"] | ["admin", "users", _, "deactivate" | "activate"] => method == Method::POST,
-        _ => false,
-    }
-}
-
-fn not_found(is_api: bool, method: &Method, segments: &[&str]) -> Reply {
-    let exists_with_other_method = [Method::GET, Method::POST]
-        .iter()
-        .any(|m| m != method && (is_known_route(m, segments) || is_public_route(m, segments)));
-    match (is_api, exists_with_other_method) {
-        (true, true) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route"),
-        (true, false) => json_error(StatusCode::NOT_FOUND, "no such API route"),
-        (false, true) => error_page(StatusCode::METHOD_NOT_ALLOWED, "That action is not allowed here."),
-        (false, false) => error_page(StatusCode::NOT_FOUND, "No such page."),
-    }
-}
-
-fn is_public_route(method: &Method, segments: &[&str]) -> bool {
-    match segments {
-        ["login"] | ["setup"] => true,
-        ["logout"] | ["api", "login"] => method == Method::POST,
-        ["healthz"] | ["readyz"] | ["metrics"] => method == Method::GET,
-        _ => false,
     }
 }
 

@@ -91,6 +91,47 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String], secure: bool) -> 
     with_port(origin_host) == with_port(host)
 }
 
+/// Decodes `%XX` escapes in one path segment; `None` when an escape is
+/// malformed or the result is not UTF-8. (`+` stays `+` in a path.)
+pub fn percent_decode(segment: &str) -> Option<String> {
+    if !segment.contains('%') {
+        return Some(segment.to_owned());
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A request path made safe as a query value: it keeps its `/` (so
+/// `/login?next=/` reads as written) and escapes what a query would split on.
+pub fn query_value(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '&' => out.push_str("%26"),
+            '+' => out.push_str("%2B"),
+            '#' => out.push_str("%23"),
+            '=' => out.push_str("%3D"),
+            '?' => out.push_str("%3F"),
+            ' ' => out.push_str("%20"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `next` for a redirect after login: a local path only.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
@@ -143,6 +184,16 @@ mod tests {
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(Some("javascript:alert(1)")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn path_segments_decode_and_queries_keep_slashes() {
+        assert_eq!(percent_decode("bob%40example").as_deref(), Some("bob@example"));
+        assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("bad%4"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(query_value("/"), "/");
+        assert_eq!(query_value("/direct/a+b%40c"), "/direct/a%2Bb%2540c");
     }
 
     #[test]

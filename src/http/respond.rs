@@ -66,9 +66,9 @@ pub fn error_page(status: StatusCode, message: &str) -> Reply {
 pub fn see_other(location: &str) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::new()));
     *reply.status_mut() = StatusCode::SEE_OTHER;
-    if let Ok(value) = HeaderValue::from_str(location) {
-        reply.headers_mut().insert(header::LOCATION, value);
-    }
+    // A location that cannot be a header value (non-ASCII) falls back to home.
+    let value = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));
+    reply.headers_mut().insert(header::LOCATION, value);
     reply
 }
 

@@ -42,7 +42,7 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, target: Tar
     };
     let conversation = match target {
         Target::Room(room) => Conversation::Room(room),
-        Target::Direct(peer) => match super::api::direct_with(app, &user, peer.as_str()).await {
+        Target::Direct(peer) => match super::api::direct_with(app, &user, &peer).await {
             Ok(conversation) => conversation,
             Err(reply) => return reply,
         },

@@ -112,6 +112,16 @@ impl Store {
         found.map(|v| decode(v.value())).transpose()
     }
 
+    /// The active user a live session belongs to; `None` for an unknown or
+    /// expired session or a deactivated user.
+    pub fn session_user(&self, token_hash: &[u8; 32], now_ms: u64) -> Result<Option<UserRecord>> {
+        let Some(session) = self.session(token_hash)? else { return Ok(None) };
+        if session.expires_at_ms <= now_ms {
+            return Ok(None);
+        }
+        Ok(self.user(&session.username)?.filter(|user| user.is_active))
+    }
+
     pub fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()> {
         let txn = self.db().begin_write()?;
         txn.open_table(schema::SESSIONS)?.remove(token_hash.as_slice())?;

@@ -76,39 +76,81 @@ impl Store {
     /// oldest first.
     pub fn messages_before(&self, conversation: &str, before: Option<MessageId>, limit: usize) -> Result<Vec<Message>> {
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(schema::MESSAGES)?;
-        let upper = before.map(|id| id.0).unwrap_or(u64::MAX);
-        let mut out = Vec::with_capacity(limit.min(512));
-        for entry in table.range((conversation, 0)..(conversation, upper))?.rev().take(limit) {
-            let (key, value) = entry?;
-            out.push(message_from(conversation, key.value().1, value.value())?);
-        }
-        out.reverse();
-        Ok(out)
+        before_in(&txn.open_table(schema::MESSAGES)?, conversation, before, limit)
     }
 
     /// The oldest `limit` messages newer than `after`, oldest first, and
     /// whether there are more after them.
     pub fn messages_after(&self, conversation: &str, after: MessageId, limit: usize) -> Result<(Vec<Message>, bool)> {
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(schema::MESSAGES)?;
-        let Some(lower) = after.0.checked_add(1) else {
-            return Ok((Vec::new(), false));
-        };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        let mut range = table.range((conversation, lower)..=(conversation, u64::MAX))?;
-        for entry in range.by_ref().take(limit) {
-            let (key, value) = entry?;
-            out.push(message_from(conversation, key.value().1, value.value())?);
-        }
-        let more = range.next().is_some();
-        Ok((out, more))
+        after_in(&txn.open_table(schema::MESSAGES)?, conversation, after, limit)
     }
 
     /// The conversation's newest message, if any.
     pub fn latest_message(&self, conversation: &str) -> Result<Option<Message>> {
         Ok(self.messages_before(conversation, None, 1)?.pop())
     }
+
+    /// A new socket's `history` frame: the newest `recent` messages, or with
+    /// `since` the oldest `recovery` after it, and the newest id at that
+    /// moment, all from one snapshot so that live delivery can skip exactly
+    /// what the frame covers.
+    pub fn socket_history(
+        &self,
+        conversation: &str,
+        since: Option<MessageId>,
+        recent: usize,
+        recovery: usize,
+    ) -> Result<SocketHistory> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(schema::MESSAGES)?;
+        let (messages, more) = match since {
+            Some(after) => after_in(&table, conversation, after, recovery)?,
+            None => (before_in(&table, conversation, None, recent)?, false),
+        };
+        let latest = before_in(&table, conversation, None, 1)?.pop().map(|m| m.id);
+        Ok(SocketHistory { messages, more, latest })
+    }
+}
+
+/// See `Store::socket_history`.
+pub struct SocketHistory {
+    pub messages: Vec<Message>,
+    pub more: bool,
+    /// The conversation's newest id when the snapshot was taken.
+    pub latest: Option<MessageId>,
+}
+
+type MessagesTable = redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>;
+
+fn before_in(
+    table: &MessagesTable,
+    conversation: &str,
+    before: Option<MessageId>,
+    limit: usize,
+) -> Result<Vec<Message>> {
+    let upper = before.map(|id| id.0).unwrap_or(u64::MAX);
+    let mut out = Vec::with_capacity(limit.min(512));
+    for entry in table.range((conversation, 0)..(conversation, upper))?.rev().take(limit) {
+        let (key, value) = entry?;
+        out.push(message_from(conversation, key.value().1, value.value())?);
+    }
+    out.reverse();
+    Ok(out)
+}
+
+fn after_in(table: &MessagesTable, conversation: &str, after: MessageId, limit: usize) -> Result<(Vec<Message>, bool)> {
+    let Some(lower) = after.0.checked_add(1) else {
+        return Ok((Vec::new(), false));
+    };
+    let mut out = Vec::with_capacity(limit.min(1024));
+    let mut range = table.range((conversation, lower)..=(conversation, u64::MAX))?;
+    for entry in range.by_ref().take(limit) {
+        let (key, value) = entry?;
+        out.push(message_from(conversation, key.value().1, value.value())?);
+    }
+    let more = range.next().is_some();
+    Ok((out, more))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase};
 
 pub use accounts::{SessionRecord, UserRecord};
-pub use messages::{Message, NewMessage};
+pub use messages::{Message, NewMessage, SocketHistory};
 pub use rooms::ConversationSummary;
 
 /// The file name inside the data dir.
@@ -107,12 +107,8 @@ impl Store {
         &self.path
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
-    }
-
-    /// The raw database, for `chatctl migrate` only.
-    pub fn db_for_migrations(&self) -> &Database {
+    /// The raw database, for the storage modules and `chatctl migrate`.
+    pub fn db(&self) -> &Database {
         &self.db
     }
 

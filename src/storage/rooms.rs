@@ -4,7 +4,7 @@
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, now_ms, schema, Message, Result, Store};
+use super::{encode, now_ms, schema, Message, Result, Store};
 use crate::domain::Conversation;
 
 #[derive(Serialize, Deserialize)]
@@ -61,11 +61,12 @@ impl Store {
     }
 
     /// The owner of a room, if it exists.
+    #[cfg(test)]
     pub fn room_owner(&self, conversation: &Conversation) -> Result<Option<String>> {
         let txn = self.db().begin_read()?;
         let rooms = txn.open_table(schema::ROOMS)?;
         let found = rooms.get(conversation.key().as_str())?;
-        Ok(found.map(|v| decode::<RoomRecord>(v.value())).transpose()?.map(|r| r.owner))
+        Ok(found.map(|v| super::decode::<RoomRecord>(v.value())).transpose()?.map(|r| r.owner))
     }
 
     /// The user's conversations, most recently active first.

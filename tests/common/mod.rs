@@ -118,7 +118,6 @@ pub async fn spawn_app_with(users: &[UserSpec], tweak: impl FnOnce(&mut ServerCo
     let dir = tempfile::tempdir().expect("creating a temporary data dir");
     create_users(dir.path(), users);
     let mut config = ServerConfig::ephemeral(dir.path());
-    config.announce_setup = false;
     tweak(&mut config);
     let server = chatctl::startup::start(config.clone()).await.expect("the server starts");
     let mut clients = Vec::new();
