@@ -1,16 +1,17 @@
 //! The state every request handler and socket shares. Built once by
 //! `startup`; handlers get it as `Arc<App>`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::auth::setup::SetupToken;
 use crate::auth::throttle::LoginThrottle;
 use crate::chat::hub::Hub;
 use crate::chat::live::LiveSockets;
-use crate::chat::log::MessageLog;
 use crate::chat::rate_limit::MessageRateLimit;
 use crate::config::ServerConfig;
+use crate::log::WriteLog;
 use crate::metrics::Metrics;
 use crate::storage::{self, Store};
 
@@ -18,8 +19,9 @@ pub struct App {
     pub config: ServerConfig,
     pub store: Store,
     pub hub: Arc<Hub>,
-    pub live: LiveSockets,
-    pub log: MessageLog,
+    pub live: Arc<LiveSockets>,
+    /// Every write to shared state goes through here (see `crate::log`).
+    pub log: WriteLog,
     pub message_rate: MessageRateLimit,
     pub login_throttle: LoginThrottle,
     /// Password checks (argon2) allowed to run at once.
@@ -28,7 +30,7 @@ pub struct App {
     /// Flips to true when the server begins to shut down.
     pub shutdown: watch::Receiver<bool>,
     /// The first-run setup token, while the database has no user.
-    pub setup_token: Mutex<Option<String>>,
+    pub setup: Arc<SetupToken>,
 }
 
 impl App {
@@ -50,13 +52,5 @@ impl App {
     pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
         // The guard `wait_for` returns is not `Send`: drop it at once.
         let _ = shutdown.wait_for(|stopping| *stopping).await.map(|_| ());
-    }
-
-    pub fn setup_token(&self) -> Option<String> {
-        self.setup_token.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn close_setup(&self) {
-        *self.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }

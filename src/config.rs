@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub secure_cookies: bool,
     /// Serve `/metrics` to every client, not just loopback ones.
     pub public_metrics: bool,
+    /// With a broker: the cluster's log (RabbitMQ stream). Without: one node.
+    pub cluster: Option<crate::log::cluster::ClusterConfig>,
     /// How long shutdown waits for sockets and storage before giving up.
     pub shutdown_grace: Duration,
 }
@@ -35,6 +37,7 @@ impl ServerConfig {
             secure_cookies: false,
             public_metrics: false,
             shutdown_grace: Duration::from_secs(10),
+            cluster: None,
         }
     }
 

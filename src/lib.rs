@@ -18,6 +18,7 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod log;
 pub mod metrics;
 pub mod startup;
 pub mod storage;

@@ -2,8 +2,9 @@
 //! `smoke-test` all start it through `start`, so they run the same thing.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -11,11 +12,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
+use crate::auth::setup::SetupToken;
 use crate::auth::throttle::LoginThrottle;
 use crate::chat::hub::Hub;
-use crate::chat::log::MessageLog;
+use crate::chat::live::LiveSockets;
 use crate::chat::rate_limit::MessageRateLimit;
 use crate::config::ServerConfig;
+use crate::log::cluster::Cluster;
+use crate::log::embedded::Embedded;
+use crate::log::{Sinks, WriteLog};
 use crate::metrics::Metrics;
 use crate::storage::{now_ms, SchemaCheck, StorageError, Store};
 
@@ -28,6 +33,10 @@ pub enum StartError {
     PortInUse { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}. Choose another address with --bind")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the data dir {0} belongs to a cluster node (it applied a RabbitMQ stream); start it with --amqp-url, or use another --data-dir for a single node")]
+    ClusterDataDir(PathBuf),
+    #[error("the data dir {0} holds a single node's messages; a cluster node needs an empty data dir, or a copy of another cluster node's")]
+    SingleNodeDataDir(PathBuf),
 }
 
 /// A server that is accepting connections.
@@ -38,7 +47,6 @@ pub struct RunningServer {
     app: Arc<App>,
     stop: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
-    writer: std::thread::JoinHandle<()>,
 }
 
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
@@ -54,14 +62,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 
     let metrics = Arc::new(Metrics::default());
     let hub = Arc::new(Hub::new(metrics.clone()));
-    let (log, writer) = MessageLog::start_embedded(store.clone(), hub.clone(), metrics.clone());
-    let (stop, shutdown) = watch::channel(false);
+    let live = Arc::new(LiveSockets::default());
     let has_users = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.user_count()).await.expect("counting users does not panic")? > 0
     };
     let setup_token = (!has_users).then(crate::auth::session::new_token);
     let setup_url = setup_token.as_ref().map(|token| format!("{}/setup?token={token}", browsable_url(addr)));
+    let setup = Arc::new(SetupToken::new(setup_token));
+    let sinks =
+        Arc::new(Sinks { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone() });
+    let log = start_log(&config, &store, sinks).await?;
+    let (stop, shutdown) = watch::channel(false);
 
     let app = Arc::new(App {
         message_rate: MessageRateLimit::new(config.message_rate, config.message_burst),
@@ -72,11 +84,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         config,
         store,
         hub,
-        live: Default::default(),
+        live,
         log,
         metrics,
         shutdown: shutdown.clone(),
-        setup_token: Mutex::new(setup_token),
+        setup,
     });
     // Compute the unknown-user hash now, so the first failed login for an
     // unknown name takes no longer than one for a known name.
@@ -84,7 +96,24 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     tokio::spawn(sweep_expired_sessions(app.clone(), shutdown.clone()));
     let accept_task = tokio::spawn(crate::http::server::accept_loop(listener, app.clone(), shutdown));
     tracing::info!(%addr, data_dir = %app.config.data_dir.display(), "chatctl is serving");
-    Ok(RunningServer { addr, setup_url, app, stop, accept_task, writer })
+    Ok(RunningServer { addr, setup_url, app, stop, accept_task })
+}
+
+/// The single node's writer, or the cluster's stream; a data dir stays
+/// with the mode it was made in (message ids of the two do not mix).
+async fn start_log(config: &ServerConfig, store: &Store, sinks: Arc<Sinks>) -> Result<WriteLog, StartError> {
+    let probe = store.clone();
+    let (cluster_dir, single_node_dir) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+        Ok((probe.stream_next_offset()?.is_some(), probe.has_single_node_messages()?))
+    })
+    .await
+    .expect("reading storage does not panic")?;
+    match &config.cluster {
+        None if cluster_dir => Err(StartError::ClusterDataDir(config.data_dir.clone())),
+        None => Ok(WriteLog::Embedded(Embedded::start(store.clone(), sinks))),
+        Some(_) if single_node_dir => Err(StartError::SingleNodeDataDir(config.data_dir.clone())),
+        Some(cluster) => Ok(WriteLog::Cluster(Cluster::start(cluster.clone(), store.clone(), sinks))),
+    }
 }
 
 /// A URL a browser on this machine can open: `0.0.0.0` is not one.
@@ -115,13 +144,16 @@ impl RunningServer {
         while self.app.metrics.open_sockets.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The writer thread ends once the last `App` (and its log handle) is
-        // gone and its queue is drained.
-        drop(self.app);
-        let writer = tokio::task::spawn_blocking(move || self.writer.join());
-        if tokio::time::timeout_at(deadline.into(), writer).await.is_err() {
-            tracing::warn!("shutdown grace period ended before every socket closed; committed messages are safe");
+        self.app.log.close(deadline.saturating_duration_since(Instant::now())).await;
+        // The database closes with the last handle on it: wait for every
+        // task that holds the app to end, so a restart can open it again.
+        while Arc::strong_count(&self.app) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if Arc::strong_count(&self.app) > 1 {
+            tracing::warn!("shutdown grace period ended before every task finished; committed writes are safe");
+        }
+        drop(self.app);
         tracing::info!("chatctl stopped");
     }
 }

@@ -1,6 +1,6 @@
 //! One WebSocket, from upgrade to close. The data path of a message reads
 //! top to bottom here: read a frame → `frames::parse_inbound` → rate limit →
-//! `MessageLog::submit` (stored, then fanned out by the hub) → every socket's
+//! `WriteLog::submit` (stored, then fanned out by the hub) → every socket's
 //! writer task. Reading and writing run as two tasks over the split socket,
 //! so a slow reader never blocks delivery and vice versa.
 
@@ -16,10 +16,11 @@ use tokio::sync::{mpsc, Notify};
 
 use super::frames::{self, Refusal, MAX_FRAME_BYTES};
 use super::hub::{Outbound, Subscriber};
-use super::log::{Submission, Unavailable};
 use super::shared_io::SharedIo;
 use crate::app::App;
 use crate::domain::{Conversation, MessageId, Username};
+use crate::log::write::Write;
+use crate::log::{Pending, Reply};
 use crate::storage::now_ms;
 
 /// Frames queued for one socket before it counts as a slow consumer.
@@ -241,17 +242,15 @@ async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &
         refuse(Refusal::RateLimited, inbound.client_id.as_deref());
         return true;
     }
-    let submission = Submission {
+    let write = Write::Message {
         conversation: request.conversation.key(),
         author: request.user.as_str().to_owned(),
-        text: inbound.text,
-        client_id: inbound.client_id,
-        origin: me.clone(),
+        text: inbound.text.into_string(),
+        ts_ms: now_ms(),
     };
-    if let Err(Unavailable(submission)) = app.log.submit(submission).await {
-        // Only at shutdown: the socket stays open until its close arrives.
-        refuse(Refusal::Unavailable, submission.client_id.as_deref());
-    }
+    // Stored first; the log's fan-out then brings it to every socket, this
+    // one included (with its client_id). A refusal comes back as `unavailable`.
+    app.log.submit(Pending { write, reply: Reply::Socket { origin: me.clone(), client_id: inbound.client_id } }).await;
     true
 }
 

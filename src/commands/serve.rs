@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::DataDir;
 use crate::config::ServerConfig;
+use crate::log::cluster::ClusterConfig;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(clap::Args, Debug)]
@@ -33,6 +34,19 @@ pub struct Args {
     /// Serve /metrics to every client, not only loopback ones.
     #[arg(long, env = "CHATCTL_PUBLIC_METRICS")]
     pub public_metrics: bool,
+    /// RabbitMQ to run as one node of a cluster (e.g. amqp://user:pass@host:5672/%2f).
+    /// Without it chatctl runs as a single node with no broker.
+    #[arg(long, env = "CHATCTL_AMQP_URL")]
+    pub amqp_url: Option<String>,
+    /// The stream queue holding the cluster's log; every node of one chat uses the same.
+    #[arg(long, env = "CHATCTL_AMQP_STREAM", default_value = "chatctl.log")]
+    pub amqp_stream: String,
+    /// Stream retention by age (RabbitMQ's x-max-age: e.g. 30D, 12h). Unset: kept forever.
+    #[arg(long, env = "CHATCTL_STREAM_MAX_AGE")]
+    pub stream_max_age: Option<String>,
+    /// Stream retention by size in bytes (x-max-length-bytes). Unset: no limit.
+    #[arg(long, env = "CHATCTL_STREAM_MAX_BYTES")]
+    pub stream_max_bytes: Option<u64>,
     /// Seconds shutdown waits for sockets to close and storage to finish.
     #[arg(long, env = "CHATCTL_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
@@ -49,6 +63,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         secure_cookies: args.secure_cookies,
         public_metrics: args.public_metrics,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        cluster: args.amqp_url.map(|url| ClusterConfig {
+            url,
+            stream: args.amqp_stream,
+            max_age: args.stream_max_age,
+            max_bytes: args.stream_max_bytes,
+        }),
     };
     super::runtime()?.block_on(async move {
         let server = match crate::startup::start(config).await {

@@ -13,6 +13,8 @@ use serde_json::Value;
 
 use crate::client::{ChatSocket, Client, ConnectError};
 use crate::config::ServerConfig;
+use crate::log::cluster::ClusterConfig;
+use crate::log::write::Write;
 use crate::storage::{now_ms, SchemaCheck, Store, UserRecord};
 
 #[derive(clap::Args, Debug)]
@@ -23,6 +25,9 @@ pub struct Args {
     /// With --url: two existing accounts, each as NAME:PASSWORD.
     #[arg(long = "user", env = "CHATCTL_SMOKE_USERS", value_delimiter = ',')]
     pub users: Vec<String>,
+    /// Run two nodes in-process through this RabbitMQ instead of one node.
+    #[arg(long, conflicts_with = "url")]
+    pub amqp_url: Option<String>,
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -39,11 +44,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let a = Account::parse(a)?;
                 let b = Account::parse(b)?;
                 let client = Client::new(url)?;
-                if shared_checks(&mut report, &client, &a, &b).await.is_none() {
+                if shared_checks(&mut report, [&client, &client], &a, &b).await.is_none() {
                     println!("skipped the remaining checks: they build on the one that failed");
                 }
             }
-            None => local(&mut report).await?,
+            None => match &args.amqp_url {
+                Some(amqp_url) => cluster(&mut report, amqp_url).await?,
+                None => local(&mut report).await?,
+            },
         }
         println!("smoke-test: {} passed, {} failed", report.passed, report.failed);
         Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -137,7 +145,7 @@ async fn local(report: &mut Report) -> anyhow::Result<()> {
     };
     let client = Client::new(&server.url())?;
     let (alice, bob, carol) = (&accounts[0], &accounts[1], &accounts[2]);
-    let Some(state) = shared_checks(report, &client, alice, bob).await else {
+    let Some(state) = shared_checks(report, [&client, &client], alice, bob).await else {
         println!("skipped the remaining checks: they build on the one that failed");
         server.shutdown().await;
         return Ok(());
@@ -164,6 +172,140 @@ async fn local(report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Two nodes in-process, one broker: the shared checks with one user on
+/// each node, then the same history on both, then a node that was down
+/// catching up. The stream is a fresh one, deleted at the end.
+async fn cluster(report: &mut Report, amqp_url: &str) -> anyhow::Result<()> {
+    let stream = format!("chatctl.smoke.{}", crate::auth::session::random_hex::<4>());
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let config_for = |dir: &tempfile::TempDir| {
+        let mut config = ServerConfig::ephemeral(dir.path());
+        config.cluster =
+            Some(ClusterConfig { url: amqp_url.to_owned(), stream: stream.clone(), max_age: None, max_bytes: None });
+        config
+    };
+    let accounts: Vec<Account> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|name| Account {
+            name: (*name).to_owned(),
+            password: format!("{name}-smoke-{}", crate::auth::session::random_hex::<6>()),
+        })
+        .collect();
+    let started = report
+        .check("two nodes start, connect to RabbitMQ and become ready", async {
+            let first = crate::startup::start(config_for(&dirs[0])).await?;
+            let second = crate::startup::start(config_for(&dirs[1])).await?;
+            for node in [&first, &second] {
+                wait_ready(&Client::new(&node.url())?).await?;
+            }
+            Ok((first, second))
+        })
+        .await;
+    let Some((first, second)) = started else {
+        delete_stream(amqp_url, &stream).await;
+        return Ok(());
+    };
+    let created = report
+        .check("accounts created on one node are known on the other", async {
+            for account in &accounts {
+                let user = UserRecord {
+                    username: account.name.clone(),
+                    email: String::new(),
+                    password_hash: crate::auth::password::hash(&account.password),
+                    is_superuser: false,
+                    is_active: true,
+                    created_at_ms: now_ms(),
+                };
+                first.app().log.apply(Write::CreateUser { user, only_if_first: false }).await?;
+            }
+            let mut probe = Client::new(&second.url())?;
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while probe.login(&accounts[1].name, &accounts[1].password).await?.status != 200 {
+                ensure!(tokio::time::Instant::now() < deadline, "the second node never learned the accounts");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
+        })
+        .await;
+    let nodes = [Client::new(&first.url())?, Client::new(&second.url())?];
+    let state = match created {
+        Some(()) => shared_checks(report, [&nodes[0], &nodes[1]], &accounts[0], &accounts[1]).await,
+        None => None,
+    };
+    let Some(state) = state else {
+        println!("skipped the remaining checks: they build on the one that failed");
+        first.shutdown().await;
+        second.shutdown().await;
+        delete_stream(amqp_url, &stream).await;
+        return Ok(());
+    };
+    report
+        .check(
+            "a direct conversation across nodes reaches its two users and no third",
+            direct_conversation(&state, &accounts[2]),
+        )
+        .await;
+    let history_path = format!("/api/rooms/{}/messages?limit=500", state.room);
+    report
+        .check("both nodes hold identical history", async {
+            let on_first = state.alice.get(&history_path).await?.json()?;
+            let on_second = state.bob.get(&history_path).await?.json()?;
+            ensure!(on_first["messages"].as_array().is_some_and(|m| !m.is_empty()), "no history: {on_first}");
+            ensure!(on_first == on_second, "the nodes differ:\nfirst  {on_first}\nsecond {on_second}");
+            Ok(())
+        })
+        .await;
+    second.shutdown().await;
+    report
+        .check("a node that was down catches up on what it missed", async {
+            let mut alice_ws = state.alice.connect(&format!("/ws/chat/{}/", state.room), None).await?;
+            alice_ws.next_of_type("history", WAIT).await?;
+            for i in 0..3 {
+                alice_ws.send_message(&format!("while the second node was down {i}"), None).await?;
+                alice_ws.next_of_type("chat_handler", WAIT).await?;
+            }
+            alice_ws.close().await;
+            let restarted = crate::startup::start(config_for(&dirs[1])).await?;
+            let bob = state.bob.at(&restarted.url())?;
+            wait_ready(&bob).await?;
+            let on_first = state.alice.get(&history_path).await?.json()?;
+            let on_second = bob.get(&history_path).await?.json()?;
+            restarted.shutdown().await;
+            ensure!(on_first == on_second, "the restarted node differs:\nfirst  {on_first}\nsecond {on_second}");
+            Ok(())
+        })
+        .await;
+    first.shutdown().await;
+    delete_stream(amqp_url, &stream).await;
+    Ok(())
+}
+
+/// Waits until `/readyz` says ready (a cluster node has caught up).
+async fn wait_ready(node: &Client) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = node.get_json("/readyz").await?;
+        if status == 200 {
+            return Ok(());
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "not ready after 30 s: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Removes the smoke test's own stream from the broker.
+async fn delete_stream(amqp_url: &str, stream: &str) {
+    let deleted = async {
+        let connection = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel.queue_delete(stream.into(), lapin::options::QueueDeleteOptions::default()).await?;
+        connection.close(200, "smoke-test done".into()).await
+    };
+    if let Err(error) = tokio::time::timeout(Duration::from_secs(10), deleted).await.unwrap_or(Ok(())) {
+        println!("note: could not delete the smoke-test stream {stream}: {error}");
+    }
+}
+
 /// What the shared checks leave for the local-only ones.
 struct Signed {
     alice: Client,
@@ -172,20 +314,30 @@ struct Signed {
 }
 
 /// The checks that work against any deployment, as two users.
-async fn shared_checks(report: &mut Report, client: &Client, a: &Account, b: &Account) -> Option<Signed> {
+/// `a` uses `nodes[0]` and `b` uses `nodes[1]` (the same server, or two
+/// nodes of one cluster).
+async fn shared_checks(report: &mut Report, nodes: [&Client; 2], a: &Account, b: &Account) -> Option<Signed> {
+    let client = nodes[0];
     report
         .check("/healthz and /readyz answer", async {
-            let health = client.get("/healthz").await?;
-            ensure!(health.status == 200 && health.text() == "ok", "/healthz: {} {:?}", health.status, health.text());
-            let (status, ready) = client.get_json("/readyz").await?;
-            ensure!(status == 200 && ready["status"] == "ready", "/readyz: {status} {ready}");
+            for node in nodes {
+                let health = node.get("/healthz").await?;
+                ensure!(
+                    health.status == 200 && health.text() == "ok",
+                    "/healthz: {} {:?}",
+                    health.status,
+                    health.text()
+                );
+                let (status, ready) = node.get_json("/readyz").await?;
+                ensure!(status == 200 && ready["status"] == "ready", "/readyz: {status} {ready}");
+            }
             Ok(())
         })
         .await;
     let (alice, bob) = report
         .check("both users sign in through /api/login", async {
-            let mut alice = client.anonymous();
-            let mut bob = client.anonymous();
+            let mut alice = nodes[0].anonymous();
+            let mut bob = nodes[1].anonymous();
             for (who, account) in [(&mut alice, a), (&mut bob, b)] {
                 let answer = who.login(&account.name, &account.password).await?;
                 ensure!(answer.status == 200, "{} got {} {}", account.name, answer.status, answer.text());

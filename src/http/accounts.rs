@@ -15,6 +15,8 @@ use super::templates::{self, Page};
 use crate::app::App;
 use crate::auth::{csrf, password, session};
 use crate::domain::Username;
+use crate::log::write::{hash_to_hex, Outcome, Write};
+use crate::log::LogError;
 use crate::storage::{now_ms, StorageError, UserRecord};
 
 /// What a sign-in attempt came to.
@@ -125,7 +127,7 @@ pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, client: Ip
     match authenticate(app, username, field("password"), client).await {
         Ok(SignIn::Ok(user)) => match start_session(app, &user.username).await {
             Ok(token) => with_cookie(see_other(&next), &session::session_cookie(&token, secure)),
-            Err(error) => storage_failure_page(error),
+            Err(error) => log_failure_page(error),
         },
         Ok(SignIn::Invalid) => render_login(&headers, secure, StatusCode::OK, &next, username, BAD_CREDENTIALS),
         Ok(SignIn::Throttled) => {
@@ -157,11 +159,11 @@ pub async fn logout(app: &Arc<App>, request: Request<Incoming>) -> Reply {
 }
 
 async fn end_session(app: &Arc<App>, user: &CurrentUser) -> Reply {
-    let hash = user.session_hash();
-    if let Err(error) = app.storage(move |store| store.delete_session(&hash)).await {
-        return storage_failure_page(error);
+    // Applying the delete also closes this session's sockets, on every node.
+    let token_hash = hash_to_hex(&user.session_hash());
+    if let Err(error) = app.log.apply(Write::DeleteSession { token_hash }).await {
+        return log_failure_page(error);
     }
-    app.live.close_session(&hash);
     with_cookie(see_other("/login"), &session::expired_session_cookie(app.config.secure_cookies))
 }
 
@@ -193,7 +195,7 @@ pub async fn api_login(app: &Arc<App>, request: Request<Incoming>, client: IpAdd
                 ),
                 &session::session_cookie(&token, app.config.secure_cookies),
             ),
-            Err(error) => storage_failure_json(error),
+            Err(error) => log_failure_json(error),
         },
         Ok(SignIn::Invalid) => json_error(StatusCode::UNAUTHORIZED, "invalid username or password"),
         Ok(SignIn::Throttled) => {
@@ -216,7 +218,7 @@ pub async fn setup_page(app: &Arc<App>, request: &Request<Incoming>) -> Reply {
 }
 
 fn setup_refusal(app: &App, token: &str) -> Option<Reply> {
-    match app.setup_token() {
+    match app.setup.get() {
         None => Some(error_page(StatusCode::NOT_FOUND, "Setup is closed: an account already exists. Sign in instead.")),
         Some(expected) if !csrf::matches(token, &expected) => Some(error_page(
             StatusCode::FORBIDDEN,
@@ -252,19 +254,19 @@ pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>) -> Reply {
         Err(error) => return again(error),
     };
     let name = record.username.clone();
-    match app.storage(move |store| store.create_first_user(&record)).await {
-        Ok(()) => {}
-        Err(StorageError::SetupClosed) => {
-            app.close_setup();
+    match app.log.apply(Write::CreateUser { user: record, only_if_first: true }).await {
+        Ok(Outcome::Applied) => {}
+        Ok(Outcome::UsernameTaken | Outcome::SetupClosed) => {
+            app.setup.close();
             return error_page(StatusCode::NOT_FOUND, "Setup is closed: an account already exists. Sign in instead.");
         }
-        Err(error) => return storage_failure_page(error),
+        Ok(_) => {}
+        Err(error) => return log_failure_page(error),
     }
-    app.close_setup();
     tracing::info!(username = %name, "first superuser created through the setup page");
     match start_session(app, &name).await {
         Ok(token) => with_cookie(see_other("/"), &session::session_cookie(&token, app.config.secure_cookies)),
-        Err(error) => storage_failure_page(error),
+        Err(error) => log_failure_page(error),
     }
 }
 
@@ -300,6 +302,16 @@ pub async fn new_user_record(
         is_active: true,
         created_at_ms: now_ms(),
     })
+}
+
+pub fn log_failure_page(error: LogError) -> Reply {
+    tracing::warn!(%error, "a write could not be applied");
+    error_page(StatusCode::SERVICE_UNAVAILABLE, "The server cannot save changes right now. Try again shortly.")
+}
+
+pub fn log_failure_json(error: LogError) -> Reply {
+    tracing::warn!(%error, "a write could not be applied");
+    json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot save changes right now: {error}"))
 }
 
 pub fn storage_failure_page(error: StorageError) -> Reply {

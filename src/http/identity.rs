@@ -8,6 +8,8 @@ use super::request::cookie;
 use crate::app::App;
 use crate::auth::{csrf, session};
 use crate::domain::Username;
+use crate::log::write::{hash_to_hex, Write};
+use crate::log::LogError;
 use crate::storage::{self, now_ms, SessionRecord};
 
 /// A signed-in, active user and the session they came with.
@@ -44,13 +46,14 @@ pub async fn current_user(app: &Arc<App>, headers: &HeaderMap) -> storage::Resul
     }))
 }
 
-/// Starts a session for `username`; returns the cookie token.
-pub async fn start_session(app: &Arc<App>, username: &str) -> storage::Result<String> {
+/// Starts a session for `username` (through the log, so every node knows
+/// it); returns the cookie token.
+pub async fn start_session(app: &Arc<App>, username: &str) -> Result<String, LogError> {
     let token = session::new_token();
-    let hash = session::token_hash(&token);
     let now = now_ms();
-    let record =
+    let session =
         SessionRecord { username: username.to_owned(), created_at_ms: now, expires_at_ms: now + session::LIFETIME_MS };
-    app.storage(move |store| store.create_session(&hash, &record)).await?;
+    let token_hash = hash_to_hex(&session::token_hash(&token));
+    app.log.apply(Write::CreateSession { token_hash, session }).await?;
     Ok(token)
 }

@@ -186,13 +186,13 @@ async fn admin_route(app: &Arc<App>, user: &CurrentUser, request: Request<Incomi
     }
 }
 
-/// `GET /readyz`: storage readable and the message writer running.
+/// `GET /readyz`: storage readable and the log taking writes (with a
+/// broker: connected and caught up on the stream).
 async fn readiness(app: &Arc<App>) -> Reply {
     let storage = app.storage(|store| store.check_readable()).await;
     let reason = match storage {
         Err(error) => Some(format!("storage: {error}")),
-        Ok(()) if app.log.is_closed() => Some("the message writer has stopped".to_owned()),
-        Ok(()) => None,
+        Ok(()) => app.log.readiness().err(),
     };
     match reason {
         None => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),

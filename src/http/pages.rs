@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
 
-use super::accounts::{new_user_record, storage_failure_page};
+use super::accounts::{log_failure_page, new_user_record, storage_failure_page};
 use super::identity::CurrentUser;
 use super::request::{self, form, query};
 use super::respond::{self, error_page, escape_html, see_other, Reply};
@@ -14,7 +14,7 @@ use super::templates::{self, Page};
 use crate::app::App;
 use crate::auth::csrf;
 use crate::domain::{RoomName, Username};
-use crate::storage::StorageError;
+use crate::log::write::{Outcome, Write};
 
 /// Where a signed-in page sits, for its top bar.
 #[derive(PartialEq, Eq)]
@@ -151,16 +151,15 @@ pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Requ
             Err(error) => return admin_page(app, user, StatusCode::BAD_REQUEST, &error, "").await,
         };
     let name = record.username.clone();
-    match app.storage(move |store| store.create_user(&record)).await {
-        Ok(()) => {
-            app.close_setup();
+    match app.log.apply(Write::CreateUser { user: record, only_if_first: false }).await {
+        Ok(Outcome::UsernameTaken) => {
+            admin_page(app, user, StatusCode::CONFLICT, "A user with that username already exists.", "").await
+        }
+        Ok(_) => {
             tracing::info!(by = %user.username.as_str(), username = %name, is_superuser, "user created from the admin page");
             notice_redirect(&format!("User {name} was created."))
         }
-        Err(StorageError::UsernameTaken) => {
-            admin_page(app, user, StatusCode::CONFLICT, "A user with that username already exists.", "").await
-        }
-        Err(error) => storage_failure_page(error),
+        Err(error) => log_failure_page(error),
     }
 }
 
@@ -178,18 +177,15 @@ pub async fn admin_set_active(
     if target == user.username.as_str() {
         return admin_page(app, user, StatusCode::BAD_REQUEST, "You cannot deactivate your own account.", "").await;
     }
-    let name = target.to_owned();
-    match app.storage(move |store| store.set_user_active(&name, active)).await {
-        Ok(true) => {
-            if !active {
-                app.live.close_user(target);
-            }
+    // Applying a deactivation also closes that user's sockets, on every node.
+    match app.log.apply(Write::SetUserActive { username: target.to_owned(), active }).await {
+        Ok(Outcome::NoSuchUser) => error_page(StatusCode::NOT_FOUND, "There is no user with that name."),
+        Ok(_) => {
             tracing::info!(by = %user.username.as_str(), username = %target, active, "user status changed");
             let verb = if active { "activated" } else { "deactivated" };
             notice_redirect(&format!("User {target} was {verb}."))
         }
-        Ok(false) => error_page(StatusCode::NOT_FOUND, "There is no user with that name."),
-        Err(error) => storage_failure_page(error),
+        Err(error) => log_failure_page(error),
     }
 }
 

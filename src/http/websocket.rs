@@ -12,6 +12,7 @@ use super::respond::{json_error, Body, Reply};
 use crate::app::App;
 use crate::chat::socket::{self, SocketRequest};
 use crate::domain::{Conversation, MessageId, RoomName, Username};
+use crate::log::write::Write;
 
 /// What the path names: a room, or the other member of a direct conversation.
 pub enum Target {
@@ -52,8 +53,17 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, target: Tar
     }
     let member = user.username.as_str().to_owned();
     let joined = conversation.clone();
-    if let Err(error) = app.storage(move |store| store.join(&member, &joined)).await {
-        return super::accounts::storage_failure_json(error);
+    // Rooms are created and memberships recorded through the log; an
+    // upgrade by a member (the common case) writes nothing.
+    match app.storage(move |store| store.is_member(&member, &joined)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let write = Write::Join { username: user.username.as_str().to_owned(), conversation: conversation.key() };
+            if let Err(error) = app.log.apply(write).await {
+                return super::accounts::log_failure_json(error);
+            }
+        }
+        Err(error) => return super::accounts::storage_failure_json(error),
     }
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,

@@ -3,7 +3,7 @@
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, schema, Result, StorageError, Store};
+use super::{decode, schema, Result, Store};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UserRecord {
@@ -24,32 +24,74 @@ pub struct SessionRecord {
     pub expires_at_ms: u64,
 }
 
+/// The write operations, inside a caller's transaction, so that a batch of
+/// writes (see `log::apply`) commits as one.
+pub(crate) mod in_txn {
+    use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+
+    use super::{SessionRecord, UserRecord};
+    use crate::storage::{decode, encode, schema, Result, StorageError};
+
+    /// Adds a user; an existing username is an error, never an overwrite.
+    /// With `only_if_first`, only while there is no user at all.
+    pub fn insert_user(txn: &WriteTransaction, user: &UserRecord, only_if_first: bool) -> Result<()> {
+        let mut users = txn.open_table(schema::USERS)?;
+        if only_if_first && users.len()? > 0 {
+            return Err(StorageError::SetupClosed);
+        }
+        if users.get(user.username.as_str())?.is_some() {
+            return Err(StorageError::UsernameTaken);
+        }
+        users.insert(user.username.as_str(), encode(user).as_slice())?;
+        Ok(())
+    }
+
+    /// Activates or deactivates a user; deactivation also ends their
+    /// sessions. Returns false when there is no such user.
+    pub fn set_user_active(txn: &WriteTransaction, username: &str, active: bool) -> Result<bool> {
+        let mut users = txn.open_table(schema::USERS)?;
+        let Some(mut user) = users.get(username)?.map(|v| decode::<UserRecord>(v.value())).transpose()? else {
+            return Ok(false);
+        };
+        user.is_active = active;
+        users.insert(username, encode(&user).as_slice())?;
+        if !active {
+            let mut sessions = txn.open_table(schema::SESSIONS)?;
+            sessions.retain(|_, value| {
+                serde_json::from_slice::<SessionRecord>(value).map(|s| s.username != username).unwrap_or(false)
+            })?;
+        }
+        Ok(true)
+    }
+
+    pub fn insert_session(txn: &WriteTransaction, token_hash: &[u8; 32], session: &SessionRecord) -> Result<()> {
+        txn.open_table(schema::SESSIONS)?.insert(token_hash.as_slice(), encode(session).as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_session(txn: &WriteTransaction, token_hash: &[u8; 32]) -> Result<()> {
+        txn.open_table(schema::SESSIONS)?.remove(token_hash.as_slice())?;
+        Ok(())
+    }
+}
+
 impl Store {
+    /// Runs `write` in one durable transaction.
+    pub(crate) fn write<T>(&self, write: impl FnOnce(&redb::WriteTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.db().begin_write()?;
+        let value = write(&txn)?;
+        txn.commit()?;
+        Ok(value)
+    }
+
     /// Adds a user; an existing username is an error, never an overwrite.
     pub fn create_user(&self, user: &UserRecord) -> Result<()> {
-        self.insert_user(user, false)
+        self.write(|txn| in_txn::insert_user(txn, user, false))
     }
 
-    /// Adds the first user, only while there is none: the setup page's rule,
-    /// checked in the same transaction as the insert.
+    /// Adds the first user, only while there is none.
     pub fn create_first_user(&self, user: &UserRecord) -> Result<()> {
-        self.insert_user(user, true)
-    }
-
-    fn insert_user(&self, user: &UserRecord, only_if_first: bool) -> Result<()> {
-        let txn = self.db().begin_write()?;
-        {
-            let mut users = txn.open_table(schema::USERS)?;
-            if only_if_first && users.len()? > 0 {
-                return Err(StorageError::SetupClosed);
-            }
-            if users.get(user.username.as_str())?.is_some() {
-                return Err(StorageError::UsernameTaken);
-            }
-            users.insert(user.username.as_str(), encode(user).as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
+        self.write(|txn| in_txn::insert_user(txn, user, true))
     }
 
     pub fn user(&self, username: &str) -> Result<Option<UserRecord>> {
@@ -76,33 +118,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Activates or deactivates a user; deactivation also ends their sessions.
-    /// Returns false when there is no such user.
     pub fn set_user_active(&self, username: &str, active: bool) -> Result<bool> {
-        let txn = self.db().begin_write()?;
-        {
-            let mut users = txn.open_table(schema::USERS)?;
-            let Some(mut user) = users.get(username)?.map(|v| decode::<UserRecord>(v.value())).transpose()? else {
-                return Ok(false);
-            };
-            user.is_active = active;
-            users.insert(username, encode(&user).as_slice())?;
-            if !active {
-                let mut sessions = txn.open_table(schema::SESSIONS)?;
-                sessions.retain(|_, value| {
-                    serde_json::from_slice::<SessionRecord>(value).map(|s| s.username != username).unwrap_or(false)
-                })?;
-            }
-        }
-        txn.commit()?;
-        Ok(true)
+        self.write(|txn| in_txn::set_user_active(txn, username, active))
     }
 
     pub fn create_session(&self, token_hash: &[u8; 32], session: &SessionRecord) -> Result<()> {
-        let txn = self.db().begin_write()?;
-        txn.open_table(schema::SESSIONS)?.insert(token_hash.as_slice(), encode(session).as_slice())?;
-        txn.commit()?;
-        Ok(())
+        self.write(|txn| in_txn::insert_session(txn, token_hash, session))
     }
 
     pub fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
@@ -123,36 +144,30 @@ impl Store {
     }
 
     pub fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()> {
-        let txn = self.db().begin_write()?;
-        txn.open_table(schema::SESSIONS)?.remove(token_hash.as_slice())?;
-        txn.commit()?;
-        Ok(())
+        self.write(|txn| in_txn::delete_session(txn, token_hash))
     }
 
-    /// Removes sessions that expired before `now_ms`; returns how many.
+    /// Removes sessions that expired before `now_ms`; returns how many. Each
+    /// node sweeps its own copy: expiry is a function of time alone.
     pub fn delete_expired_sessions(&self, now_ms: u64) -> Result<usize> {
-        let txn = self.db().begin_write()?;
-        let mut removed = 0;
-        {
+        self.write(|txn| {
+            let mut removed = 0;
             let mut sessions = txn.open_table(schema::SESSIONS)?;
             sessions.retain(|_, value| {
                 let keep =
                     serde_json::from_slice::<SessionRecord>(value).map(|s| s.expires_at_ms > now_ms).unwrap_or(false);
-                if !keep {
-                    removed += 1;
-                }
+                removed += usize::from(!keep);
                 keep
             })?;
-        }
-        txn.commit()?;
-        Ok(removed)
+            Ok(removed)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_store;
+    use crate::storage::{test_store, StorageError};
 
     fn user(name: &str) -> UserRecord {
         UserRecord {

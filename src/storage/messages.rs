@@ -1,10 +1,10 @@
 //! Messages: appended in batches (one transaction per batch, see
 //! `chat::writer`) and read back by conversation, in id order.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, schema, Result, Store};
+use super::{decode, schema, Result, Store};
 use crate::domain::MessageId;
 
 /// A message accepted from a socket, not yet stored.
@@ -44,32 +44,50 @@ fn message_from(conversation: &str, id: u64, bytes: &[u8]) -> Result<Message> {
     })
 }
 
+/// Writes inside a caller's transaction (see `log::apply`).
+pub(crate) mod in_txn {
+    use redb::{ReadableTable, WriteTransaction};
+
+    use super::{Message, NewMessage, StoredMessage};
+    use crate::domain::MessageId;
+    use crate::storage::{encode, schema, Result};
+
+    /// Stores messages in order. A message with an id keeps it (a cluster
+    /// node uses the stream offset); one without takes the next id of the
+    /// local counter (a single node).
+    pub fn insert_messages(
+        txn: &WriteTransaction,
+        batch: Vec<(NewMessage, Option<MessageId>)>,
+    ) -> Result<Vec<Message>> {
+        let mut stored = Vec::with_capacity(batch.len());
+        let mut meta = txn.open_table(schema::META)?;
+        let mut next = meta.get(schema::NEXT_MESSAGE_ID_KEY)?.map(|v| v.value()).unwrap_or(1);
+        let mut messages = txn.open_table(schema::MESSAGES)?;
+        for (new, given) in batch {
+            let id = given.unwrap_or_else(|| {
+                next += 1;
+                MessageId(next - 1)
+            });
+            let record = StoredMessage { author: new.author, text: new.text, ts_ms: new.ts_ms };
+            messages.insert((new.conversation.as_str(), id.0), encode(&record).as_slice())?;
+            stored.push(Message {
+                id,
+                conversation: new.conversation,
+                author: record.author,
+                text: record.text,
+                ts_ms: record.ts_ms,
+            });
+        }
+        meta.insert(schema::NEXT_MESSAGE_ID_KEY, next)?;
+        Ok(stored)
+    }
+}
+
 impl Store {
     /// Stores a batch in one durable transaction and gives each message the
     /// next id, in batch order. Either every message is stored or none is.
     pub fn append_messages(&self, batch: Vec<NewMessage>) -> Result<Vec<Message>> {
-        let txn = self.db().begin_write()?;
-        let mut stored = Vec::with_capacity(batch.len());
-        {
-            let mut meta = txn.open_table(schema::META)?;
-            let mut next = meta.get(schema::NEXT_MESSAGE_ID_KEY)?.map(|v| v.value()).unwrap_or(1);
-            let mut messages = txn.open_table(schema::MESSAGES)?;
-            for new in batch {
-                let record = StoredMessage { author: new.author, text: new.text, ts_ms: new.ts_ms };
-                messages.insert((new.conversation.as_str(), next), encode(&record).as_slice())?;
-                stored.push(Message {
-                    id: MessageId(next),
-                    conversation: new.conversation,
-                    author: record.author,
-                    text: record.text,
-                    ts_ms: record.ts_ms,
-                });
-                next += 1;
-            }
-            meta.insert(schema::NEXT_MESSAGE_ID_KEY, next)?;
-        }
-        txn.commit()?;
-        Ok(stored)
+        self.write(|txn| in_txn::insert_messages(txn, batch.into_iter().map(|m| (m, None)).collect()))
     }
 
     /// The newest `limit` messages older than `before` (or the newest of all),

@@ -2,11 +2,11 @@
 //! sessions, rooms, memberships and messages. redb is blocking, so async code
 //! calls these methods through `spawn_blocking` or the message writer thread.
 
-mod accounts;
-mod messages;
+pub(crate) mod accounts;
+pub(crate) mod messages;
 pub mod migrations;
-mod rooms;
-mod schema;
+pub(crate) mod rooms;
+pub(crate) mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,6 +110,24 @@ impl Store {
     /// The raw database, for the storage modules and `chatctl migrate`.
     pub fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// Cluster nodes: the next stream offset to apply; `None` for a node
+    /// that has applied nothing from a stream.
+    pub fn stream_next_offset(&self) -> Result<Option<u64>> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(schema::META)?;
+        let next = meta.get(schema::STREAM_NEXT_OFFSET_KEY)?.map(|v| v.value());
+        Ok(next)
+    }
+
+    /// Whether this database has stored messages of a single node (ids
+    /// from the local counter), which a cluster node must not mix in.
+    pub fn has_single_node_messages(&self) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(schema::META)?;
+        let next_local = meta.get(schema::NEXT_MESSAGE_ID_KEY)?.map_or(1, |v| v.value());
+        Ok(next_local > 1)
     }
 
     /// A cheap read that proves the file is readable; `/readyz` uses it.

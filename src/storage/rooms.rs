@@ -1,10 +1,10 @@
 //! Rooms (created on first join, with the joiner as owner) and memberships,
 //! which the lobby lists.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
 
-use super::{encode, now_ms, schema, Message, Result, Store};
+use super::{now_ms, schema, Message, Result, Store};
 use crate::domain::Conversation;
 
 #[derive(Serialize, Deserialize)]
@@ -20,44 +20,59 @@ pub struct ConversationSummary {
     pub latest: Option<Message>,
 }
 
-impl Store {
+/// Writes inside a caller's transaction (see `log::apply`).
+pub(crate) mod in_txn {
+    use redb::{ReadableTable, WriteTransaction};
+
+    use super::RoomRecord;
+    use crate::domain::Conversation;
+    use crate::storage::{encode, schema, Result};
+
     /// Records that `user` joined `conversation`: creates the room on first
-    /// join (owner = `user`) and the membership, of both members for a direct
-    /// conversation. Reads first so that the common case writes nothing.
-    pub fn join(&self, user: &str, conversation: &Conversation) -> Result<()> {
+    /// join (owner = `user`) and the membership, of both members for a
+    /// direct conversation. Joining again changes nothing.
+    pub fn join(txn: &WriteTransaction, user: &str, conversation: &Conversation, now_ms: u64) -> Result<()> {
         let key = conversation.key();
-        let members: Vec<&str> = match conversation {
-            Conversation::Room(_) => vec![user],
-            Conversation::Direct { low, high } => vec![low.as_str(), high.as_str()],
-        };
-        {
-            let txn = self.db().begin_read()?;
-            let memberships = txn.open_table(schema::MEMBERSHIPS)?;
-            let mut all_known = true;
-            for member in &members {
-                all_known &= memberships.get((*member, key.as_str()))?.is_some();
-            }
-            if all_known {
-                return Ok(());
+        let mut rooms = txn.open_table(schema::ROOMS)?;
+        if rooms.get(key.as_str())?.is_none() {
+            let record = RoomRecord { owner: user.to_owned(), created_at_ms: now_ms };
+            rooms.insert(key.as_str(), encode(&record).as_slice())?;
+        }
+        let mut memberships = txn.open_table(schema::MEMBERSHIPS)?;
+        for member in super::members(user, conversation) {
+            if memberships.get((member, key.as_str()))?.is_none() {
+                memberships.insert((member, key.as_str()), now_ms)?;
             }
         }
-        let txn = self.db().begin_write()?;
-        {
-            let now = now_ms();
-            let mut rooms = txn.open_table(schema::ROOMS)?;
-            if rooms.get(key.as_str())?.is_none() {
-                let record = RoomRecord { owner: user.to_owned(), created_at_ms: now };
-                rooms.insert(key.as_str(), encode(&record).as_slice())?;
-            }
-            let mut memberships = txn.open_table(schema::MEMBERSHIPS)?;
-            for member in members {
-                if memberships.get((member, key.as_str()))?.is_none() {
-                    memberships.insert((member, key.as_str()), now)?;
-                }
-            }
-        }
-        txn.commit()?;
         Ok(())
+    }
+}
+
+/// Who a join makes a member: the joiner, or both users of a direct chat.
+fn members<'a>(user: &'a str, conversation: &'a Conversation) -> Vec<&'a str> {
+    match conversation {
+        Conversation::Room(_) => vec![user],
+        Conversation::Direct { low, high } => vec![low.as_str(), high.as_str()],
+    }
+}
+
+impl Store {
+    /// Whether joining `conversation` would change nothing: the fast path
+    /// of every socket upgrade, which then writes nothing.
+    pub fn is_member(&self, user: &str, conversation: &Conversation) -> Result<bool> {
+        let key = conversation.key();
+        let txn = self.db().begin_read()?;
+        let memberships = txn.open_table(schema::MEMBERSHIPS)?;
+        for member in members(user, conversation) {
+            if memberships.get((member, key.as_str()))?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn join(&self, user: &str, conversation: &Conversation) -> Result<()> {
+        self.write(|txn| in_txn::join(txn, user, conversation, now_ms()))
     }
 
     /// The owner of a room, if it exists.

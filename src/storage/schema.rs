@@ -18,3 +18,11 @@ pub const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 pub const MEMBERSHIPS: TableDefinition<(&str, &str), u64> = TableDefinition::new("memberships");
 /// (conversation key, message id) -> `StoredMessage`.
 pub const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+
+/// Cluster nodes: the next stream offset to apply, stored with what was applied.
+pub const STREAM_NEXT_OFFSET_KEY: &str = "stream_next_offset";
+
+/// Cluster nodes: the highest `seq` applied from the writing process `node`.
+pub fn node_seq_key(node: u64) -> String {
+    format!("node_seq:{node:016x}")
+}

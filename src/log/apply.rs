@@ -1,0 +1,164 @@
+//! Applying writes to storage: a batch in one redb transaction, in order.
+//! The single node's writer thread and a cluster node's stream consumer both
+//! come through here, so both modes store exactly the same way.
+
+use std::collections::HashMap;
+
+use redb::ReadableTable;
+
+use super::write::{hash_from_hex, Outcome, Write};
+use crate::domain::{Conversation, MessageId};
+use crate::storage::{self, accounts, messages, now_ms, rooms, schema, NewMessage, StorageError, Store};
+
+/// One write to apply.
+pub struct Entry {
+    /// Its stream offset (cluster): a message's id.
+    pub offset: Option<u64>,
+    /// (writing process, its sequence number) (cluster): applied once.
+    pub origin: Option<(u64, u64)>,
+    pub write: Write,
+}
+
+/// Applies `entries` in one transaction and records `next_offset` (the
+/// stream position after them) in the same commit, so a restart resumes
+/// exactly where the last commit ended. Refusals (a taken username) are
+/// outcomes; only a storage failure fails the batch, and then nothing of it
+/// is stored.
+pub fn apply_batch(store: &Store, entries: Vec<Entry>, next_offset: Option<u64>) -> storage::Result<Vec<Outcome>> {
+    store.write(|txn| {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut new_messages = Vec::new();
+        let mut highest_seq: HashMap<u64, u64> = HashMap::new();
+        for (index, entry) in entries.into_iter().enumerate() {
+            if let Some((node, seq)) = entry.origin {
+                let highest = match highest_seq.get(&node) {
+                    Some(highest) => *highest,
+                    None => {
+                        txn.open_table(schema::META)?.get(schema::node_seq_key(node).as_str())?.map_or(0, |v| v.value())
+                    }
+                };
+                if seq <= highest {
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                }
+                highest_seq.insert(node, seq);
+            }
+            let outcome = match entry.write {
+                Write::CreateUser { user, only_if_first } => {
+                    match accounts::in_txn::insert_user(txn, &user, only_if_first) {
+                        Ok(()) => Outcome::Applied,
+                        Err(StorageError::UsernameTaken) => Outcome::UsernameTaken,
+                        Err(StorageError::SetupClosed) => Outcome::SetupClosed,
+                        Err(other) => return Err(other),
+                    }
+                }
+                Write::SetUserActive { username, active } => {
+                    if accounts::in_txn::set_user_active(txn, &username, active)? {
+                        Outcome::Applied
+                    } else {
+                        Outcome::NoSuchUser
+                    }
+                }
+                Write::CreateSession { token_hash, session } => {
+                    if let Some(hash) = hash_from_hex(&token_hash) {
+                        accounts::in_txn::insert_session(txn, &hash, &session)?;
+                    }
+                    Outcome::Applied
+                }
+                Write::DeleteSession { token_hash } => {
+                    if let Some(hash) = hash_from_hex(&token_hash) {
+                        accounts::in_txn::delete_session(txn, &hash)?;
+                    }
+                    Outcome::Applied
+                }
+                Write::Join { username, conversation } => {
+                    if let Some(conversation) = Conversation::from_key(&conversation) {
+                        rooms::in_txn::join(txn, &username, &conversation, now_ms())?;
+                    }
+                    Outcome::Applied
+                }
+                Write::Message { conversation, author, text, ts_ms } => {
+                    new_messages.push((
+                        index,
+                        NewMessage { conversation, author, text, ts_ms },
+                        entry.offset.map(MessageId),
+                    ));
+                    Outcome::Applied
+                }
+                Write::Marker => Outcome::Applied,
+            };
+            outcomes.push(outcome);
+        }
+        if !highest_seq.is_empty() || next_offset.is_some() {
+            let mut meta = txn.open_table(schema::META)?;
+            for (node, seq) in highest_seq {
+                meta.insert(schema::node_seq_key(node).as_str(), seq)?;
+            }
+            if let Some(next) = next_offset {
+                meta.insert(schema::STREAM_NEXT_OFFSET_KEY, next)?;
+            }
+        }
+        let indexes: Vec<usize> = new_messages.iter().map(|(index, ..)| *index).collect();
+        let stored =
+            messages::in_txn::insert_messages(txn, new_messages.into_iter().map(|(_, m, id)| (m, id)).collect())?;
+        for (index, message) in indexes.into_iter().zip(stored) {
+            outcomes[index] = Outcome::Stored(message);
+        }
+        Ok(outcomes)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{test_store, UserRecord};
+
+    fn user(name: &str) -> UserRecord {
+        UserRecord {
+            username: name.into(),
+            email: String::new(),
+            password_hash: "x".into(),
+            is_superuser: false,
+            is_active: true,
+            created_at_ms: 0,
+        }
+    }
+
+    fn message(text: &str) -> Write {
+        Write::Message { conversation: "r".into(), author: "a".into(), text: text.into(), ts_ms: 1 }
+    }
+
+    #[test]
+    fn the_first_claim_of_a_username_wins_and_messages_take_their_offsets() {
+        let (_dir, store) = test_store();
+        let entries = vec![
+            Entry {
+                offset: Some(10),
+                origin: Some((1, 1)),
+                write: Write::CreateUser { user: user("amy"), only_if_first: false },
+            },
+            Entry {
+                offset: Some(11),
+                origin: Some((2, 1)),
+                write: Write::CreateUser { user: user("amy"), only_if_first: false },
+            },
+            Entry { offset: Some(12), origin: Some((1, 2)), write: message("hi") },
+        ];
+        let outcomes = apply_batch(&store, entries, Some(13)).unwrap();
+        assert!(matches!(outcomes[0], Outcome::Applied));
+        assert!(matches!(outcomes[1], Outcome::UsernameTaken));
+        assert!(matches!(&outcomes[2], Outcome::Stored(m) if m.id == MessageId(12)));
+        assert_eq!(store.stream_next_offset().unwrap(), Some(13));
+    }
+
+    #[test]
+    fn a_republished_write_is_applied_once() {
+        let (_dir, store) = test_store();
+        let once = |seq| Entry { offset: None, origin: Some((7, seq)), write: message("x") };
+        apply_batch(&store, vec![once(1), once(2)], None).unwrap();
+        let outcomes = apply_batch(&store, vec![once(2), once(3)], None).unwrap();
+        assert!(matches!(outcomes[0], Outcome::Duplicate));
+        assert!(matches!(outcomes[1], Outcome::Stored(_)));
+        assert_eq!(store.messages_before("r", None, 10).unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,448 @@
+//! A cluster node's log: a RabbitMQ stream is the cluster's one ordered
+//! record of every write. A node publishes its writes (with publisher
+//! confirms) and applies nothing locally until it reads them back; every
+//! node consumes the stream from the offset it last applied, which is
+//! stored in redb in the same transaction as the writes, so applying is
+//! exactly-once and a restart resumes where it stopped. The stream offset is
+//! the order all nodes agree on, and a message's id.
+//!
+//! lapin does not reconnect by itself: `supervise` reconnects with backoff
+//! and jitter, republishes what was not confirmed (applied once thanks to
+//! the (node, seq) check in `apply`), and resumes consuming.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use tokio::sync::mpsc;
+
+use super::apply::{apply_batch, Entry};
+use super::write::{Envelope, Write};
+use super::{effect_of, refuse, LogError, Pending, Reply, Sinks};
+use crate::storage::Store;
+
+/// Where the cluster's log lives.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub url: String,
+    /// The stream queue's name; every node of one chat uses the same.
+    pub stream: String,
+    /// Retention: `x-max-age` (e.g. `30D`, `12h`), `x-max-length-bytes`.
+    pub max_age: Option<String>,
+    pub max_bytes: Option<u64>,
+}
+
+/// Writes published and not yet confirmed, at most; past it senders wait.
+const QUEUE_CAPACITY: usize = 16 * 1024;
+const PUBLISH_BATCH: usize = 1024;
+const APPLY_BATCH: usize = 4096;
+/// Deliveries in flight to this node before it acks.
+const PREFETCH: u16 = 8192;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Cluster {
+    queue: mpsc::Sender<Pending>,
+    state: Arc<State>,
+    supervisor: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+struct State {
+    /// This process's id in the stream: a restart is a new writer.
+    node: u64,
+    connected: AtomicBool,
+    caught_up: AtomicBool,
+    closing: AtomicBool,
+    /// Set when this node cannot go on without an operator (a gap in the stream).
+    fatal: Mutex<Option<String>>,
+    /// The last connection problem, for `/readyz`.
+    problem: Mutex<Option<String>>,
+    /// This node's writes in flight, by `seq`, until read back and applied.
+    waiting: Mutex<HashMap<u64, Reply>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Cluster {
+    /// Starts the connection supervisor; the node is not ready until it has
+    /// connected and caught up on the stream.
+    pub fn start(config: ClusterConfig, store: Store, sinks: Arc<Sinks>) -> Cluster {
+        let mut node_bytes = [0u8; 8];
+        getrandom::fill(&mut node_bytes).expect("the OS random source is available");
+        let state = Arc::new(State {
+            node: u64::from_le_bytes(node_bytes),
+            connected: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            problem: Mutex::new(Some("connecting to RabbitMQ".into())),
+            waiting: Mutex::new(HashMap::new()),
+        });
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let supervisor = tokio::spawn(supervise(config, store, sinks, state.clone(), receiver));
+        Cluster { queue, state, supervisor: Arc::new(Mutex::new(Some(supervisor))) }
+    }
+
+    /// Queues a write for the stream. While the broker is unreachable the
+    /// write is refused at once (`unavailable`): nothing is accepted and
+    /// then dropped.
+    pub async fn submit(&self, pending: Pending) {
+        if let Err(reason) = self.accepting() {
+            return refuse(pending.reply, LogError::Unavailable(reason));
+        }
+        if let Err(refused) = self.queue.send(pending).await {
+            refuse(refused.0.reply, LogError::Unavailable("the log has stopped".into()));
+        }
+    }
+
+    fn accepting(&self) -> Result<(), String> {
+        if let Some(fatal) = lock(&self.state.fatal).clone() {
+            return Err(fatal);
+        }
+        if self.state.closing.load(Ordering::Relaxed) {
+            return Err("the server is shutting down".into());
+        }
+        if !self.state.connected.load(Ordering::Relaxed) {
+            let problem = lock(&self.state.problem).clone().unwrap_or_default();
+            return Err(format!("RabbitMQ is unreachable ({problem}); reconnecting"));
+        }
+        Ok(())
+    }
+
+    pub fn readiness(&self) -> Result<(), String> {
+        self.accepting()?;
+        if !self.state.caught_up.load(Ordering::Relaxed) {
+            return Err("catching up on the stream".into());
+        }
+        Ok(())
+    }
+
+    /// Refuses new writes, waits until this node's writes in flight are
+    /// applied (or `within` passes), then disconnects and releases the
+    /// database. What was published is in the stream either way.
+    pub async fn close(&self, within: Duration) {
+        self.state.closing.store(true, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline
+            && self.state.connected.load(Ordering::Relaxed)
+            && (!lock(&self.state.waiting).is_empty() || self.queue.capacity() < QUEUE_CAPACITY)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let supervisor = lock(&self.supervisor).take();
+        if let Some(supervisor) = supervisor {
+            supervisor.abort();
+            let _ = supervisor.await;
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Broker(#[from] lapin::Error),
+    #[error("connecting timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("{0}")]
+    Other(String),
+    /// The node cannot continue without an operator.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Connects, runs until the connection fails, and reconnects with
+/// exponential backoff and full jitter, for as long as the process lives.
+async fn supervise(
+    config: ClusterConfig,
+    store: Store,
+    sinks: Arc<Sinks>,
+    state: Arc<State>,
+    mut queue: mpsc::Receiver<Pending>,
+) {
+    let mut outbox = Outbox { next_seq: 1, unconfirmed: VecDeque::new() };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = tokio::time::Instant::now();
+        let ended = run_connection(&config, &store, &sinks, &state, &mut queue, &mut outbox).await;
+        state.connected.store(false, Ordering::Relaxed);
+        let error = match ended {
+            Ok(()) => return, // the write queue closed: the process is ending
+            Err(error) => error,
+        };
+        if let LinkError::Fatal(reason) = &error {
+            tracing::error!("{reason}");
+            *lock(&state.fatal) = Some(reason.clone());
+            // Nothing more will be applied: answer whoever waits.
+            for (_, reply) in lock(&state.waiting).drain() {
+                refuse(reply, LogError::Unavailable(reason.clone()));
+            }
+            return;
+        }
+        tracing::warn!(%error, "RabbitMQ connection lost; reconnecting");
+        *lock(&state.problem) = Some(error.to_string());
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::time::sleep(jittered(backoff)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// A random duration in [d/2, d]: spread reconnects of many nodes.
+fn jittered(d: Duration) -> Duration {
+    let mut bytes = [0u8; 4];
+    let _ = getrandom::fill(&mut bytes);
+    let fraction = f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX);
+    d.mul_f64(0.5 + fraction / 2.0)
+}
+
+/// This node's writes that are serialised but not yet confirmed by the
+/// broker; kept across reconnects and published again.
+struct Outbox {
+    next_seq: u64,
+    unconfirmed: VecDeque<Vec<u8>>,
+}
+
+impl Outbox {
+    fn seal(&mut self, node: u64, write: Write) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let bytes = serde_json::to_vec(&Envelope { node, seq, write }).expect("writes serialise infallibly");
+        self.unconfirmed.push_back(bytes);
+        seq
+    }
+}
+
+async fn run_connection(
+    config: &ClusterConfig,
+    store: &Store,
+    sinks: &Arc<Sinks>,
+    state: &Arc<State>,
+    queue: &mut mpsc::Receiver<Pending>,
+    outbox: &mut Outbox,
+) -> Result<(), LinkError> {
+    let connection =
+        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&config.url, ConnectionProperties::default()))
+            .await
+            .map_err(|_| LinkError::Timeout(CONNECT_TIMEOUT))??;
+    let publisher = connection.create_channel().await?;
+    declare_stream(&publisher, config).await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    let reader = connection.create_channel().await?;
+    reader.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+
+    let resume = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.stream_next_offset())
+            .await
+            .map_err(|e| LinkError::Storage(e.to_string()))?
+            .map_err(|e| LinkError::Storage(e.to_string()))?
+    };
+    let mut arguments = FieldTable::default();
+    let start = match resume {
+        Some(next) => AMQPValue::LongLongInt(i64::try_from(next).unwrap_or(i64::MAX)),
+        None => AMQPValue::LongString(LongString::from("first")),
+    };
+    arguments.insert(ShortString::from("x-stream-offset"), start);
+    let consumer = reader
+        .basic_consume(
+            ShortString::from(config.stream.as_str()),
+            ShortString::from(format!("chatctl-{:016x}", state.node)),
+            BasicConsumeOptions { no_ack: false, ..BasicConsumeOptions::default() },
+            arguments,
+        )
+        .await?;
+
+    state.connected.store(true, Ordering::Relaxed);
+    *lock(&state.problem) = None;
+    tracing::info!(stream = %config.stream, resume_at = ?resume, "connected to RabbitMQ");
+    // Reading our own marker back proves everything before it is applied.
+    outbox.seal(state.node, Write::Marker);
+
+    tokio::select! {
+        published = publish(&publisher, config, state, queue, outbox) => published,
+        consumed = consume(consumer, resume, store, sinks, state) => consumed,
+    }
+}
+
+async fn declare_stream(channel: &Channel, config: &ClusterConfig) -> Result<(), LinkError> {
+    let mut arguments = FieldTable::default();
+    arguments.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("stream")));
+    if let Some(age) = &config.max_age {
+        arguments.insert(ShortString::from("x-max-age"), AMQPValue::LongString(LongString::from(age.as_str())));
+    }
+    if let Some(bytes) = config.max_bytes {
+        arguments.insert(
+            ShortString::from("x-max-length-bytes"),
+            AMQPValue::LongLongInt(i64::try_from(bytes).unwrap_or(i64::MAX)),
+        );
+    }
+    channel
+        .queue_declare(
+            ShortString::from(config.stream.as_str()),
+            QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+            arguments,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Publishes queued writes in batches and waits for the broker's confirms;
+/// what is confirmed leaves the outbox.
+async fn publish(
+    channel: &Channel,
+    config: &ClusterConfig,
+    state: &State,
+    queue: &mut mpsc::Receiver<Pending>,
+    outbox: &mut Outbox,
+) -> Result<(), LinkError> {
+    loop {
+        if !outbox.unconfirmed.is_empty() {
+            let mut confirms = Vec::with_capacity(outbox.unconfirmed.len());
+            for bytes in &outbox.unconfirmed {
+                let confirm = channel
+                    .basic_publish(
+                        ShortString::from(""),
+                        ShortString::from(config.stream.as_str()),
+                        BasicPublishOptions::default(),
+                        bytes,
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await?;
+                confirms.push(confirm);
+            }
+            for confirm in confirms {
+                if confirm.await?.is_nack() {
+                    return Err(LinkError::Other("RabbitMQ refused a write (nack)".into()));
+                }
+            }
+            outbox.unconfirmed.clear();
+        }
+        let Some(first) = queue.recv().await else { return Ok(()) };
+        let mut batch = vec![first];
+        while batch.len() < PUBLISH_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut waiting = lock(&state.waiting);
+        for pending in batch {
+            let seq = outbox.seal(state.node, pending.write);
+            waiting.insert(seq, pending.reply);
+        }
+    }
+}
+
+/// Applies the stream in order, a batch per transaction, then acks.
+async fn consume(
+    mut consumer: Consumer,
+    resume: Option<u64>,
+    store: &Store,
+    sinks: &Arc<Sinks>,
+    state: &State,
+) -> Result<(), LinkError> {
+    let mut next_offset = resume;
+    loop {
+        let Some(first) = consumer.next().await else {
+            return Err(LinkError::Other("the stream consumer was cancelled".into()));
+        };
+        let mut deliveries = vec![first?];
+        while deliveries.len() < APPLY_BATCH {
+            match futures_lite::future::poll_once(consumer.next()).await {
+                Some(Some(delivery)) => deliveries.push(delivery?),
+                Some(None) => return Err(LinkError::Other("the stream consumer was cancelled".into())),
+                None => break,
+            }
+        }
+        let mut entries = Vec::with_capacity(deliveries.len());
+        let mut replies = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            let offset = stream_offset(delivery).ok_or_else(|| {
+                LinkError::Other("a delivery without x-stream-offset: is this queue a stream?".into())
+            })?;
+            match next_offset {
+                Some(next) if offset < next => continue, // applied before the reconnect
+                Some(next) if offset > next => return Err(LinkError::Fatal(truncated(next, offset))),
+                None if offset > 0 => return Err(LinkError::Fatal(truncated(0, offset))),
+                _ => {}
+            }
+            next_offset = Some(offset + 1);
+            let Ok(envelope) = serde_json::from_slice::<Envelope>(&delivery.data) else {
+                tracing::warn!(offset, "skipping a stream record that is not a chatctl write");
+                continue;
+            };
+            let own = envelope.node == state.node;
+            if own && envelope.write == Write::Marker && !state.caught_up.swap(true, Ordering::Relaxed) {
+                tracing::info!(offset, "caught up on the stream; ready");
+            }
+            let reply = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
+            replies.push((effect_of(&envelope.write), reply.unwrap_or(Reply::Nobody), envelope.seq));
+            entries.push(Entry {
+                offset: Some(offset),
+                origin: Some((envelope.node, envelope.seq)),
+                write: envelope.write,
+            });
+        }
+        if !entries.is_empty() || next_offset != resume {
+            let store = store.clone();
+            let outcomes = tokio::task::spawn_blocking(move || apply_batch(&store, entries, next_offset))
+                .await
+                .map_err(|e| LinkError::Storage(e.to_string()))?;
+            match outcomes {
+                Ok(outcomes) => {
+                    sinks.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                    let results =
+                        replies.into_iter().zip(outcomes).map(|((effect, reply, _), outcome)| (effect, outcome, reply));
+                    sinks.finish(results.collect());
+                }
+                Err(error) => {
+                    // Nothing was applied or acked: the same records come
+                    // again after reconnecting, so their waiters wait on.
+                    let mut waiting = lock(&state.waiting);
+                    for (_, reply, seq) in replies {
+                        if !matches!(reply, Reply::Nobody) {
+                            waiting.insert(seq, reply);
+                        }
+                    }
+                    return Err(LinkError::Storage(error.to_string()));
+                }
+            }
+        }
+        if let Some(last) = deliveries.last() {
+            last.acker.ack(BasicAckOptions { multiple: true }).await?;
+        }
+    }
+}
+
+fn truncated(expected: u64, found: u64) -> String {
+    format!(
+        "the stream no longer holds offset {expected} (it starts at {found}): its retention removed writes this node never applied. \
+         Seed this node from a copy of another node's data dir (stop that node, copy its data dir, start this node on the copy), then start it again"
+    )
+}
+
+/// The `x-stream-offset` header RabbitMQ puts on every stream delivery.
+fn stream_offset(delivery: &lapin::message::Delivery) -> Option<u64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
+        AMQPValue::ShortInt(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,96 @@
+//! What the log carries: every change to shared state as one `Write`, and
+//! what applying it came to.
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{Message, SessionRecord, UserRecord};
+
+/// One change. Serialised into the cluster's stream, so fields are only
+/// ever added (with defaults), never renamed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Write {
+    /// A new account; with `only_if_first`, only while there is none (setup).
+    CreateUser {
+        user: UserRecord,
+        only_if_first: bool,
+    },
+    SetUserActive {
+        username: String,
+        active: bool,
+    },
+    /// `token_hash` is hex: the SHA-256 of the cookie token.
+    CreateSession {
+        token_hash: String,
+        session: SessionRecord,
+    },
+    DeleteSession {
+        token_hash: String,
+    },
+    Join {
+        username: String,
+        conversation: String,
+    },
+    Message {
+        conversation: String,
+        author: String,
+        text: String,
+        ts_ms: u64,
+    },
+    /// Written by a cluster node when it connects: reading its own marker
+    /// back means it has applied everything written before.
+    Marker,
+}
+
+/// A write as it travels through the stream: `node` is the writing
+/// process's random id and `seq` counts its writes, so a write published
+/// twice (after a lost confirm) is applied once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub node: u64,
+    pub seq: u64,
+    pub write: Write,
+}
+
+/// What applying a write came to.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Applied,
+    Stored(Message),
+    UsernameTaken,
+    SetupClosed,
+    NoSuchUser,
+    /// Already applied once (a republished write).
+    Duplicate,
+}
+
+pub fn hash_to_hex(hash: &[u8; 32]) -> String {
+    crate::auth::session::hex(hash)
+}
+
+pub fn hash_from_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_round_trip_through_json() {
+        let write = Write::Message { conversation: "lobby".into(), author: "a".into(), text: "hi".into(), ts_ms: 5 };
+        let envelope = Envelope { node: 7, seq: 9, write: write.clone() };
+        let back: Envelope = serde_json::from_slice(&serde_json::to_vec(&envelope).unwrap()).unwrap();
+        assert_eq!((back.node, back.seq, back.write), (7, 9, write));
+        let hash = [0xab; 32];
+        assert_eq!(hash_from_hex(&hash_to_hex(&hash)), Some(hash));
+        assert_eq!(hash_from_hex("zz"), None);
+    }
+}
