@@ -4,7 +4,8 @@
 //! - `domain`: validated names, ids and message text.
 //! - `storage`: the redb database (accounts, sessions, rooms, messages) and its migrations.
 //! - `auth`: password hashing and rules, session and CSRF tokens, login throttling.
-//! - `chat`: a message's path: `socket` → `frames` → `log` (store) → `hub` (fan-out) → sockets.
+//! - `chat`: a message's path: `socket` → `frames` → `crate::log` (store) → `hub` (fan-out) → sockets.
+//! - `log`: every write in one order: a local writer thread, or a RabbitMQ stream shared by many nodes.
 //! - `http`: the routes of PROTOCOL.md, pages and the JSON API.
 //! - `app`, `config`, `startup`: the shared state and how a server is built and stopped.
 //! - `client`: a small HTTP + WebSocket client, used by `smoke-test` and the tests.

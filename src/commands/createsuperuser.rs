@@ -31,6 +31,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&args.data_dir.path, SchemaCheck::RequireCurrent)?;
+    if store.stream_next_offset()?.is_some() {
+        // An account written here would reach no other node.
+        bail!(
+            "{} belongs to a cluster node: accounts must go through the cluster's log. \
+             Create them on a running node's /admin page (or its first-run /setup page)",
+            args.data_dir.path.display()
+        );
+    }
     let (username, email, password) = if args.no_input || args.password_stdin {
         non_interactive(&args)?
     } else {
