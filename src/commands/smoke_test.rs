@@ -66,6 +66,29 @@ struct Account {
 }
 
 impl Account {
+    /// alice, bob and carol, with random passwords.
+    fn smoke_users() -> Vec<Account> {
+        ["alice", "bob", "carol"]
+            .iter()
+            .map(|name| Account {
+                name: (*name).to_owned(),
+                password: format!("{name}-smoke-{}", crate::auth::session::random_hex::<6>()),
+            })
+            .collect()
+    }
+
+    /// A new, active, non-admin account record (hashing takes a moment).
+    fn record(&self) -> UserRecord {
+        UserRecord {
+            username: self.name.clone(),
+            email: String::new(),
+            password_hash: crate::auth::password::hash(&self.password),
+            is_superuser: false,
+            is_active: true,
+            created_at_ms: now_ms(),
+        }
+    }
+
     fn parse(raw: &str) -> anyhow::Result<Account> {
         let (name, password) = raw.split_once(':').ok_or_else(|| anyhow!("--user takes NAME:PASSWORD"))?;
         Ok(Account { name: name.to_owned(), password: password.to_owned() })
@@ -111,26 +134,13 @@ impl Report {
 /// The in-process run: a temporary server with three users.
 async fn local(report: &mut Report) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data dir")?;
-    let accounts: Vec<Account> = ["alice", "bob", "carol"]
-        .iter()
-        .map(|name| Account {
-            name: (*name).to_owned(),
-            password: format!("{name}-smoke-{}", crate::auth::session::random_hex::<6>()),
-        })
-        .collect();
+    let accounts = Account::smoke_users();
     let data_dir = dir.path().to_path_buf();
     let to_create = accounts.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let store = Store::open(&data_dir, SchemaCheck::RequireCurrent)?;
         for account in to_create {
-            store.create_user(&UserRecord {
-                username: account.name.clone(),
-                email: String::new(),
-                password_hash: crate::auth::password::hash(&account.password),
-                is_superuser: false,
-                is_active: true,
-                created_at_ms: now_ms(),
-            })?;
+            store.create_user(&account.record())?;
         }
         Ok(())
     })
@@ -184,13 +194,7 @@ async fn cluster(report: &mut Report, amqp_url: &str) -> anyhow::Result<()> {
             Some(ClusterConfig { url: amqp_url.to_owned(), stream: stream.clone(), max_age: None, max_bytes: None });
         config
     };
-    let accounts: Vec<Account> = ["alice", "bob", "carol"]
-        .iter()
-        .map(|name| Account {
-            name: (*name).to_owned(),
-            password: format!("{name}-smoke-{}", crate::auth::session::random_hex::<6>()),
-        })
-        .collect();
+    let accounts = Account::smoke_users();
     let started = report
         .check("two nodes start, connect to RabbitMQ and become ready", async {
             let first = crate::startup::start(config_for(&dirs[0])).await?;
@@ -208,15 +212,8 @@ async fn cluster(report: &mut Report, amqp_url: &str) -> anyhow::Result<()> {
     let created = report
         .check("accounts created on one node are known on the other", async {
             for account in &accounts {
-                let user = UserRecord {
-                    username: account.name.clone(),
-                    email: String::new(),
-                    password_hash: crate::auth::password::hash(&account.password),
-                    is_superuser: false,
-                    is_active: true,
-                    created_at_ms: now_ms(),
-                };
-                first.app().log.apply(Write::CreateUser { user, only_if_first: false }).await?;
+                // Through one node's log: the other learns them from the stream.
+                first.app().log.apply(Write::CreateUser { user: account.record(), only_if_first: false }).await?;
             }
             let mut probe = Client::new(&second.url())?;
             let deadline = tokio::time::Instant::now() + WAIT;
