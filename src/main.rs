@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use chatctl::commands::{createsuperuser, migrate, serve, smoke_test};
+use chatctl::commands::{createsuperuser, migrate, rabbit_check, serve, smoke_test};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -22,6 +22,8 @@ enum Command {
     Createsuperuser(createsuperuser::Args),
     /// Check, for real, that two users can chat (on a temporary server or --url).
     SmokeTest(smoke_test::Args),
+    /// Check that RabbitMQ is reachable and lets serve use its stream (--amqp-url).
+    RabbitCheck(rabbit_check::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(args),
         Command::Createsuperuser(args) => createsuperuser::run(args),
         Command::SmokeTest(args) => smoke_test::run(args),
+        Command::RabbitCheck(args) => rabbit_check::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -33,6 +33,8 @@ pub enum StartError {
     PortInUse { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}. Choose another address with --bind")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    AmqpUrl(String),
     #[error("the data dir {0} belongs to a cluster node (it applied a RabbitMQ stream); start it with --amqp-url, or use another --data-dir for a single node")]
     ClusterDataDir(PathBuf),
     #[error("the data dir {0} holds a single node's messages; a cluster node needs an empty data dir, or a copy of another cluster node's")]
@@ -50,6 +52,10 @@ pub struct RunningServer {
 }
 
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    // A bad broker URL is refused before anything touches the disk.
+    if let Some(cluster) = &config.cluster {
+        crate::log::amqp_url::parse(&cluster.url).map_err(StartError::AmqpUrl)?;
+    }
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, SchemaCheck::RequireCurrent))
         .await

@@ -2,6 +2,7 @@
 
 pub mod createsuperuser;
 pub mod migrate;
+pub mod rabbit_check;
 pub mod serve;
 pub mod smoke_test;
 

@@ -234,8 +234,9 @@ async fn run_connection(
     queue: &mut mpsc::Receiver<Pending>,
     outbox: &mut Outbox,
 ) -> Result<(), LinkError> {
+    let uri = super::amqp_url::parse(&config.url).map_err(LinkError::Fatal)?;
     let connection =
-        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&config.url, ConnectionProperties::default()))
+        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, ConnectionProperties::default()))
             .await
             .map_err(|_| LinkError::Timeout(CONNECT_TIMEOUT))??;
     let publisher = connection.create_channel().await?;

@@ -10,6 +10,7 @@
 //! Either way `apply::apply_batch` stores the batch and `Sinks::finish`
 //! fans out what was stored, so the data path is the same.
 
+pub mod amqp_url;
 pub mod apply;
 pub mod cluster;
 pub mod embedded;
