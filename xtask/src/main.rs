@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>` (see `.cargo/config.toml`).
 //!
 //! - `test`: everything CI checks, in order: formatting, clippy, the test
-//!   suite, then `chatctl smoke-test` on the release build. `.ci/run`
+//!   suite, then `chatctl smoke-test` on the release build (and its two-node
+//!   form when `CHATCTL_TEST_AMQP_URL` names a broker). `.ci/run`
 //!   installs what the tests need and then runs exactly this.
 
 use std::io::{BufRead, BufReader};
@@ -38,7 +39,15 @@ fn test() -> Result<(), String> {
     let binary = root.join("target/release/chatctl");
     let smoke = build.and_then(|_| {
         let binary = binary.to_str().ok_or("the target path is not UTF-8")?;
-        run(&root, binary, &["smoke-test"], Some(&mut tally))
+        run(&root, binary, &["smoke-test"], Some(&mut tally))?;
+        // The two-node smoke test needs a broker: CI provides one.
+        match std::env::var("CHATCTL_TEST_AMQP_URL") {
+            Ok(url) if !url.is_empty() => run(&root, binary, &["smoke-test", "--amqp-url", &url], Some(&mut tally)),
+            _ => {
+                eprintln!("SKIPPED smoke-test --amqp-url: set CHATCTL_TEST_AMQP_URL to run the two-node smoke test");
+                Ok(())
+            }
+        }
     });
     // One closing line for the whole run: tests of the suite plus smoke-test checks.
     println!("\nxtask: {} passed, {} failed", tally.passed, tally.failed);
