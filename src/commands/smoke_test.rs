@@ -431,6 +431,14 @@ async fn shared_checks(report: &mut Report, nodes: [&Client; 2], a: &Account, b:
                     collect_messages(&mut alice_ws, 1).await?.remove(0)["id"].as_str().unwrap_or_default().to_owned(),
                 );
             }
+            // On a cluster, bob's node may apply the stream a moment after
+            // alice's: wait until it holds what bob missed.
+            let after = format!("/api/rooms/{room}/messages?after={last_seen}");
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while ids_of(&bob.get_json(&after).await?.1["messages"]).len() < missed.len() {
+                ensure!(tokio::time::Instant::now() < deadline, "bob's node never received the missed messages");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let mut back = bob.connect(&format!("{path}?since={last_seen}"), None).await?;
             let history = back.next_json(WAIT).await?;
             ensure!(history["type"] == "history", "first frame was {history}");

@@ -273,9 +273,19 @@ async fn run_connection(
     // Reading our own marker back proves everything before it is applied.
     outbox.seal(state.node, Write::Marker);
 
+    // Applying is never cut short: when publishing fails, the consumer is
+    // asked to stop between batches, so a batch it stored is also fanned
+    // out and answered before the next connection reads on.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let consuming = consume(consumer, resume, store, sinks, state, stopping);
+    tokio::pin!(consuming);
     tokio::select! {
-        published = publish(&publisher, config, state, queue, outbox) => published,
-        consumed = consume(consumer, resume, store, sinks, state) => consumed,
+        published = publish(&publisher, config, state, queue, outbox) => {
+            let _ = stop.send(true);
+            let _ = consuming.await;
+            published
+        }
+        consumed = &mut consuming => consumed,
     }
 }
 
@@ -355,10 +365,16 @@ async fn consume(
     store: &Store,
     sinks: &Arc<Sinks>,
     state: &State,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     let mut next_offset = resume;
     loop {
-        let Some(first) = consumer.next().await else {
+        let next = tokio::select! {
+            biased;
+            _ = crate::app::App::stopping(&mut stopping) => return Ok(()),
+            next = consumer.next() => next,
+        };
+        let Some(first) = next else {
             return Err(LinkError::Other("the stream consumer was cancelled".into()));
         };
         let mut deliveries = vec![first?];
@@ -371,6 +387,7 @@ async fn consume(
         }
         let mut entries = Vec::with_capacity(deliveries.len());
         let mut replies = Vec::with_capacity(deliveries.len());
+        let mut own_marker = None;
         for delivery in &deliveries {
             let offset = stream_offset(delivery).ok_or_else(|| {
                 LinkError::Other("a delivery without x-stream-offset: is this queue a stream?".into())
@@ -387,8 +404,8 @@ async fn consume(
                 continue;
             };
             let own = envelope.node == state.node;
-            if own && envelope.write == Write::Marker && !state.caught_up.swap(true, Ordering::Relaxed) {
-                tracing::info!(offset, "caught up on the stream; ready");
+            if own && envelope.write == Write::Marker {
+                own_marker = Some(offset);
             }
             let reply = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
             replies.push((effect_of(&envelope.write), reply.unwrap_or(Reply::Nobody), envelope.seq));
@@ -409,6 +426,12 @@ async fn consume(
                     let results =
                         replies.into_iter().zip(outcomes).map(|((effect, reply, _), outcome)| (effect, outcome, reply));
                     sinks.finish(results.collect());
+                    // Ready only once the batch holding our marker is stored.
+                    if let Some(offset) = own_marker {
+                        if !state.caught_up.swap(true, Ordering::Relaxed) {
+                            tracing::info!(offset, "caught up on the stream; ready");
+                        }
+                    }
                 }
                 Err(error) => {
                     // Nothing was applied or acked: the same records come
