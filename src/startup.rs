@@ -37,7 +37,7 @@ pub enum StartError {
     AmqpUrl(String),
     #[error("the data dir {0} belongs to a cluster node (it applied a RabbitMQ stream); start it with --amqp-url, or use another --data-dir for a single node")]
     ClusterDataDir(PathBuf),
-    #[error("the data dir {0} holds a single node's messages; a cluster node needs an empty data dir, or a copy of another cluster node's")]
+    #[error("the data dir {0} holds a single node's accounts or messages, which no other node has; a cluster node needs an empty data dir (create accounts on a running node's /admin page), or a copy of another cluster node's")]
     SingleNodeDataDir(PathBuf),
 }
 
@@ -110,7 +110,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 async fn start_log(config: &ServerConfig, store: &Store, sinks: Arc<Sinks>) -> Result<WriteLog, StartError> {
     let probe = store.clone();
     let (cluster_dir, single_node_dir) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-        Ok((probe.stream_next_offset()?.is_some(), probe.has_single_node_messages()?))
+        Ok((probe.stream_next_offset()?.is_some(), probe.has_single_node_data()?))
     })
     .await
     .expect("reading storage does not panic")?;

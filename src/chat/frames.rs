@@ -121,7 +121,10 @@ impl MessageFrame {
 }
 
 pub fn rfc3339(ts_ms: u64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts_ms);
+    // humantime cannot format past year 9999: a bad clock (or a bad stream
+    // record) must not take the server down.
+    const LAST_MS_OF_9999: u64 = 253_402_300_799_999;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts_ms.min(LAST_MS_OF_9999));
     humantime::format_rfc3339_millis(at).to_string()
 }
 
@@ -191,6 +194,11 @@ mod tests {
         let ok = parse_inbound(r#"{"message": "  hi  ", "client_id": "c1", "extra": 1}"#.as_bytes()).unwrap();
         assert_eq!(ok.text.as_str(), "hi");
         assert_eq!(ok.client_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn timestamps_past_year_9999_are_clamped_not_fatal() {
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -24,12 +24,12 @@ pub struct Entry {
 /// exactly where the last commit ended. Refusals (a taken username) are
 /// outcomes; only a storage failure fails the batch, and then nothing of it
 /// is stored.
-pub fn apply_batch(store: &Store, entries: Vec<Entry>, next_offset: Option<u64>) -> storage::Result<Vec<Outcome>> {
+pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -> storage::Result<Vec<Outcome>> {
     store.write(|txn| {
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut new_messages = Vec::new();
         let mut highest_seq: HashMap<u64, u64> = HashMap::new();
-        for (index, entry) in entries.into_iter().enumerate() {
+        for (index, entry) in entries.iter().enumerate() {
             if let Some((node, seq)) = entry.origin {
                 let highest = match highest_seq.get(&node) {
                     Some(highest) => *highest,
@@ -37,15 +37,21 @@ pub fn apply_batch(store: &Store, entries: Vec<Entry>, next_offset: Option<u64>)
                         txn.open_table(schema::META)?.get(schema::node_seq_key(node).as_str())?.map_or(0, |v| v.value())
                     }
                 };
+                // A writer's records apply in its own order: after a nack,
+                // later records may reach the stream before the resent one.
                 if seq <= highest {
                     outcomes.push(Outcome::Duplicate);
                     continue;
                 }
+                if seq > highest + 1 {
+                    outcomes.push(Outcome::OutOfOrder);
+                    continue;
+                }
                 highest_seq.insert(node, seq);
             }
-            let outcome = match entry.write {
+            let outcome = match &entry.write {
                 Write::CreateUser { user, only_if_first } => {
-                    match accounts::in_txn::insert_user(txn, &user, only_if_first) {
+                    match accounts::in_txn::insert_user(txn, user, *only_if_first) {
                         Ok(()) => Outcome::Applied,
                         Err(StorageError::UsernameTaken) => Outcome::UsernameTaken,
                         Err(StorageError::SetupClosed) => Outcome::SetupClosed,
@@ -53,36 +59,38 @@ pub fn apply_batch(store: &Store, entries: Vec<Entry>, next_offset: Option<u64>)
                     }
                 }
                 Write::SetUserActive { username, active } => {
-                    if accounts::in_txn::set_user_active(txn, &username, active)? {
+                    if accounts::in_txn::set_user_active(txn, username, *active)? {
                         Outcome::Applied
                     } else {
                         Outcome::NoSuchUser
                     }
                 }
                 Write::CreateSession { token_hash, session } => {
-                    if let Some(hash) = hash_from_hex(&token_hash) {
-                        accounts::in_txn::insert_session(txn, &hash, &session)?;
+                    if let Some(hash) = hash_from_hex(token_hash) {
+                        accounts::in_txn::insert_session(txn, &hash, session)?;
                     }
                     Outcome::Applied
                 }
                 Write::DeleteSession { token_hash } => {
-                    if let Some(hash) = hash_from_hex(&token_hash) {
+                    if let Some(hash) = hash_from_hex(token_hash) {
                         accounts::in_txn::delete_session(txn, &hash)?;
                     }
                     Outcome::Applied
                 }
                 Write::Join { username, conversation } => {
-                    if let Some(conversation) = Conversation::from_key(&conversation) {
-                        rooms::in_txn::join(txn, &username, &conversation, now_ms())?;
+                    if let Some(conversation) = Conversation::from_key(conversation) {
+                        rooms::in_txn::join(txn, username, &conversation, now_ms())?;
                     }
                     Outcome::Applied
                 }
                 Write::Message { conversation, author, text, ts_ms } => {
-                    new_messages.push((
-                        index,
-                        NewMessage { conversation, author, text, ts_ms },
-                        entry.offset.map(MessageId),
-                    ));
+                    let new = NewMessage {
+                        conversation: conversation.clone(),
+                        author: author.clone(),
+                        text: text.clone(),
+                        ts_ms: *ts_ms,
+                    };
+                    new_messages.push((index, new, entry.offset.map(MessageId)));
                     Outcome::Applied
                 }
                 Write::Marker => Outcome::Applied,
@@ -144,7 +152,7 @@ mod tests {
             },
             Entry { offset: Some(12), origin: Some((1, 2)), write: message("hi") },
         ];
-        let outcomes = apply_batch(&store, entries, Some(13)).unwrap();
+        let outcomes = apply_batch(&store, &entries, Some(13)).unwrap();
         assert!(matches!(outcomes[0], Outcome::Applied));
         assert!(matches!(outcomes[1], Outcome::UsernameTaken));
         assert!(matches!(&outcomes[2], Outcome::Stored(m) if m.id == MessageId(12)));
@@ -152,11 +160,25 @@ mod tests {
     }
 
     #[test]
+    fn a_writers_records_apply_in_its_own_order_whatever_the_stream_order() {
+        let (_dir, store) = test_store();
+        let write = |offset, seq, text| Entry { offset: Some(offset), origin: Some((7, seq)), write: message(text) };
+        // The broker nacked seq 1 but stored 2 and 3; the writer resends 1, 2, 3.
+        let outcomes = apply_batch(&store, &[write(10, 2, "b"), write(11, 3, "c"), write(12, 1, "a")], None).unwrap();
+        assert!(matches!(outcomes[0], Outcome::OutOfOrder) && matches!(outcomes[1], Outcome::OutOfOrder));
+        assert!(matches!(outcomes[2], Outcome::Stored(_)));
+        let outcomes = apply_batch(&store, &[write(13, 2, "b"), write(14, 3, "c")], None).unwrap();
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Stored(_))));
+        let texts: Vec<_> = store.messages_before("r", None, 10).unwrap().into_iter().map(|m| m.text).collect();
+        assert_eq!(texts, ["a", "b", "c"]);
+    }
+
+    #[test]
     fn a_republished_write_is_applied_once() {
         let (_dir, store) = test_store();
         let once = |seq| Entry { offset: None, origin: Some((7, seq)), write: message("x") };
-        apply_batch(&store, vec![once(1), once(2)], None).unwrap();
-        let outcomes = apply_batch(&store, vec![once(2), once(3)], None).unwrap();
+        apply_batch(&store, &[once(1), once(2)], None).unwrap();
+        let outcomes = apply_batch(&store, &[once(2), once(3)], None).unwrap();
         assert!(matches!(outcomes[0], Outcome::Duplicate));
         assert!(matches!(outcomes[1], Outcome::Stored(_)));
         assert_eq!(store.messages_before("r", None, 10).unwrap().len(), 3);

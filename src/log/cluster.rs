@@ -11,7 +11,7 @@
 //! the (node, seq) check in `apply`), and resumes consuming.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use tokio::sync::mpsc;
 
 use super::apply::{apply_batch, Entry};
-use super::write::{Envelope, Write};
+use super::write::{Envelope, Outcome, Write};
 use super::{effect_of, refuse, LogError, Pending, Reply, Sinks};
 use crate::storage::Store;
 
@@ -47,6 +47,9 @@ const APPLY_BATCH: usize = 4096;
 /// Deliveries in flight to this node before it acks.
 const PREFETCH: u16 = 8192;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+/// AMQP heartbeat unless the URL sets one: a dead link shows within ~20 s.
+const HEARTBEAT_SECS: u16 = 10;
 
 #[derive(Clone)]
 pub struct Cluster {
@@ -60,6 +63,9 @@ struct State {
     node: u64,
     connected: AtomicBool,
     caught_up: AtomicBool,
+    /// The seq of the marker this connection published; reading it back
+    /// means caught up.
+    marker_seq: AtomicU64,
     closing: AtomicBool,
     /// Set when this node cannot go on without an operator (a gap in the stream).
     fatal: Mutex<Option<String>>,
@@ -83,13 +89,23 @@ impl Cluster {
             node: u64::from_le_bytes(node_bytes),
             connected: AtomicBool::new(false),
             caught_up: AtomicBool::new(false),
+            marker_seq: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             fatal: Mutex::new(None),
             problem: Mutex::new(Some("connecting to RabbitMQ".into())),
             waiting: Mutex::new(HashMap::new()),
         });
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let supervisor = tokio::spawn(supervise(config, store, sinks, state.clone(), receiver));
+        let watched = state.clone();
+        let supervisor = tokio::spawn(async move {
+            let run = std::panic::AssertUnwindSafe(supervise(config, store, sinks, watched.clone(), receiver));
+            if futures_lite::FutureExt::catch_unwind(run).await.is_err() {
+                // Never a silent zombie: say so in /readyz and refuse writes.
+                watched.connected.store(false, Ordering::Relaxed);
+                *lock(&watched.fatal) =
+                    Some("the cluster log stopped after an internal error; restart this node".into());
+            }
+        });
         Cluster { queue, state, supervisor: Arc::new(Mutex::new(Some(supervisor))) }
     }
 
@@ -164,7 +180,7 @@ enum LinkError {
 }
 
 /// Connects, runs until the connection fails, and reconnects with
-/// exponential backoff and full jitter, for as long as the process lives.
+/// exponential backoff and jitter, for as long as the process lives.
 async fn supervise(
     config: ClusterConfig,
     store: Store,
@@ -178,6 +194,12 @@ async fn supervise(
         let started = tokio::time::Instant::now();
         let ended = run_connection(&config, &store, &sinks, &state, &mut queue, &mut outbox).await;
         state.connected.store(false, Ordering::Relaxed);
+        state.caught_up.store(false, Ordering::Relaxed);
+        // Writes still queued were never published: refuse them now rather
+        // than let their senders wait for a reconnect.
+        while let Ok(pending) = queue.try_recv() {
+            refuse(pending.reply, LogError::Unavailable("the connection to RabbitMQ was lost; retry".into()));
+        }
         let error = match ended {
             Ok(()) => return, // the write queue closed: the process is ending
             Err(error) => error,
@@ -234,7 +256,8 @@ async fn run_connection(
     queue: &mut mpsc::Receiver<Pending>,
     outbox: &mut Outbox,
 ) -> Result<(), LinkError> {
-    let uri = super::amqp_url::parse(&config.url).map_err(LinkError::Fatal)?;
+    let mut uri = super::amqp_url::parse(&config.url).map_err(LinkError::Fatal)?;
+    uri.query.heartbeat = uri.query.heartbeat.or(Some(HEARTBEAT_SECS));
     let connection =
         tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, ConnectionProperties::default()))
             .await
@@ -270,8 +293,8 @@ async fn run_connection(
     state.connected.store(true, Ordering::Relaxed);
     *lock(&state.problem) = None;
     tracing::info!(stream = %config.stream, resume_at = ?resume, "connected to RabbitMQ");
-    // Reading our own marker back proves everything before it is applied.
-    outbox.seal(state.node, Write::Marker);
+    // Reading this marker back proves everything before it is applied.
+    state.marker_seq.store(outbox.seal(state.node, Write::Marker), Ordering::Relaxed);
 
     // Applying is never cut short: when publishing fails, the consumer is
     // asked to stop between batches, so a batch it stored is also fanned
@@ -335,11 +358,19 @@ async fn publish(
                     .await?;
                 confirms.push(confirm);
             }
-            for confirm in confirms {
-                if confirm.await?.is_nack() {
-                    return Err(LinkError::Other("RabbitMQ refused a write (nack)".into()));
+            let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, async {
+                for confirm in confirms {
+                    if confirm.await?.is_nack() {
+                        return Err(LinkError::Other("RabbitMQ refused a write (nack)".into()));
+                    }
                 }
-            }
+                Ok(())
+            });
+            // A blocked broker (memory or disk alarm) confirms nothing: give
+            // up on this connection and refuse writes until it is back.
+            confirmed
+                .await
+                .map_err(|_| LinkError::Other(format!("no publisher confirm within {CONFIRM_TIMEOUT:?}")))??;
             outbox.unconfirmed.clear();
         }
         let Some(first) = queue.recv().await else { return Ok(()) };
@@ -404,7 +435,7 @@ async fn consume(
                 continue;
             };
             let own = envelope.node == state.node;
-            if own && envelope.write == Write::Marker {
+            if own && envelope.write == Write::Marker && envelope.seq == state.marker_seq.load(Ordering::Relaxed) {
                 own_marker = Some(offset);
             }
             let reply = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
@@ -417,15 +448,27 @@ async fn consume(
         }
         if !entries.is_empty() || next_offset != resume {
             let store = store.clone();
-            let outcomes = tokio::task::spawn_blocking(move || apply_batch(&store, entries, next_offset))
+            let outcomes = tokio::task::spawn_blocking(move || apply_batch(&store, &entries, next_offset))
                 .await
                 .map_err(|e| LinkError::Storage(e.to_string()))?;
             match outcomes {
                 Ok(outcomes) => {
                     sinks.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                    let results =
-                        replies.into_iter().zip(outcomes).map(|((effect, reply, _), outcome)| (effect, outcome, reply));
-                    sinks.finish(results.collect());
+                    let mut results = Vec::with_capacity(outcomes.len());
+                    {
+                        let mut waiting = lock(&state.waiting);
+                        for ((effect, reply, seq), outcome) in replies.into_iter().zip(outcomes) {
+                            if matches!(outcome, Outcome::OutOfOrder) {
+                                // Its resent copy comes later; it answers then.
+                                if !matches!(reply, Reply::Nobody) {
+                                    waiting.insert(seq, reply);
+                                }
+                                continue;
+                            }
+                            results.push((effect, outcome, reply));
+                        }
+                    }
+                    sinks.finish(results);
                     // Ready only once the batch holding our marker is stored.
                     if let Some(offset) = own_marker {
                         if !state.caught_up.swap(true, Ordering::Relaxed) {

@@ -100,15 +100,28 @@ fn run_writer(mut receiver: mpsc::Receiver<Job>, store: Store, sinks: Arc<Sinks>
             waiting.push((effect_of(&pending.write), pending.reply));
             entries.push(Entry { offset: None, origin: None, write: pending.write });
         }
-        match apply_batch(&store, entries, None) {
+        match apply_batch(&store, &entries, None) {
             Ok(outcomes) => {
                 sinks.metrics.commits.fetch_add(1, Ordering::Relaxed);
                 let results =
                     waiting.into_iter().zip(outcomes).map(|((effect, reply), outcome)| (effect, outcome, reply));
                 sinks.finish(results.collect());
             }
+            Err(error) if waiting.len() > 1 => {
+                // One bad write must not fail the others: apply them alone.
+                tracing::warn!(%error, writes = waiting.len(), "a batch failed to commit; retrying its writes one by one");
+                for ((effect, reply), entry) in waiting.into_iter().zip(&entries) {
+                    match apply_batch(&store, std::slice::from_ref(entry), None) {
+                        Ok(mut outcome) => sinks.finish(vec![(effect, outcome.remove(0), reply)]),
+                        Err(error) => {
+                            tracing::error!(%error, "a write failed to commit; its writer was told nothing was stored");
+                            sinks.fail(vec![reply], &error.to_string());
+                        }
+                    }
+                }
+            }
             Err(error) => {
-                tracing::error!(%error, writes = waiting.len(), "a batch failed to commit; its writers were told nothing was stored");
+                tracing::error!(%error, "a write failed to commit; its writer was told nothing was stored");
                 sinks.fail(waiting.into_iter().map(|(_, reply)| reply).collect(), &error.to_string());
             }
         }

@@ -145,8 +145,11 @@ impl WriteLog {
     /// Submits a write and waits until this node has applied it.
     pub async fn apply(&self, write: Write) -> Result<Outcome, LogError> {
         let (waiter, outcome) = oneshot::channel();
-        self.submit(Pending { write, reply: Reply::Wait(waiter) }).await;
-        match tokio::time::timeout(APPLY_WAIT, outcome).await {
+        let applied = async {
+            self.submit(Pending { write, reply: Reply::Wait(waiter) }).await;
+            outcome.await
+        };
+        match tokio::time::timeout(APPLY_WAIT, applied).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(LogError::Unavailable("the log stopped".into())),
             Err(_) => Err(LogError::Unavailable("the write was not applied in time; it may still be".into())),

@@ -62,6 +62,9 @@ pub enum Outcome {
     NoSuchUser,
     /// Already applied once (a republished write).
     Duplicate,
+    /// Ahead of an earlier write of the same writer that is not applied
+    /// yet; it comes again, in order, when the writer resends.
+    OutOfOrder,
 }
 
 pub fn hash_to_hex(hash: &[u8; 32]) -> String {

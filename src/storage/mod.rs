@@ -121,13 +121,15 @@ impl Store {
         Ok(next)
     }
 
-    /// Whether this database has stored messages of a single node (ids
-    /// from the local counter), which a cluster node must not mix in.
-    pub fn has_single_node_messages(&self) -> Result<bool> {
+    /// Whether this database holds a single node's data (accounts, or
+    /// messages with ids from the local counter), which never went through
+    /// a cluster's stream and so must not be mixed into one.
+    pub fn has_single_node_data(&self) -> Result<bool> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(schema::META)?;
         let next_local = meta.get(schema::NEXT_MESSAGE_ID_KEY)?.map_or(1, |v| v.value());
-        Ok(next_local > 1)
+        let users = txn.open_table(schema::USERS)?;
+        Ok(self.stream_next_offset()?.is_none() && (next_local > 1 || redb::ReadableTableMetadata::len(&users)? > 0))
     }
 
     /// A cheap read that proves the file is readable; `/readyz` uses it.
