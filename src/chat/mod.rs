@@ -7,3 +7,4 @@ pub mod live;
 pub mod rate_limit;
 pub mod shared_io;
 pub mod socket;
+pub mod write_buffer;

@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
-use tokio::io::BufWriter;
 use tokio::sync::{mpsc, Notify};
 
 use super::frames::{self, Refusal, MAX_FRAME_BYTES};
 use super::hub::{Outbound, Subscriber};
 use super::shared_io::SharedIo;
+use super::write_buffer::LazyBufWriter;
 use crate::app::App;
 use crate::domain::{Conversation, MessageId, Username};
 use crate::log::write::Write;
@@ -34,7 +34,7 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 type Reader = WebSocketRead<SharedIo>;
-type Writer = WebSocketWrite<BufWriter<SharedIo>>;
+type Writer = WebSocketWrite<LazyBufWriter<SharedIo>>;
 
 /// How long a closing socket waits for the peer's side of the close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -85,7 +85,7 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
     let (reader, writer) = ws.split(|io| {
         let shared = SharedIo::new(io);
         let _ = closer.set(shared.clone());
-        (shared.clone(), BufWriter::new(shared))
+        (shared.clone(), LazyBufWriter::new(shared))
     });
     let closer = closer.into_inner().expect("split calls its closure once");
 
@@ -273,6 +273,8 @@ async fn write_loop(
     if !matches!(sent.await, Ok(Ok(()))) {
         return;
     }
+    // Sent: do not keep up to 50 messages alive for the socket's whole life.
+    drop(history);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         let step = tokio::select! {
