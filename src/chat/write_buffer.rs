@@ -62,7 +62,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for LazyBufWriter<W> {
         let this = self.get_mut();
         let total: usize = slices.iter().map(|s| s.len()).sum();
         if this.buffer.len() + total > MAX_BUFFERED && !this.buffer.is_empty() {
-            if let Poll::Pending = this.poll_drain(cx)? {
+            if this.poll_drain(cx)?.is_pending() {
                 return Poll::Pending;
             }
         }
@@ -78,7 +78,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for LazyBufWriter<W> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Poll::Pending = this.poll_drain(cx)? {
+        if this.poll_drain(cx)?.is_pending() {
             return Poll::Pending;
         }
         Pin::new(&mut this.inner).poll_flush(cx)
@@ -86,7 +86,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for LazyBufWriter<W> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Poll::Pending = this.poll_drain(cx)? {
+        if this.poll_drain(cx)?.is_pending() {
             return Poll::Pending;
         }
         Pin::new(&mut this.inner).poll_shutdown(cx)
