@@ -61,10 +61,9 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for LazyBufWriter<W> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let total: usize = slices.iter().map(|s| s.len()).sum();
-        if this.buffer.len() + total > MAX_BUFFERED && !this.buffer.is_empty() {
-            if this.poll_drain(cx)?.is_pending() {
-                return Poll::Pending;
-            }
+        let full = this.buffer.len() + total > MAX_BUFFERED && !this.buffer.is_empty();
+        if full && this.poll_drain(cx)?.is_pending() {
+            return Poll::Pending;
         }
         for slice in slices {
             this.buffer.extend_from_slice(slice);
