@@ -2,8 +2,11 @@
 //!
 //! - `test`: everything CI checks, in order: formatting, clippy, the test
 //!   suite, then `chatctl smoke-test` on the release build (and its two-node
-//!   form when `CHATCTL_TEST_AMQP_URL` names a broker). `.ci/run`
-//!   installs what the tests need and then runs exactly this.
+//!   form when `CHATCTL_TEST_AMQP_URL` names a broker), then the quick
+//!   bench. `.ci/run` installs what the tests need and then runs exactly this.
+//! - `bench`: load scenarios against the release server; see `bench/mod.rs`.
+
+mod bench;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,6 +17,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("bench") => bench::bench(&args[1..]),
         Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
         None => Err(USAGE.to_owned()),
     };
@@ -26,7 +30,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <task>\n\ntasks:\n  test    fmt check, clippy, the test suite, and smoke-test on the release build";
+const USAGE: &str = "usage: cargo xtask <task>\n\ntasks:\n  test    fmt check, clippy, the test suite, smoke-test on the release build, and the quick bench\n  bench   load scenarios against the release build (cargo xtask bench --help)";
 
 fn test() -> Result<(), String> {
     let root = workspace_root();
@@ -49,9 +53,12 @@ fn test() -> Result<(), String> {
             }
         }
     });
+    // Last, so CI exercises the bench: it fails only on a scenario that could
+    // not run or a message lost, duplicated or reordered, never on speed.
+    let bench = smoke.and_then(|_| bench::bench(&["--quick".to_owned()]));
     // One closing line for the whole run: tests of the suite plus smoke-test checks.
     println!("\nxtask: {} passed, {} failed", tally.passed, tally.failed);
-    smoke
+    bench
 }
 
 /// Test counts read from the runners' own summary lines.
