@@ -84,8 +84,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let app = Arc::new(App {
         message_rate: MessageRateLimit::new(config.message_rate, config.message_burst),
         login_throttle: LoginThrottle::default(),
+        // Leave a core to the chat: a login storm must not stall fan-out.
         password_checks: tokio::sync::Semaphore::new(
-            2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1),
         ),
         config,
         store,

@@ -71,7 +71,7 @@ pub async fn authenticate(
 
 /// How long a login waits for a free password-check slot before it is
 /// answered "too many attempts".
-const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const BAD_CREDENTIALS: &str = "Please enter a correct username and password. Both fields may be case-sensitive.";
 const THROTTLED: &str = "Too many failed sign-in attempts. Wait a few minutes, then try again.";
