@@ -132,6 +132,19 @@ pub fn message_bytes(message: &Message, client_id: Option<&str>) -> Bytes {
     to_bytes(&MessageFrame::of(message, client_id))
 }
 
+/// The sender's copy of a message frame: the shared bytes with its
+/// `client_id` added as the last field, without serialising the frame again.
+pub fn with_client_id(frame: &Bytes, client_id: &str) -> Bytes {
+    let quoted = serde_json::to_string(client_id).expect("strings serialise infallibly");
+    let body = frame.strip_suffix(b"}").unwrap_or(frame);
+    let mut out = Vec::with_capacity(frame.len() + quoted.len() + 14);
+    out.extend_from_slice(body);
+    out.extend_from_slice(b",\"client_id\":");
+    out.extend_from_slice(quoted.as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
+}
+
 #[derive(Serialize)]
 struct HistoryFrame<'a> {
     #[serde(rename = "type")]
@@ -199,6 +212,15 @@ mod tests {
     #[test]
     fn timestamps_past_year_9999_are_clamped_not_fatal() {
         assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn the_senders_copy_is_the_shared_frame_plus_its_client_id() {
+        let m = Message { id: MessageId(7), conversation: "r".into(), author: "a".into(), text: "t".into(), ts_ms: 1 };
+        for client_id in ["c-1", "quote\" and \\ back", "\u{e9}\u{1F600}"] {
+            let spliced = with_client_id(&message_bytes(&m, None), client_id);
+            assert_eq!(spliced, message_bytes(&m, Some(client_id)), "{client_id}");
+        }
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Hub {
         };
         let shared = frames::message_bytes(message, None);
         let (origin_id, origin_bytes) = match origin {
-            Some((id, client_id)) => (Some(id), Some(frames::message_bytes(message, Some(client_id)))),
+            Some((id, client_id)) => (Some(id), Some(frames::with_client_id(&shared, client_id))),
             None => (None, None),
         };
         let mut dropped = 0;
