@@ -462,15 +462,7 @@ async fn fanout_scenario(env: &Env, sizes: &Sizes) -> Result<Report, BoxError> {
     let specs = layout(sizes.fanout_rooms, sizes.fanout_per_room, "fanout", &nodes, |_, _| 0);
     let (sockets, _) = open_all(specs, "connecting").await?;
     let before = http::metrics(addr).await?;
-    let load = Load {
-        window: WINDOW,
-        rate_per_s: None,
-        run: sizes.fanout_run,
-        max_messages: u64::MAX,
-        hold: None,
-        hold_max: Duration::ZERO,
-        drain: sizes.drain,
-    };
+    let load = fanout_load(sizes);
     let (mut measured, ()) =
         measure(&mut [&mut server], into_rooms(sockets, sizes.fanout_per_room), load, async {}).await?;
     let after = http::metrics(addr).await?;
@@ -511,6 +503,19 @@ async fn latency_rooms(server: &Server, sizes: &Sizes) -> Result<Vec<RoomLoad>, 
     let specs = layout(sizes.latency_rooms, per_room, "latency", &nodes, |_, _| 0);
     let (sockets, _) = open_all(specs, "connecting").await?;
     Ok(into_rooms(sockets, per_room))
+}
+
+/// `fanout` and `cluster`: every publisher flat out within its window.
+fn fanout_load(sizes: &Sizes) -> Load {
+    Load {
+        window: WINDOW,
+        rate_per_s: None,
+        run: sizes.fanout_run,
+        max_messages: u64::MAX,
+        hold: None,
+        hold_max: Duration::ZERO,
+        drain: sizes.drain,
+    }
 }
 
 fn latency_load(sizes: &Sizes, hold: Option<Arc<AtomicBool>>) -> Load {
@@ -985,15 +990,7 @@ async fn cluster_scenario(env: &Env, sizes: &Sizes, url: &str, fanout: Option<&R
     let specs = layout(sizes.fanout_rooms, sizes.fanout_per_room, "cluster", &nodes, |r, j| (r + j) % 2);
     let (sockets, _) = open_all(specs, "connecting").await?;
     let broker_before = broker_cpu();
-    let load = Load {
-        window: WINDOW,
-        rate_per_s: None,
-        run: sizes.fanout_run,
-        max_messages: u64::MAX,
-        hold: None,
-        hold_max: Duration::ZERO,
-        drain: sizes.drain,
-    };
+    let load = fanout_load(sizes);
     let (mut measured, ()) =
         measure(&mut [&mut node1, &mut node2], into_rooms(sockets, sizes.fanout_per_room), load, async {}).await?;
     let broker = broker_cpu().zip(broker_before).map(|(after, before)| after - before);
