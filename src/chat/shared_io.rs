@@ -37,7 +37,9 @@ impl SharedIo {
     pub async fn finish(mut self, within: Duration) {
         let _ = tokio::time::timeout(within, async {
             let _ = self.shutdown().await;
-            let mut sink = [0u8; 4096];
+            // On the heap, and only while closing: an array here would make
+            // every open socket's task 4 KiB larger.
+            let mut sink = vec![0u8; 4096];
             while matches!(self.read(&mut sink).await, Ok(n) if n > 0) {}
         })
         .await;

@@ -103,18 +103,18 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
             // between the upgrade's check and the registration is not missed.
             let signed_in = store.session_user(&session, now_ms())?.is_some();
             let history = store.socket_history(&history_key, since, HISTORY_ON_CONNECT, HISTORY_ON_RECOVERY)?;
-            Ok((signed_in, history))
+            // Serialised here so that the messages themselves are not kept
+            // alive in this task for as long as the socket is open.
+            Ok((signed_in, frames::history_bytes(&history.messages, history.more), history.latest))
         })
         .await;
 
     match history {
-        Ok((signed_in, history)) => {
+        Ok((signed_in, frame, latest)) => {
             if !signed_in {
                 subscriber.close(1008, "signed out");
             }
-            let frame = frames::history_bytes(&history.messages, history.more);
-            let writer_task =
-                tokio::spawn(write_loop(writer, queue, overflow, frame, history.latest, app.shutdown.clone()));
+            let writer_task = tokio::spawn(write_loop(writer, queue, overflow, frame, latest, app.shutdown.clone()));
             let mut writer_task = AbortOnDrop(writer_task);
             let writer_finished = tokio::select! {
                 _ = read_loop(&app, reader, &subscriber, &request) => false,
