@@ -147,6 +147,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let deadline = Instant::now() + self.app.config.shutdown_grace;
         let _ = self.stop.send(true);
+        self.app.live.close_all(1001, "server shutting down");
         let _ = tokio::time::timeout_at(deadline.into(), self.accept_task).await;
         while self.app.metrics.open_sockets.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use super::frames;
 use crate::domain::MessageId;
@@ -29,28 +29,46 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
+/// A close that jumps the queue (slow consumer, shutdown). The writer task
+/// checks it between batches instead of waiting on a notification: a full
+/// queue means the writer is awake anyway, and a shutdown also queues a
+/// close to wake it. The first reason set wins.
+#[derive(Default)]
+pub struct UrgentClose(OnceLock<(u16, &'static str)>);
+
+impl UrgentClose {
+    pub fn request(&self, code: u16, reason: &'static str) {
+        let _ = self.0.set((code, reason));
+    }
+
+    pub fn requested(&self) -> Option<(u16, &'static str)> {
+        self.0.get().copied()
+    }
+}
+
 /// One socket's end of the hub.
 pub struct Subscriber {
     pub id: SocketId,
     queue: mpsc::Sender<Outbound>,
-    overflow: Arc<Notify>,
+    urgent: Arc<UrgentClose>,
     /// Set once the server decided to close this socket: it takes no more messages.
     closing: AtomicBool,
 }
 
 impl Subscriber {
-    /// A subscriber and the receiving end its writer task drains.
-    pub fn new(capacity: usize) -> (Arc<Subscriber>, mpsc::Receiver<Outbound>, Arc<Notify>) {
+    /// A subscriber, the receiving end its writer task drains, and the
+    /// writer's view of urgent closes.
+    pub fn new(capacity: usize) -> (Arc<Subscriber>, mpsc::Receiver<Outbound>, Arc<UrgentClose>) {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let (queue, receiver) = mpsc::channel(capacity);
-        let overflow = Arc::new(Notify::new());
+        let urgent = Arc::new(UrgentClose::default());
         let subscriber = Subscriber {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             queue,
-            overflow: overflow.clone(),
+            urgent: urgent.clone(),
             closing: AtomicBool::new(false),
         };
-        (Arc::new(subscriber), receiver, overflow)
+        (Arc::new(subscriber), receiver, urgent)
     }
 
     /// Closes the socket after what is already queued; from now on the
@@ -58,6 +76,14 @@ impl Subscriber {
     pub fn close(&self, code: u16, reason: &'static str) {
         self.closing.store(true, Ordering::Relaxed);
         self.deliver(Outbound::Close(code, reason));
+    }
+
+    /// Closes the socket before what is queued (server shutdown).
+    pub fn close_now(&self, code: u16, reason: &'static str) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.urgent.request(code, reason);
+        // Wakes an idle writer; a full queue means it is busy and will look.
+        let _ = self.queue.try_send(Outbound::Close(code, reason));
     }
 
     pub fn is_closing(&self) -> bool {
@@ -70,7 +96,7 @@ impl Subscriber {
         match self.queue.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflow.notify_one();
+                self.urgent.request(1008, "slow consumer");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -176,10 +202,11 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_flags_the_socket_instead_of_blocking() {
         let hub = Hub::new(Arc::default());
-        let (slow, _rx, overflow) = Subscriber::new(1);
+        let (slow, _rx, urgent) = Subscriber::new(1);
         hub.subscribe("r", slow);
         hub.publish(&message(1), None);
+        assert_eq!(urgent.requested(), None);
         hub.publish(&message(2), None);
-        tokio::time::timeout(std::time::Duration::from_secs(1), overflow.notified()).await.expect("overflow signalled");
+        assert_eq!(urgent.requested(), Some((1008, "slow consumer")));
     }
 }

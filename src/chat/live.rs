@@ -9,7 +9,14 @@ use super::hub::{SocketId, Subscriber};
 
 #[derive(Default)]
 pub struct LiveSockets {
-    sockets: Mutex<HashMap<SocketId, Entry>>,
+    sockets: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_id: HashMap<SocketId, Entry>,
+    /// Set by `close_all` (shutdown): a socket registered later is closed at once.
+    closed_with: Option<(u16, &'static str)>,
 }
 
 struct Entry {
@@ -26,19 +33,33 @@ pub struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.live.lock().remove(&self.id);
+        self.live.lock().by_id.remove(&self.id);
     }
 }
 
 impl LiveSockets {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketId, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn register(&self, username: &str, session: [u8; 32], subscriber: Arc<Subscriber>) -> Registration<'_> {
         let id = subscriber.id;
-        self.lock().insert(id, Entry { username: username.to_owned(), session, subscriber });
+        let mut registry = self.lock();
+        if let Some((code, reason)) = registry.closed_with {
+            subscriber.close_now(code, reason);
+        }
+        registry.by_id.insert(id, Entry { username: username.to_owned(), session, subscriber });
         Registration { live: self, id }
+    }
+
+    /// Closes every socket now, ahead of what is queued, and every socket
+    /// registered from now on (server shutdown).
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        let mut registry = self.lock();
+        registry.closed_with = Some((code, reason));
+        for entry in registry.by_id.values() {
+            entry.subscriber.close_now(code, reason);
+        }
     }
 
     /// Closes every socket opened with this session; returns how many.
@@ -54,7 +75,7 @@ impl LiveSockets {
     fn close_where(&self, matches: impl Fn(&Entry) -> bool, reason: &'static str) -> usize {
         let sockets = self.lock();
         let mut closed = 0;
-        for entry in sockets.values().filter(|entry| matches(entry)) {
+        for entry in sockets.by_id.values().filter(|entry| matches(entry)) {
             entry.subscriber.close(1008, reason);
             closed += 1;
         }
@@ -63,7 +84,7 @@ impl LiveSockets {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_id.len()
     }
 }
 
@@ -86,5 +107,19 @@ mod tests {
         assert_eq!(live.close_user("alice"), 2);
         drop(_a);
         assert_eq!(live.len(), 1);
+    }
+
+    #[test]
+    fn shutdown_closes_open_sockets_and_later_ones_ahead_of_their_queue() {
+        let live = LiveSockets::default();
+        let (open, mut open_rx, open_urgent) = Subscriber::new(4);
+        let _a = live.register("alice", [1; 32], open.clone());
+        live.close_all(1001, "server shutting down");
+        assert_eq!(open_urgent.requested(), Some((1001, "server shutting down")));
+        assert!(matches!(open_rx.try_recv(), Ok(Outbound::Close(1001, _))), "an idle writer is woken");
+        let (late, _late_rx, late_urgent) = Subscriber::new(4);
+        let _b = live.register("bob", [2; 32], late.clone());
+        assert_eq!(late_urgent.requested(), Some((1001, "server shutting down")));
+        assert!(late.is_closing());
     }
 }

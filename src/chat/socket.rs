@@ -11,10 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use super::frames::{self, Refusal, MAX_FRAME_BYTES};
-use super::hub::{Outbound, Subscriber};
+use super::hub::{Outbound, Subscriber, UrgentClose};
 use super::shared_io::SharedIo;
 use super::write_buffer::LazyBufWriter;
 use crate::app::App;
@@ -90,7 +90,7 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
     let closer = closer.into_inner().expect("split calls its closure once");
 
     let key = request.conversation.key();
-    let (subscriber, queue, overflow) = Subscriber::new(OUTBOUND_QUEUE);
+    let (subscriber, queue, urgent) = Subscriber::new(OUTBOUND_QUEUE);
     let registration = app.live.register(request.user.as_str(), request.session, subscriber.clone());
     // Subscribe before reading history: a message committed in between is
     // then in both, and the writer skips the live copy by id.
@@ -114,7 +114,7 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
             if !signed_in {
                 subscriber.close(1008, "signed out");
             }
-            let writer_task = tokio::spawn(write_loop(writer, queue, overflow, frame, latest, app.shutdown.clone()));
+            let writer_task = tokio::spawn(write_loop(writer, queue, urgent, frame, latest));
             let mut writer_task = AbortOnDrop(writer_task);
             let writer_finished = tokio::select! {
                 _ = read_loop(&app, reader, &subscriber, &request) => false,
@@ -255,51 +255,55 @@ async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &
 }
 
 /// Drains the socket's queue: the history frame first, then queued frames in
-/// order, flushing once per batch. Closes with 1008 when the queue overflowed
-/// and with 1001 on server shutdown. Every write has a deadline, so a client
-/// that stopped reading cannot hold the task (or shutdown) forever.
+/// order, flushing once per batch. Closes ahead of the queue when the hub
+/// asks (1008 slow consumer, 1001 shutdown). Every write has a deadline, so
+/// a client that stopped reading cannot hold the task (or shutdown) forever.
+///
+/// This loop runs once per delivered message, so it waits on the queue and
+/// the ping timer only: urgent closes are a flag read between batches, and
+/// the write deadline is armed only when the socket pushes back.
 async fn write_loop(
     mut ws: Writer,
     mut queue: mpsc::Receiver<Outbound>,
-    overflow: Arc<Notify>,
+    urgent: Arc<UrgentClose>,
     history: Bytes,
     history_covers: Option<MessageId>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
+    let sent = with_deadline(async {
         send_text(&mut ws, &history).await?;
         ws.flush().await
     });
-    if !matches!(sent.await, Ok(Ok(()))) {
+    if !matches!(sent.await, Ok(())) {
         return;
     }
     // Sent: do not keep up to 50 messages alive for the socket's whole life.
     drop(history);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
+        if let Some((code, reason)) = urgent.requested() {
+            let _ = with_deadline(close(&mut ws, code, reason)).await;
+            return;
+        }
         let step = tokio::select! {
             biased;
-            _ = overflow.notified() => Step::Close(1008, "slow consumer"),
-            _ = crate::app::App::stopping(&mut shutdown) => Step::Close(1001, "server shutting down"),
             item = queue.recv() => match item {
                 Some(item) => Step::Write(item),
                 None => return,
             },
             _ = ping.tick() => Step::Ping,
         };
-        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let written = with_deadline(async {
             match step {
-                Step::Close(code, reason) => close(&mut ws, code, reason).await.map(|_| false),
                 Step::Ping => {
                     ws.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"chatctl"))).await?;
                     ws.flush().await.map(|_| true)
                 }
-                Step::Write(first) => write_batch(&mut ws, first, &mut queue, history_covers).await,
+                Step::Write(first) => write_batch(&mut ws, first, &mut queue, &urgent, history_covers).await,
             }
         });
         match written.await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) | Ok(Err(_)) | Err(_) => return,
+            Ok(true) => {}
+            Ok(false) | Err(_) => return,
         }
     }
 }
@@ -308,11 +312,25 @@ async fn write_loop(
 enum Step {
     Write(Outbound),
     Ping,
-    Close(u16, &'static str),
 }
 
-/// Frames written between two flushes at most, so that an overflow or a
-/// shutdown is noticed between batches even under a steady stream.
+/// Runs a write under `WRITE_TIMEOUT`. Most writes finish at the first poll
+/// (the kernel takes the bytes), and those never touch the timer wheel.
+async fn with_deadline<T>(
+    write: impl std::future::Future<Output = Result<T, WebSocketError>>,
+) -> Result<T, WebSocketError> {
+    let mut write = std::pin::pin!(write);
+    if let Some(done) = futures_lite::future::poll_once(&mut write).await {
+        return done;
+    }
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(done) => done,
+        Err(_) => Err(WebSocketError::IoError(std::io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// Frames written between two flushes at most, so that an urgent close is
+/// noticed between batches even under a steady stream.
 const MAX_WRITE_BATCH: usize = 256;
 
 /// Writes `first` and whatever else is queued, then flushes once. Ok(false)
@@ -321,6 +339,7 @@ async fn write_batch(
     ws: &mut Writer,
     first: Outbound,
     queue: &mut mpsc::Receiver<Outbound>,
+    urgent: &UrgentClose,
     history_covers: Option<MessageId>,
 ) -> Result<bool, WebSocketError> {
     let mut next = Some(first);
@@ -331,7 +350,8 @@ async fn write_batch(
         if !open {
             break;
         }
-        next = if written < MAX_WRITE_BATCH { queue.try_recv().ok() } else { None };
+        let more = written < MAX_WRITE_BATCH && urgent.requested().is_none();
+        next = if more { queue.try_recv().ok() } else { None };
         if next.is_none() {
             ws.flush().await?;
             return Ok(true);
