@@ -12,8 +12,9 @@ use crate::storage::{self, accounts, messages, now_ms, rooms, schema, NewMessage
 
 /// One write to apply.
 pub struct Entry {
-    /// Its stream offset (cluster): a message's id.
-    pub offset: Option<u64>,
+    /// Its place in the stream (cluster): `write::position(offset, index)`.
+    /// A message's id.
+    pub position: Option<u64>,
     /// (writing process, its sequence number) (cluster): applied once.
     pub origin: Option<(u64, u64)>,
     pub write: Write,
@@ -90,7 +91,7 @@ pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -
                         text: text.clone(),
                         ts_ms: *ts_ms,
                     };
-                    new_messages.push((index, new, entry.offset.map(MessageId)));
+                    new_messages.push((index, new, entry.position.map(MessageId)));
                     Outcome::Applied
                 }
                 Write::Marker => Outcome::Applied,
@@ -137,20 +138,20 @@ mod tests {
     }
 
     #[test]
-    fn the_first_claim_of_a_username_wins_and_messages_take_their_offsets() {
+    fn the_first_claim_of_a_username_wins_and_messages_take_their_positions() {
         let (_dir, store) = test_store();
         let entries = vec![
             Entry {
-                offset: Some(10),
+                position: Some(10),
                 origin: Some((1, 1)),
                 write: Write::CreateUser { user: user("amy"), only_if_first: false },
             },
             Entry {
-                offset: Some(11),
+                position: Some(11),
                 origin: Some((2, 1)),
                 write: Write::CreateUser { user: user("amy"), only_if_first: false },
             },
-            Entry { offset: Some(12), origin: Some((1, 2)), write: message("hi") },
+            Entry { position: Some(12), origin: Some((1, 2)), write: message("hi") },
         ];
         let outcomes = apply_batch(&store, &entries, Some(13)).unwrap();
         assert!(matches!(outcomes[0], Outcome::Applied));
@@ -162,7 +163,8 @@ mod tests {
     #[test]
     fn a_writers_records_apply_in_its_own_order_whatever_the_stream_order() {
         let (_dir, store) = test_store();
-        let write = |offset, seq, text| Entry { offset: Some(offset), origin: Some((7, seq)), write: message(text) };
+        let write =
+            |position, seq, text| Entry { position: Some(position), origin: Some((7, seq)), write: message(text) };
         // The broker nacked seq 1 but stored 2 and 3; the writer resends 1, 2, 3.
         let outcomes = apply_batch(&store, &[write(10, 2, "b"), write(11, 3, "c"), write(12, 1, "a")], None).unwrap();
         assert!(matches!(outcomes[0], Outcome::OutOfOrder) && matches!(outcomes[1], Outcome::OutOfOrder));
@@ -176,7 +178,7 @@ mod tests {
     #[test]
     fn a_republished_write_is_applied_once() {
         let (_dir, store) = test_store();
-        let once = |seq| Entry { offset: None, origin: Some((7, seq)), write: message("x") };
+        let once = |seq| Entry { position: None, origin: Some((7, seq)), write: message("x") };
         apply_batch(&store, &[once(1), once(2)], None).unwrap();
         let outcomes = apply_batch(&store, &[once(2), once(3)], None).unwrap();
         assert!(matches!(outcomes[0], Outcome::Duplicate));

@@ -3,8 +3,9 @@
 //! confirms) and applies nothing locally until it reads them back; every
 //! node consumes the stream from the offset it last applied, which is
 //! stored in redb in the same transaction as the writes, so applying is
-//! exactly-once and a restart resumes where it stopped. The stream offset is
-//! the order all nodes agree on, and a message's id.
+//! exactly-once and a restart resumes where it stopped. Writes travel many
+//! to a stream record; the record's offset and the write's place in it are
+//! the order all nodes agree on, and a message's id (`write::position`).
 //!
 //! lapin does not reconnect by itself: `supervise` reconnects with backoff
 //! and jitter, republishes what was not confirmed (applied once thanks to
@@ -25,7 +26,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use tokio::sync::mpsc;
 
 use super::apply::{apply_batch, Entry};
-use super::write::{Envelope, Outcome, Write};
+use super::write::{decode_record, encode_record, position, Envelope, Outcome, Write, RECORD_BYTES, RECORD_SLOTS};
 use super::{effect_of, refuse, LogError, Pending, Reply, Sinks};
 use crate::storage::Store;
 
@@ -246,6 +247,27 @@ impl Outbox {
         self.unconfirmed.push_back(bytes);
         seq
     }
+
+    /// The unconfirmed writes as stream records, in order. After a
+    /// reconnect they may be grouped differently; `apply` skips any write
+    /// it already has by (node, seq).
+    fn records(&self) -> Vec<Vec<u8>> {
+        let mut records = Vec::new();
+        let mut start = 0;
+        while start < self.unconfirmed.len() {
+            let (mut end, mut bytes) = (start, 0);
+            while end < self.unconfirmed.len()
+                && (end - start) < RECORD_SLOTS as usize
+                && (end == start || bytes + self.unconfirmed[end].len() <= RECORD_BYTES)
+            {
+                bytes += self.unconfirmed[end].len();
+                end += 1;
+            }
+            records.push(encode_record(self.unconfirmed.range(start..end).map(Vec::as_slice)));
+            start = end;
+        }
+        records
+    }
 }
 
 async fn run_connection(
@@ -345,14 +367,14 @@ async fn publish(
 ) -> Result<(), LinkError> {
     loop {
         if !outbox.unconfirmed.is_empty() {
-            let mut confirms = Vec::with_capacity(outbox.unconfirmed.len());
-            for bytes in &outbox.unconfirmed {
+            let mut confirms = Vec::new();
+            for record in outbox.records() {
                 let confirm = channel
                     .basic_publish(
                         ShortString::from(""),
                         ShortString::from(config.stream.as_str()),
                         BasicPublishOptions::default(),
-                        bytes,
+                        &record,
                         BasicProperties::default().with_delivery_mode(2),
                     )
                     .await?;
@@ -430,21 +452,23 @@ async fn consume(
                 _ => {}
             }
             next_offset = Some(offset + 1);
-            let Ok(envelope) = serde_json::from_slice::<Envelope>(&delivery.data) else {
+            let Some(envelopes) = decode_record(&delivery.data) else {
                 tracing::warn!(offset, "skipping a stream record that is not a chatctl write");
                 continue;
             };
-            let own = envelope.node == state.node;
-            if own && envelope.write == Write::Marker && envelope.seq == state.marker_seq.load(Ordering::Relaxed) {
-                own_marker = Some(offset);
+            for (index, envelope) in envelopes.into_iter().enumerate().take(RECORD_SLOTS as usize) {
+                let own = envelope.node == state.node;
+                if own && envelope.write == Write::Marker && envelope.seq == state.marker_seq.load(Ordering::Relaxed) {
+                    own_marker = Some(offset);
+                }
+                let reply = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
+                replies.push((effect_of(&envelope.write), reply.unwrap_or(Reply::Nobody), envelope.seq));
+                entries.push(Entry {
+                    position: Some(position(offset, index)),
+                    origin: Some((envelope.node, envelope.seq)),
+                    write: envelope.write,
+                });
             }
-            let reply = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
-            replies.push((effect_of(&envelope.write), reply.unwrap_or(Reply::Nobody), envelope.seq));
-            entries.push(Entry {
-                offset: Some(offset),
-                origin: Some((envelope.node, envelope.seq)),
-                write: envelope.write,
-            });
         }
         if !entries.is_empty() || next_offset != resume {
             let store = store.clone();

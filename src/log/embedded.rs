@@ -98,7 +98,7 @@ fn run_writer(mut receiver: mpsc::Receiver<Job>, store: Store, sinks: Arc<Sinks>
         let mut waiting = Vec::with_capacity(batch.len());
         for pending in batch.drain(..) {
             waiting.push((effect_of(&pending.write), pending.reply));
-            entries.push(Entry { offset: None, origin: None, write: pending.write });
+            entries.push(Entry { position: None, origin: None, write: pending.write });
         }
         match apply_batch(&store, &entries, None) {
             Ok(outcomes) => {

@@ -5,7 +5,8 @@
 //! - `embedded`: a single node. A writer thread applies writes in batches
 //!   (group commit); message ids come from a local counter.
 //! - `cluster`: many nodes. Writes are published to a RabbitMQ stream and
-//!   every node applies the stream in order; a message's id is its offset.
+//!   every node applies the stream in order; a message's id is its position
+//!   in the stream (record offset, then its place in the record).
 //!
 //! Either way `apply::apply_batch` stores the batch and `Sinks::finish`
 //! fans out what was stored, so the data path is the same.

@@ -52,6 +52,43 @@ pub struct Envelope {
     pub write: Write,
 }
 
+/// Writes in one stream record at most. The writes of the record at offset
+/// `o` take the positions `o * RECORD_SLOTS + index`: unique, and in stream
+/// order, so a message's id still says where it is in the one order.
+pub const RECORD_SLOTS: u64 = 1024;
+
+/// A record's bytes at most, unless a single write is larger.
+pub const RECORD_BYTES: usize = 512 * 1024;
+
+/// The position of the `index`th write of the record at stream `offset`.
+pub fn position(offset: u64, index: usize) -> u64 {
+    offset.saturating_mul(RECORD_SLOTS).saturating_add(index as u64)
+}
+
+/// Many writes travel in one stream record, a JSON array of envelopes,
+/// because RabbitMQ's cost is per record: publishing, confirming, storing
+/// and delivering to every node. `envelopes` are serialised `Envelope`s.
+pub fn encode_record<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut record = vec![b'['];
+    for (index, envelope) in envelopes.into_iter().enumerate() {
+        if index > 0 {
+            record.push(b',');
+        }
+        record.extend_from_slice(envelope);
+    }
+    record.push(b']');
+    record
+}
+
+/// A record's envelopes, in order; a lone envelope (not an array) is a
+/// record of one. None if this is not a chatctl record.
+pub fn decode_record(data: &[u8]) -> Option<Vec<Envelope>> {
+    match data.first() {
+        Some(b'[') => serde_json::from_slice(data).ok(),
+        _ => serde_json::from_slice::<Envelope>(data).ok().map(|envelope| vec![envelope]),
+    }
+}
+
 /// What applying a write came to.
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -95,5 +132,17 @@ mod tests {
         let hash = [0xab; 32];
         assert_eq!(hash_from_hex(&hash_to_hex(&hash)), Some(hash));
         assert_eq!(hash_from_hex("zz"), None);
+    }
+
+    #[test]
+    fn a_record_carries_many_envelopes_and_a_lone_envelope_is_a_record_of_one() {
+        let envelopes: Vec<Vec<u8>> =
+            (1..=3).map(|seq| serde_json::to_vec(&Envelope { node: 7, seq, write: Write::Marker }).unwrap()).collect();
+        let record = encode_record(envelopes.iter().map(Vec::as_slice));
+        let seqs: Vec<u64> = decode_record(&record).unwrap().into_iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(decode_record(&envelopes[0]).unwrap().len(), 1);
+        assert!(decode_record(b"not a write").is_none());
+        assert!(position(5, 1) > position(5, 0) && position(6, 0) > position(5, RECORD_SLOTS as usize - 1));
     }
 }

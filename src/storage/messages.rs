@@ -53,7 +53,7 @@ pub(crate) mod in_txn {
     use crate::storage::{encode, schema, Result};
 
     /// Stores messages in order. A message with an id keeps it (a cluster
-    /// node uses the stream offset); one without takes the next id of the
+    /// node uses the stream position); one without takes the next id of the
     /// local counter (a single node).
     pub fn insert_messages(
         txn: &WriteTransaction,
