@@ -10,19 +10,33 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::apply::{apply_batch, Entry};
-use super::{effect_of, refuse, LogError, Pending, Sinks};
+use super::write::Outcome;
+use super::{effect_of, refuse, Effect, LogError, Pending, Reply, Sinks};
 use crate::storage::Store;
 
 /// The most writes one commit takes.
 const MAX_BATCH: usize = 4096;
 /// Writes waiting for the writer; a full queue makes senders wait.
 const QUEUE_CAPACITY: usize = 16 * 1024;
+/// Committed batches waiting to be fanned out; a full queue makes the
+/// writer wait before its next commit.
+const FAN_OUT_CAPACITY: usize = 64;
 
 #[derive(Clone)]
 pub struct Embedded {
     queue: mpsc::Sender<Job>,
     closing: Arc<AtomicBool>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    fan_out: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+/// What a commit came to, handed from the writer thread to the fan-out
+/// task. Fanning out on the runtime makes waking a room's socket tasks a
+/// push onto a worker's own run queue; from the writer thread every wake
+/// was a cross-thread hand-off.
+enum Committed {
+    Stored(Vec<(Effect, Outcome, Reply)>),
+    Failed(Vec<Reply>, String),
 }
 
 /// What the writer thread is asked to do, in order.
@@ -36,11 +50,26 @@ impl Embedded {
     /// Starts the writer thread; it runs until `close`.
     pub fn start(store: Store, sinks: Arc<Sinks>) -> Embedded {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (committed, mut to_fan_out) = mpsc::channel::<Committed>(FAN_OUT_CAPACITY);
+        let metrics = sinks.metrics.clone();
+        let fan_out = tokio::spawn(async move {
+            while let Some(batch) = to_fan_out.recv().await {
+                match batch {
+                    Committed::Stored(results) => sinks.finish(results),
+                    Committed::Failed(replies, error) => sinks.fail(replies, &error),
+                }
+            }
+        });
         let thread = std::thread::Builder::new()
             .name("chatctl-writer".into())
-            .spawn(move || run_writer(receiver, store, sinks))
+            .spawn(move || run_writer(receiver, store, committed, metrics))
             .expect("spawning the writer thread");
-        Embedded { queue, closing: Arc::new(AtomicBool::new(false)), thread: Arc::new(Mutex::new(Some(thread))) }
+        Embedded {
+            queue,
+            closing: Arc::new(AtomicBool::new(false)),
+            thread: Arc::new(Mutex::new(Some(thread))),
+            fan_out: Arc::new(Mutex::new(Some(fan_out))),
+        }
     }
 
     /// Queues a write; waits while the writer is saturated (back-pressure),
@@ -73,10 +102,23 @@ impl Embedded {
             let joined = tokio::task::spawn_blocking(move || thread.join());
             let _ = tokio::time::timeout(within, joined).await;
         }
+        // The writer has gone, and with it the fan-out queue's sender: the
+        // task ends once the last commit is fanned out and answered.
+        let fan_out = self.fan_out.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(fan_out) = fan_out {
+            let _ = tokio::time::timeout(within, fan_out).await;
+        }
     }
 }
 
-fn run_writer(mut receiver: mpsc::Receiver<Job>, store: Store, sinks: Arc<Sinks>) {
+fn run_writer(
+    mut receiver: mpsc::Receiver<Job>,
+    store: Store,
+    committed: mpsc::Sender<Committed>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    // Fails only if the fan-out task is gone (the runtime is shutting down).
+    let hand_over = |batch| drop(committed.blocking_send(batch));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     while !stopping {
@@ -102,27 +144,27 @@ fn run_writer(mut receiver: mpsc::Receiver<Job>, store: Store, sinks: Arc<Sinks>
         }
         match apply_batch(&store, &entries, None) {
             Ok(outcomes) => {
-                sinks.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                metrics.commits.fetch_add(1, Ordering::Relaxed);
                 let results =
                     waiting.into_iter().zip(outcomes).map(|((effect, reply), outcome)| (effect, outcome, reply));
-                sinks.finish(results.collect());
+                hand_over(Committed::Stored(results.collect()));
             }
             Err(error) if waiting.len() > 1 => {
                 // One bad write must not fail the others: apply them alone.
                 tracing::warn!(%error, writes = waiting.len(), "a batch failed to commit; retrying its writes one by one");
                 for ((effect, reply), entry) in waiting.into_iter().zip(&entries) {
                     match apply_batch(&store, std::slice::from_ref(entry), None) {
-                        Ok(mut outcome) => sinks.finish(vec![(effect, outcome.remove(0), reply)]),
+                        Ok(mut outcome) => hand_over(Committed::Stored(vec![(effect, outcome.remove(0), reply)])),
                         Err(error) => {
                             tracing::error!(%error, "a write failed to commit; its writer was told nothing was stored");
-                            sinks.fail(vec![reply], &error.to_string());
+                            hand_over(Committed::Failed(vec![reply], error.to_string()));
                         }
                     }
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "a write failed to commit; its writer was told nothing was stored");
-                sinks.fail(waiting.into_iter().map(|(_, reply)| reply).collect(), &error.to_string());
+                hand_over(Committed::Failed(waiting.into_iter().map(|(_, reply)| reply).collect(), error.to_string()));
             }
         }
     }
