@@ -456,7 +456,18 @@ async fn consume(
                 tracing::warn!(offset, "skipping a stream record that is not a chatctl write");
                 continue;
             };
+            if envelopes.len() > RECORD_SLOTS as usize {
+                tracing::warn!(
+                    offset,
+                    writes = envelopes.len(),
+                    "a stream record holds more writes than fit its positions; the rest are skipped"
+                );
+            }
             for (index, envelope) in envelopes.into_iter().enumerate().take(RECORD_SLOTS as usize) {
+                let Some(envelope) = envelope else {
+                    tracing::warn!(offset, index, "skipping a write this version cannot read (from a newer chatctl?)");
+                    continue;
+                };
                 let own = envelope.node == state.node;
                 if own && envelope.write == Write::Marker && envelope.seq == state.marker_seq.load(Ordering::Relaxed) {
                     own_marker = Some(offset);

@@ -81,12 +81,19 @@ pub fn encode_record<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u
 }
 
 /// A record's envelopes, in order; a lone envelope (not an array) is a
-/// record of one. None if this is not a chatctl record.
-pub fn decode_record(data: &[u8]) -> Option<Vec<Envelope>> {
-    match data.first() {
-        Some(b'[') => serde_json::from_slice(data).ok(),
-        _ => serde_json::from_slice::<Envelope>(data).ok().map(|envelope| vec![envelope]),
+/// record of one. None if this is not a chatctl record. An element is None
+/// where this version cannot read that write (one from a newer chatctl):
+/// it is skipped in its place, and its neighbours keep their positions.
+pub fn decode_record(data: &[u8]) -> Option<Vec<Option<Envelope>>> {
+    if data.first() != Some(&b'[') {
+        return serde_json::from_slice::<Envelope>(data).ok().map(|envelope| vec![Some(envelope)]);
     }
+    if let Ok(envelopes) = serde_json::from_slice::<Vec<Envelope>>(data) {
+        return Some(envelopes.into_iter().map(Some).collect());
+    }
+    // Slow path, only for a record holding something unreadable.
+    let values: Vec<serde_json::Value> = serde_json::from_slice(data).ok()?;
+    Some(values.into_iter().map(|value| serde_json::from_value(value).ok()).collect())
 }
 
 /// What applying a write came to.
@@ -139,10 +146,15 @@ mod tests {
         let envelopes: Vec<Vec<u8>> =
             (1..=3).map(|seq| serde_json::to_vec(&Envelope { node: 7, seq, write: Write::Marker }).unwrap()).collect();
         let record = encode_record(envelopes.iter().map(Vec::as_slice));
-        let seqs: Vec<u64> = decode_record(&record).unwrap().into_iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = decode_record(&record).unwrap().into_iter().map(|e| e.unwrap().seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
         assert_eq!(decode_record(&envelopes[0]).unwrap().len(), 1);
         assert!(decode_record(b"not a write").is_none());
+        // A write from a newer version keeps its place; its neighbours are read.
+        let newer = br#"{"node":7,"seq":4,"write":{"op":"something_new"}}"#;
+        let mixed = encode_record([envelopes[0].as_slice(), newer.as_slice(), envelopes[2].as_slice()]);
+        let decoded = decode_record(&mixed).unwrap();
+        assert_eq!(decoded.iter().map(|e| e.as_ref().map(|e| e.seq)).collect::<Vec<_>>(), [Some(1), None, Some(3)]);
         assert!(position(5, 1) > position(5, 0) && position(6, 0) > position(5, RECORD_SLOTS as usize - 1));
     }
 }
