@@ -19,6 +19,7 @@ pub struct Metrics {
     pub logins_succeeded: AtomicU64,
     pub logins_failed: AtomicU64,
     pub logins_throttled: AtomicU64,
+    pub logins_busy: AtomicU64,
 }
 
 impl Metrics {
@@ -56,6 +57,12 @@ impl Metrics {
         counter("logins_succeeded_total", "Successful sign-ins.", "counter", get(&self.logins_succeeded));
         counter("logins_failed_total", "Failed sign-ins.", "counter", get(&self.logins_failed));
         counter("logins_throttled_total", "Sign-ins refused by throttling.", "counter", get(&self.logins_throttled));
+        counter(
+            "logins_busy_total",
+            "Sign-ins not checked because every password check slot stayed taken (retry).",
+            "counter",
+            get(&self.logins_busy),
+        );
         out
     }
 }

@@ -73,6 +73,19 @@ impl LoginThrottle {
         true
     }
 
+    /// Takes back an attempt that was counted but never checked (the server
+    /// was too busy to check it), so waiting out a login storm costs no one
+    /// their allowance.
+    pub fn refund(&self, username: Option<&str>, address: IpAddr) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = username.map(|name| Key::Username(name.to_owned())).into_iter().chain([address_key(address)]);
+        for key in keys {
+            if let Some(window) = attempts.get_mut(&key) {
+                window.attempts = window.attempts.saturating_sub(1);
+            }
+        }
+    }
+
     /// A successful login clears the username's count (not the address's).
     pub fn succeeded(&self, username: &str) {
         let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
@@ -97,6 +110,9 @@ mod tests {
         for _ in 0..PER_ADDRESS {
             throttle.try_attempt(None, ip);
         }
+        assert!(!throttle.try_attempt(Some("carol"), ip));
+        throttle.refund(Some("carol"), ip);
+        assert!(throttle.try_attempt(Some("carol"), ip), "a refunded attempt frees its place");
         assert!(!throttle.try_attempt(Some("carol"), ip));
         assert!(throttle.try_attempt(Some("carol"), "127.0.0.2".parse().unwrap()));
     }

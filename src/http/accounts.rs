@@ -24,6 +24,9 @@ pub enum SignIn {
     Ok(UserRecord),
     Invalid,
     Throttled,
+    /// Not checked: every password-check slot stayed taken (a login storm).
+    /// Not counted against the user; they should simply retry.
+    Busy,
 }
 
 /// Checks credentials. Unknown users, deactivated users and wrong passwords
@@ -41,8 +44,9 @@ pub async fn authenticate(
     }
     // argon2 takes ~19 MiB and a core for ~30 ms: bound how many run at once.
     let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, app.password_checks.acquire()).await else {
-        app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
-        return Ok(SignIn::Throttled);
+        app.metrics.logins_busy.fetch_add(1, Ordering::Relaxed);
+        app.login_throttle.refund(valid_name.as_ref().map(Username::as_str), client);
+        return Ok(SignIn::Busy);
     };
     let user = match valid_name {
         Some(name) => app.storage(move |store| store.user(name.as_str())).await?,
@@ -75,6 +79,9 @@ const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(
 
 const BAD_CREDENTIALS: &str = "Please enter a correct username and password. Both fields may be case-sensitive.";
 const THROTTLED: &str = "Too many failed sign-in attempts. Wait a few minutes, then try again.";
+const BUSY: &str = "The server is busy checking other sign-ins. Try again in a few seconds.";
+/// `Retry-After` on a busy answer, in seconds.
+const BUSY_RETRY_AFTER: &str = "5";
 
 /// `GET /login`: the form, with a CSRF token bound to a cookie.
 pub async fn login_page(request: &Request<Incoming>, secure: bool) -> Reply {
@@ -132,6 +139,9 @@ pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, client: Ip
         Ok(SignIn::Invalid) => render_login(&headers, secure, StatusCode::OK, &next, username, BAD_CREDENTIALS),
         Ok(SignIn::Throttled) => {
             render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, THROTTLED)
+        }
+        Ok(SignIn::Busy) => {
+            retry_after(render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, BUSY))
         }
         Err(error) => storage_failure_page(error),
     }
@@ -201,6 +211,12 @@ pub async fn api_login(app: &Arc<App>, request: Request<Incoming>, client: IpAdd
         Ok(SignIn::Throttled) => {
             json_error(StatusCode::TOO_MANY_REQUESTS, "too many failed sign-in attempts; wait a few minutes")
         }
+        // 429 as PROTOCOL.md has it for every refusal to check; the message
+        // and Retry-After tell a storm from a throttle.
+        Ok(SignIn::Busy) => retry_after(json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the server is busy checking other sign-ins; try again in a few seconds",
+        )),
         Err(error) => storage_failure_json(error),
     }
 }
@@ -322,4 +338,10 @@ pub fn storage_failure_page(error: StorageError) -> Reply {
 pub fn storage_failure_json(error: StorageError) -> Reply {
     tracing::error!(%error, "storage call failed");
     json_error(StatusCode::SERVICE_UNAVAILABLE, "storage is unavailable; try again shortly")
+}
+
+/// Adds `Retry-After` to a busy answer.
+fn retry_after(mut reply: Reply) -> Reply {
+    reply.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static(BUSY_RETRY_AFTER));
+    reply
 }
