@@ -122,14 +122,22 @@ pub struct Held(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
 /// Reads one receiving socket until its room's end marker or `deadline`.
 pub async fn receive(mut ws: Ws, shared: Arc<Shared>, deadline: Instant) -> (Tally, Held) {
     let mut tally = Tally::new();
+    // One timer for the whole run: a timeout per frame would register and
+    // cancel a timer for every message, load-generator work the server's
+    // figures would pay for on a shared machine.
+    let deadline = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(deadline);
     loop {
-        let frame = match tokio::time::timeout_at(deadline.into(), ws.read_frame()).await {
-            Err(_) => break,
-            Ok(Err(error)) => {
-                tally.end = End::Failed(error.to_string());
-                break;
-            }
-            Ok(Ok(frame)) => frame,
+        let frame = tokio::select! {
+            biased;
+            read = ws.read_frame() => match read {
+                Err(error) => {
+                    tally.end = End::Failed(error.to_string());
+                    break;
+                }
+                Ok(frame) => frame,
+            },
+            _ = &mut deadline => break,
         };
         match frame.opcode {
             OpCode::Text => match classify(&frame.payload) {
@@ -242,14 +250,19 @@ pub async fn publish(ws: Ws, shared: Arc<Shared>, plan: Plan, phase: Duration) -
         let mut refused = 0u64;
         // Pongs are not owed: the runs are shorter than the server's ping interval.
         let mut obliged = |_: Frame<'_>| std::future::ready(Ok::<(), Infallible>(()));
+        let deadline = tokio::time::sleep_until(plan.deadline.into());
+        tokio::pin!(deadline);
         loop {
-            let frame = match tokio::time::timeout_at(plan.deadline.into(), reader.read_frame(&mut obliged)).await {
-                Err(_) => break,
-                Ok(Err(error)) => {
-                    tally.end = End::Failed(error.to_string());
-                    break;
-                }
-                Ok(Ok(frame)) => frame,
+            let frame = tokio::select! {
+                biased;
+                read = reader.read_frame(&mut obliged) => match read {
+                    Err(error) => {
+                        tally.end = End::Failed(error.to_string());
+                        break;
+                    }
+                    Ok(frame) => frame,
+                },
+                _ = &mut deadline => break,
             };
             match frame.opcode {
                 OpCode::Text => match classify(&frame.payload) {
