@@ -73,14 +73,15 @@ impl LoginThrottle {
         true
     }
 
-    /// Takes back an attempt that was counted but never checked (the server
-    /// was too busy to check it), so waiting out a login storm costs no one
-    /// their allowance.
-    pub fn refund(&self, username: Option<&str>, address: IpAddr) {
+    /// Takes back an attempt counted at `counted_at` but never checked (the
+    /// server was too busy to check it), so waiting out a login storm costs
+    /// no one their allowance. A window that began after `counted_at` never
+    /// held that attempt and is left alone.
+    pub fn refund(&self, username: Option<&str>, address: IpAddr, counted_at: Instant) {
         let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
         let keys = username.map(|name| Key::Username(name.to_owned())).into_iter().chain([address_key(address)]);
         for key in keys {
-            if let Some(window) = attempts.get_mut(&key) {
+            if let Some(window) = attempts.get_mut(&key).filter(|w| w.started <= counted_at) {
                 window.attempts = window.attempts.saturating_sub(1);
             }
         }
@@ -111,9 +112,17 @@ mod tests {
             throttle.try_attempt(None, ip);
         }
         assert!(!throttle.try_attempt(Some("carol"), ip));
-        throttle.refund(Some("carol"), ip);
+        throttle.refund(Some("carol"), ip, Instant::now());
         assert!(throttle.try_attempt(Some("carol"), ip), "a refunded attempt frees its place");
         assert!(!throttle.try_attempt(Some("carol"), ip));
+        let before_the_window = Instant::now() - Duration::from_secs(1);
+        let dave: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(throttle.try_attempt(Some("dave"), dave));
+        throttle.refund(Some("dave"), dave, before_the_window);
+        for _ in 1..PER_USERNAME {
+            assert!(throttle.try_attempt(Some("dave"), dave));
+        }
+        assert!(!throttle.try_attempt(Some("dave"), dave), "a window younger than the attempt is not refunded");
         assert!(throttle.try_attempt(Some("carol"), "127.0.0.2".parse().unwrap()));
     }
 

@@ -42,10 +42,11 @@ pub async fn authenticate(
         app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
         return Ok(SignIn::Throttled);
     }
+    let counted_at = std::time::Instant::now();
     // argon2 takes ~19 MiB and a core for ~30 ms: bound how many run at once.
     let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, app.password_checks.acquire()).await else {
         app.metrics.logins_busy.fetch_add(1, Ordering::Relaxed);
-        app.login_throttle.refund(valid_name.as_ref().map(Username::as_str), client);
+        app.login_throttle.refund(valid_name.as_ref().map(Username::as_str), client, counted_at);
         return Ok(SignIn::Busy);
     };
     let user = match valid_name {
@@ -74,7 +75,7 @@ pub async fn authenticate(
 }
 
 /// How long a login waits for a free password-check slot before it is
-/// answered "too many attempts".
+/// answered "busy, retry" (`SignIn::Busy`).
 const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const BAD_CREDENTIALS: &str = "Please enter a correct username and password. Both fields may be case-sensitive.";

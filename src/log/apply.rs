@@ -94,7 +94,7 @@ pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -
                     new_messages.push((index, new, entry.position.map(MessageId)));
                     Outcome::Applied
                 }
-                Write::Marker => Outcome::Applied,
+                Write::Marker | Write::Unreadable => Outcome::Applied,
             };
             outcomes.push(outcome);
         }

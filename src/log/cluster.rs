@@ -26,7 +26,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use tokio::sync::mpsc;
 
 use super::apply::{apply_batch, Entry};
-use super::write::{decode_record, encode_record, position, Envelope, Outcome, Write, RECORD_BYTES, RECORD_SLOTS};
+use super::write::{encode_record, Envelope, Outcome, Record, Write, RECORD_BYTES, RECORD_SLOTS};
 use super::{effect_of, refuse, LogError, Pending, Reply, Sinks};
 use crate::storage::Store;
 
@@ -44,9 +44,12 @@ pub struct ClusterConfig {
 /// Writes published and not yet confirmed, at most; past it senders wait.
 const QUEUE_CAPACITY: usize = 16 * 1024;
 const PUBLISH_BATCH: usize = 1024;
+/// Records per transaction at most, and their bytes: a record holds up to
+/// 1,024 writes, so catching up on a busy history must be capped by size too.
 const APPLY_BATCH: usize = 4096;
-/// Deliveries in flight to this node before it acks.
-const PREFETCH: u16 = 8192;
+const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Records in flight to this node before it acks (each up to 512 KiB).
+const PREFETCH: u16 = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 /// AMQP heartbeat unless the URL sets one: a dead link shows within ~20 s.
@@ -430,10 +433,16 @@ async fn consume(
         let Some(first) = next else {
             return Err(LinkError::Other("the stream consumer was cancelled".into()));
         };
-        let mut deliveries = vec![first?];
-        while deliveries.len() < APPLY_BATCH {
+        let first = first?;
+        let mut bytes = first.data.len();
+        let mut deliveries = vec![first];
+        while deliveries.len() < APPLY_BATCH && bytes < APPLY_BATCH_BYTES {
             match futures_lite::future::poll_once(consumer.next()).await {
-                Some(Some(delivery)) => deliveries.push(delivery?),
+                Some(Some(delivery)) => {
+                    let delivery = delivery?;
+                    bytes += delivery.data.len();
+                    deliveries.push(delivery);
+                }
                 Some(None) => return Err(LinkError::Other("the stream consumer was cancelled".into())),
                 None => break,
             }
@@ -452,22 +461,26 @@ async fn consume(
                 _ => {}
             }
             next_offset = Some(offset + 1);
-            let Some(envelopes) = decode_record(&delivery.data) else {
+            let Some(mut record) = Record::decode(&delivery.data) else {
                 tracing::warn!(offset, "skipping a stream record that is not a chatctl write");
                 continue;
             };
-            if envelopes.len() > RECORD_SLOTS as usize {
+            if record.writes.len() > RECORD_SLOTS as usize {
                 tracing::warn!(
                     offset,
-                    writes = envelopes.len(),
+                    writes = record.writes.len(),
                     "a stream record holds more writes than fit its positions; the rest are skipped"
                 );
             }
-            for (index, envelope) in envelopes.into_iter().enumerate().take(RECORD_SLOTS as usize) {
+            let writes = std::mem::take(&mut record.writes);
+            for (index, envelope) in writes.into_iter().enumerate().take(RECORD_SLOTS as usize) {
                 let Some(envelope) = envelope else {
-                    tracing::warn!(offset, index, "skipping a write this version cannot read (from a newer chatctl?)");
+                    tracing::warn!(offset, index, "skipping an element of a stream record that is not a write");
                     continue;
                 };
+                if envelope.write == Write::Unreadable {
+                    tracing::warn!(offset, index, "skipping a write this version cannot read (from a newer chatctl?)");
+                }
                 let own = envelope.node == state.node;
                 if own && envelope.write == Write::Marker && envelope.seq == state.marker_seq.load(Ordering::Relaxed) {
                     own_marker = Some(offset);
@@ -475,7 +488,7 @@ async fn consume(
                 let reply = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
                 replies.push((effect_of(&envelope.write), reply.unwrap_or(Reply::Nobody), envelope.seq));
                 entries.push(Entry {
-                    position: Some(position(offset, index)),
+                    position: Some(record.position(offset, index)),
                     origin: Some((envelope.node, envelope.seq)),
                     write: envelope.write,
                 });

@@ -86,6 +86,13 @@ impl Embedded {
     }
 
     pub fn readiness(&self) -> Result<(), String> {
+        let fan_out = self.fan_out.lock().unwrap_or_else(|p| p.into_inner());
+        if fan_out.as_ref().is_some_and(|task| task.is_finished()) {
+            return Err(
+                "the fan-out task has stopped: messages are stored but not delivered; restart the server".into()
+            );
+        }
+        drop(fan_out);
         if self.queue.is_closed() {
             return Err("the message writer has stopped".into());
         }
@@ -95,18 +102,19 @@ impl Embedded {
     /// Refuses new writes, commits everything queued before, then stops
     /// the writer thread, which releases the database.
     pub async fn close(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
         self.closing.store(true, Ordering::Relaxed);
-        let _ = tokio::time::timeout(within, self.queue.send(Job::Stop)).await;
+        let _ = tokio::time::timeout_at(deadline, self.queue.send(Job::Stop)).await;
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
             let joined = tokio::task::spawn_blocking(move || thread.join());
-            let _ = tokio::time::timeout(within, joined).await;
+            let _ = tokio::time::timeout_at(deadline, joined).await;
         }
         // The writer has gone, and with it the fan-out queue's sender: the
         // task ends once the last commit is fanned out and answered.
         let fan_out = self.fan_out.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(fan_out) = fan_out {
-            let _ = tokio::time::timeout(within, fan_out).await;
+            let _ = tokio::time::timeout_at(deadline, fan_out).await;
         }
     }
 }
@@ -117,8 +125,12 @@ fn run_writer(
     committed: mpsc::Sender<Committed>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
-    // Fails only if the fan-out task is gone (the runtime is shutting down).
-    let hand_over = |batch| drop(committed.blocking_send(batch));
+    let hand_over = |batch| {
+        if committed.blocking_send(batch).is_err() {
+            // Stored, but nobody will be told: /readyz reports it too.
+            tracing::error!("the fan-out task has stopped; a committed batch was not delivered");
+        }
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     while !stopping {

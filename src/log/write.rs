@@ -40,6 +40,12 @@ pub enum Write {
     /// Written by a cluster node when it connects: reading its own marker
     /// back means it has applied everything written before.
     Marker,
+    /// Stands in for a write this version cannot read (from a newer
+    /// chatctl): applied as nothing, so that its writer's later writes,
+    /// which must apply in seq order, are not held back behind it. Never
+    /// written to the stream.
+    #[serde(skip)]
+    Unreadable,
 }
 
 /// A write as it travels through the stream: `node` is the writing
@@ -60,11 +66,6 @@ pub const RECORD_SLOTS: u64 = 1024;
 /// A record's bytes at most, unless a single write is larger.
 pub const RECORD_BYTES: usize = 512 * 1024;
 
-/// The position of the `index`th write of the record at stream `offset`.
-pub fn position(offset: u64, index: usize) -> u64 {
-    offset.saturating_mul(RECORD_SLOTS).saturating_add(index as u64)
-}
-
 /// Many writes travel in one stream record, a JSON array of envelopes,
 /// because RabbitMQ's cost is per record: publishing, confirming, storing
 /// and delivering to every node. `envelopes` are serialised `Envelope`s.
@@ -80,20 +81,50 @@ pub fn encode_record<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u
     record
 }
 
-/// A record's envelopes, in order; a lone envelope (not an array) is a
-/// record of one. None if this is not a chatctl record. An element is None
-/// where this version cannot read that write (one from a newer chatctl):
-/// it is skipped in its place, and its neighbours keep their positions.
-pub fn decode_record(data: &[u8]) -> Option<Vec<Option<Envelope>>> {
-    if data.first() != Some(&b'[') {
-        return serde_json::from_slice::<Envelope>(data).ok().map(|envelope| vec![Some(envelope)]);
+/// A stream record, decoded.
+pub struct Record {
+    /// A bare envelope, as chatctl wrote before records held many writes.
+    lone: bool,
+    /// In record order. `None`: not a write at all (no node and seq), skipped
+    /// in its place so that its neighbours keep their positions.
+    pub writes: Vec<Option<Envelope>>,
+}
+
+impl Record {
+    /// None if this is not a chatctl record. A write this version cannot
+    /// read (one from a newer chatctl) comes back as `Write::Unreadable`.
+    pub fn decode(data: &[u8]) -> Option<Record> {
+        if data.first() != Some(&b'[') {
+            let envelope = serde_json::from_slice::<Envelope>(data).ok()?;
+            return Some(Record { lone: true, writes: vec![Some(envelope)] });
+        }
+        if let Ok(envelopes) = serde_json::from_slice::<Vec<Envelope>>(data) {
+            return Some(Record { lone: false, writes: envelopes.into_iter().map(Some).collect() });
+        }
+        // Slow path, only for a record holding something unreadable.
+        let values: Vec<serde_json::Value> = serde_json::from_slice(data).ok()?;
+        let writes = values.into_iter().map(|value| {
+            serde_json::from_value::<Envelope>(value.clone()).ok().or_else(|| {
+                let node = value.get("node")?.as_u64()?;
+                let seq = value.get("seq")?.as_u64()?;
+                Some(Envelope { node, seq, write: Write::Unreadable })
+            })
+        });
+        Some(Record { lone: false, writes: writes.collect() })
     }
-    if let Ok(envelopes) = serde_json::from_slice::<Vec<Envelope>>(data) {
-        return Some(envelopes.into_iter().map(Some).collect());
+
+    /// The position (a message's id) of the `index`th write of this record
+    /// at stream `offset`. A lone envelope keeps the id it had when records
+    /// held one write, its offset, so every node numbers old history alike;
+    /// an array's writes take `offset * RECORD_SLOTS + index`, above every
+    /// id before them.
+    pub fn position(&self, offset: u64, index: usize) -> u64 {
+        if self.lone {
+            offset
+        } else {
+            offset.saturating_mul(RECORD_SLOTS).saturating_add(index as u64)
+        }
     }
-    // Slow path, only for a record holding something unreadable.
-    let values: Vec<serde_json::Value> = serde_json::from_slice(data).ok()?;
-    Some(values.into_iter().map(|value| serde_json::from_value(value).ok()).collect())
 }
 
 /// What applying a write came to.
@@ -145,16 +176,21 @@ mod tests {
     fn a_record_carries_many_envelopes_and_a_lone_envelope_is_a_record_of_one() {
         let envelopes: Vec<Vec<u8>> =
             (1..=3).map(|seq| serde_json::to_vec(&Envelope { node: 7, seq, write: Write::Marker }).unwrap()).collect();
-        let record = encode_record(envelopes.iter().map(Vec::as_slice));
-        let seqs: Vec<u64> = decode_record(&record).unwrap().into_iter().map(|e| e.unwrap().seq).collect();
+        let record = Record::decode(&encode_record(envelopes.iter().map(Vec::as_slice))).unwrap();
+        let seqs: Vec<u64> = record.writes.iter().map(|e| e.as_ref().unwrap().seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
-        assert_eq!(decode_record(&envelopes[0]).unwrap().len(), 1);
-        assert!(decode_record(b"not a write").is_none());
-        // A write from a newer version keeps its place; its neighbours are read.
+        assert!(record.position(5, 1) > record.position(5, 0));
+        assert!(record.position(6, 0) > record.position(5, RECORD_SLOTS as usize - 1));
+        // A lone envelope keeps the id it always had: its offset.
+        let lone = Record::decode(&envelopes[0]).unwrap();
+        assert_eq!((lone.writes.len(), lone.position(5, 0)), (1, 5));
+        assert!(record.position(6, 0) > lone.position(5, 0));
+        assert!(Record::decode(b"not a write").is_none());
+        // A write from a newer version keeps its place and its seq; garbage keeps its place.
         let newer = br#"{"node":7,"seq":4,"write":{"op":"something_new"}}"#;
-        let mixed = encode_record([envelopes[0].as_slice(), newer.as_slice(), envelopes[2].as_slice()]);
-        let decoded = decode_record(&mixed).unwrap();
-        assert_eq!(decoded.iter().map(|e| e.as_ref().map(|e| e.seq)).collect::<Vec<_>>(), [Some(1), None, Some(3)]);
-        assert!(position(5, 1) > position(5, 0) && position(6, 0) > position(5, RECORD_SLOTS as usize - 1));
+        let mixed = encode_record([envelopes[0].as_slice(), newer.as_slice(), b"17", envelopes[2].as_slice()]);
+        let decoded = Record::decode(&mixed).unwrap();
+        let seen: Vec<_> = decoded.writes.iter().map(|e| e.as_ref().map(|e| (e.seq, e.write.clone()))).collect();
+        assert_eq!(seen, [Some((1, Write::Marker)), Some((4, Write::Unreadable)), None, Some((3, Write::Marker))]);
     }
 }
