@@ -120,18 +120,7 @@ pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{test_store, UserRecord};
-
-    fn user(name: &str) -> UserRecord {
-        UserRecord {
-            username: name.into(),
-            email: String::new(),
-            password_hash: "x".into(),
-            is_superuser: false,
-            is_active: true,
-            created_at_ms: 0,
-        }
-    }
+    use crate::storage::{test_store, test_user as user};
 
     fn message(text: &str) -> Write {
         Write::Message { conversation: "r".into(), author: "a".into(), text: text.into(), ts_ms: 1 }

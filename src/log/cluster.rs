@@ -461,7 +461,7 @@ async fn consume(
                 _ => {}
             }
             next_offset = Some(offset + 1);
-            let Some(mut record) = Record::decode(&delivery.data) else {
+            let Some(record) = Record::decode(&delivery.data) else {
                 tracing::warn!(offset, "skipping a stream record that is not a chatctl write");
                 continue;
             };
@@ -472,8 +472,7 @@ async fn consume(
                     "a stream record holds more writes than fit its positions; the rest are skipped"
                 );
             }
-            let writes = std::mem::take(&mut record.writes);
-            for (index, envelope) in writes.into_iter().enumerate().take(RECORD_SLOTS as usize) {
+            for (index, position, envelope) in record.into_positioned(offset) {
                 let Some(envelope) = envelope else {
                     tracing::warn!(offset, index, "skipping an element of a stream record that is not a write");
                     continue;
@@ -488,7 +487,7 @@ async fn consume(
                 let reply = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
                 replies.push((effect_of(&envelope.write), reply.unwrap_or(Reply::Nobody), envelope.seq));
                 entries.push(Entry {
-                    position: Some(record.position(offset, index)),
+                    position: Some(position),
                     origin: Some((envelope.node, envelope.seq)),
                     write: envelope.write,
                 });

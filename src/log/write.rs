@@ -113,17 +113,28 @@ impl Record {
         Some(Record { lone: false, writes: writes.collect() })
     }
 
-    /// The position (a message's id) of the `index`th write of this record
-    /// at stream `offset`. A lone envelope keeps the id it had when records
-    /// held one write, its offset, so every node numbers old history alike;
-    /// an array's writes take `offset * RECORD_SLOTS + index`, above every
-    /// id before them.
-    pub fn position(&self, offset: u64, index: usize) -> u64 {
-        if self.lone {
-            offset
-        } else {
-            offset.saturating_mul(RECORD_SLOTS).saturating_add(index as u64)
-        }
+    /// The record's writes, each with its index and position (a message's
+    /// id); past `RECORD_SLOTS` there are no positions left, and the rest is
+    /// dropped.
+    pub fn into_positioned(self, offset: u64) -> impl Iterator<Item = (usize, u64, Option<Envelope>)> {
+        let lone = self.lone;
+        self.writes
+            .into_iter()
+            .enumerate()
+            .take(RECORD_SLOTS as usize)
+            .map(move |(index, write)| (index, position(lone, offset, index), write))
+    }
+}
+
+/// Where the `index`th write of the record at stream `offset` stands. A lone
+/// envelope keeps the id it had when records held one write, its offset, so
+/// every node numbers old history alike; an array's writes take
+/// `offset * RECORD_SLOTS + index`, above every id before them.
+fn position(lone: bool, offset: u64, index: usize) -> u64 {
+    if lone {
+        offset
+    } else {
+        offset.saturating_mul(RECORD_SLOTS).saturating_add(index as u64)
     }
 }
 
@@ -177,14 +188,13 @@ mod tests {
         let envelopes: Vec<Vec<u8>> =
             (1..=3).map(|seq| serde_json::to_vec(&Envelope { node: 7, seq, write: Write::Marker }).unwrap()).collect();
         let record = Record::decode(&encode_record(envelopes.iter().map(Vec::as_slice))).unwrap();
-        let seqs: Vec<u64> = record.writes.iter().map(|e| e.as_ref().unwrap().seq).collect();
-        assert_eq!(seqs, [1, 2, 3]);
-        assert!(record.position(5, 1) > record.position(5, 0));
-        assert!(record.position(6, 0) > record.position(5, RECORD_SLOTS as usize - 1));
+        let read: Vec<(u64, u64)> = record.into_positioned(5).map(|(_, at, e)| (at, e.unwrap().seq)).collect();
+        assert_eq!(read, [(5 * RECORD_SLOTS, 1), (5 * RECORD_SLOTS + 1, 2), (5 * RECORD_SLOTS + 2, 3)]);
+        assert!(position(false, 6, 0) > position(false, 5, RECORD_SLOTS as usize - 1));
         // A lone envelope keeps the id it always had: its offset.
-        let lone = Record::decode(&envelopes[0]).unwrap();
-        assert_eq!((lone.writes.len(), lone.position(5, 0)), (1, 5));
-        assert!(record.position(6, 0) > lone.position(5, 0));
+        let lone: Vec<u64> = Record::decode(&envelopes[0]).unwrap().into_positioned(5).map(|(_, at, _)| at).collect();
+        assert_eq!(lone, [5]);
+        assert!(position(false, 6, 0) > 5);
         assert!(Record::decode(b"not a write").is_none());
         // A write from a newer version keeps its place and its seq; garbage keeps its place.
         let newer = br#"{"node":7,"seq":4,"write":{"op":"something_new"}}"#;

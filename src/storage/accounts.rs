@@ -167,18 +167,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{test_store, StorageError};
-
-    fn user(name: &str) -> UserRecord {
-        UserRecord {
-            username: name.into(),
-            email: String::new(),
-            password_hash: "$argon2id$x".into(),
-            is_superuser: false,
-            is_active: true,
-            created_at_ms: 1,
-        }
-    }
+    use crate::storage::{test_store, test_user as user, StorageError};
 
     #[test]
     fn a_duplicate_username_is_refused_not_overwritten() {

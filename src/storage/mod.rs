@@ -161,6 +161,19 @@ pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// An active, ordinary account for tests (its hash matches no password).
+#[cfg(test)]
+pub(crate) fn test_user(name: &str) -> UserRecord {
+    UserRecord {
+        username: name.into(),
+        email: String::new(),
+        password_hash: "$argon2id$x".into(),
+        is_superuser: false,
+        is_active: true,
+        created_at_ms: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

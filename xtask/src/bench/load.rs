@@ -119,26 +119,43 @@ impl Tally {
 /// thousands of sockets is not part of what is measured.
 pub struct Held(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
 
+/// When a socket stops reading. One timer for the whole run: a timeout per
+/// frame would register and cancel a timer for every message, load-generator
+/// work that the server's figures would pay for on a shared machine.
+struct Deadline(std::pin::Pin<Box<tokio::time::Sleep>>);
+
+impl Deadline {
+    fn at(at: Instant) -> Deadline {
+        Deadline(Box::pin(tokio::time::sleep_until(at.into())))
+    }
+
+    /// The frame `read` gives; None once the deadline passed, or after a
+    /// read error, which ends `tally`.
+    async fn frame<'f, E: std::fmt::Display>(
+        &mut self,
+        tally: &mut Tally,
+        read: impl std::future::Future<Output = Result<Frame<'f>, E>>,
+    ) -> Option<Frame<'f>> {
+        tokio::select! {
+            biased;
+            read = read => match read {
+                Ok(frame) => Some(frame),
+                Err(error) => {
+                    tally.end = End::Failed(error.to_string());
+                    None
+                }
+            },
+            _ = self.0.as_mut() => None,
+        }
+    }
+}
+
 /// Reads one receiving socket until its room's end marker or `deadline`.
 pub async fn receive(mut ws: Ws, shared: Arc<Shared>, deadline: Instant) -> (Tally, Held) {
     let mut tally = Tally::new();
-    // One timer for the whole run: a timeout per frame would register and
-    // cancel a timer for every message, load-generator work the server's
-    // figures would pay for on a shared machine.
-    let deadline = tokio::time::sleep_until(deadline.into());
-    tokio::pin!(deadline);
+    let mut deadline = Deadline::at(deadline);
     loop {
-        let frame = tokio::select! {
-            biased;
-            read = ws.read_frame() => match read {
-                Err(error) => {
-                    tally.end = End::Failed(error.to_string());
-                    break;
-                }
-                Ok(frame) => frame,
-            },
-            _ = &mut deadline => break,
-        };
+        let Some(frame) = deadline.frame(&mut tally, ws.read_frame()).await else { break };
         match frame.opcode {
             OpCode::Text => match classify(&frame.payload) {
                 Seen::Message { id, sent_ns, marker, .. } => {
@@ -250,20 +267,9 @@ pub async fn publish(ws: Ws, shared: Arc<Shared>, plan: Plan, phase: Duration) -
         let mut refused = 0u64;
         // Pongs are not owed: the runs are shorter than the server's ping interval.
         let mut obliged = |_: Frame<'_>| std::future::ready(Ok::<(), Infallible>(()));
-        let deadline = tokio::time::sleep_until(plan.deadline.into());
-        tokio::pin!(deadline);
+        let mut deadline = Deadline::at(plan.deadline);
         loop {
-            let frame = tokio::select! {
-                biased;
-                read = reader.read_frame(&mut obliged) => match read {
-                    Err(error) => {
-                        tally.end = End::Failed(error.to_string());
-                        break;
-                    }
-                    Ok(frame) => frame,
-                },
-                _ = &mut deadline => break,
-            };
+            let Some(frame) = deadline.frame(&mut tally, reader.read_frame(&mut obliged)).await else { break };
             match frame.opcode {
                 OpCode::Text => match classify(&frame.payload) {
                     Seen::Message { id, sent_ns, marker, client_id } => {
