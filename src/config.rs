@@ -2,9 +2,12 @@
 //! `CHATCTL_*` environment variables) fill it in `commands::serve`; tests and
 //! `smoke-test` build it directly.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -12,6 +15,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Origins (`scheme://host[:port]`) allowed besides the request's own.
     pub allowed_origins: Vec<String>,
+    /// Where users reach the chat, when that is not the bind address (a
+    /// reverse proxy, a public name): an allowed Origin and the base of
+    /// every URL the server prints.
+    pub public_url: Option<PublicUrl>,
+    /// Reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
     /// Messages per second per user on this node; 0 turns the limit off.
     pub message_rate: u32,
     pub message_burst: u32,
@@ -32,6 +41,8 @@ impl ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             data_dir: data_dir.into(),
             allowed_origins: Vec::new(),
+            public_url: None,
+            trusted_proxies: TrustedProxies::default(),
             message_rate: 20,
             message_burst: 40,
             secure_cookies: false,
@@ -46,5 +57,144 @@ impl ServerConfig {
         let mut config = Self::new(data_dir);
         config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         config
+    }
+
+    /// Whether every cookie must be `Secure`: asked for, or implied by an
+    /// `https` public URL (a browser there never sends plain-HTTP requests).
+    pub fn always_secure_cookies(&self) -> bool {
+        self.secure_cookies || self.public_url.as_ref().is_some_and(PublicUrl::is_https)
+    }
+}
+
+/// `--public-url`: the scheme and authority users type, e.g.
+/// `https://chat.example.com`. chatctl serves from the root of its host, so
+/// a path is refused rather than silently ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// `scheme://host[:port]`, lower case, without a default port: exactly
+    /// what a browser sends as `Origin` from a page of this URL.
+    origin: String,
+}
+
+impl PublicUrl {
+    pub fn is_https(&self) -> bool {
+        self.origin.starts_with("https://")
+    }
+
+    /// The origin, which is also the base of printed URLs (no trailing `/`).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+impl FromStr for PublicUrl {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let fix = "give the URL users open, like https://chat.example.com or http://chat.internal:8000";
+        let (scheme, rest) = raw.split_once("://").ok_or_else(|| format!("public URL {raw:?} has no scheme; {fix}"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => "80",
+            "https" => "443",
+            _ => return Err(format!("public URL {raw:?} must start with http:// or https://")),
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#']) {
+            return Err(format!("public URL {raw:?} has a path; chatctl serves from the root of its host, so {fix}"));
+        }
+        if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+            return Err(format!("public URL {raw:?} has no valid host; {fix}"));
+        }
+        let authority = authority.to_ascii_lowercase();
+        let (host, port) = split_port(&authority);
+        if let Some(port) = port {
+            if port.parse::<u16>().is_err() {
+                return Err(format!("public URL {raw:?} has a bad port; {fix}"));
+            }
+        }
+        let origin = match port {
+            Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
+            _ => format!("{scheme}://{host}"),
+        };
+        Ok(PublicUrl { origin })
+    }
+}
+
+/// Splits `host[:port]` (IPv6 hosts in brackets) into host and port.
+pub fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => (host, Some(port)),
+        _ => (authority, None),
+    }
+}
+
+/// `--trusted-proxy`: the address ranges of reverse proxies. Only a request
+/// whose TCP peer is in one of them may say, through `X-Forwarded-For` or
+/// `Forwarded`, who the client really is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(ranges: Vec<IpNet>) -> Self {
+        TrustedProxies(ranges)
+    }
+
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = canonical(address);
+        self.0.iter().any(|range| range.contains(&address))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses one `--trusted-proxy` value: a CIDR range, or a single address.
+    pub fn parse_range(raw: &str) -> Result<IpNet, String> {
+        let raw = raw.trim();
+        IpNet::from_str(raw).or_else(|_| IpAddr::from_str(raw).map(IpNet::from)).map_err(|_| {
+            format!("trusted proxy {raw:?} is not an address or CIDR range (like 127.0.0.1/32, 10.0.0.0/8 or ::1/128)")
+        })
+    }
+}
+
+/// An IPv4 address seen as IPv6 (`::ffff:a.b.c.d`, from dual-stack
+/// sockets) is the IPv4 address, for every rule that looks at addresses.
+pub fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls_become_origins_and_paths_are_refused() {
+        let origin = |raw: &str| raw.parse::<PublicUrl>().map(|u| u.origin().to_owned());
+        assert_eq!(origin("https://Chat.Example.com/").unwrap(), "https://chat.example.com");
+        assert_eq!(origin("https://chat.example.com:443").unwrap(), "https://chat.example.com");
+        assert_eq!(origin("http://10.0.0.5:8000").unwrap(), "http://10.0.0.5:8000");
+        assert_eq!(origin("https://[::1]:8443").unwrap(), "https://[::1]:8443");
+        assert!(origin("chat.example.com").is_err());
+        assert!(origin("ftp://chat.example.com").is_err());
+        assert!(origin("https://chat.example.com/chat").unwrap_err().contains("root"));
+        assert!(origin("https://user@chat.example.com").is_err());
+        assert!(origin("https://chat.example.com:99999").is_err());
+        assert!("https://x".parse::<PublicUrl>().unwrap().is_https());
+    }
+
+    #[test]
+    fn trusted_ranges_take_cidrs_and_single_addresses() {
+        let ranges = ["127.0.0.1", "10.0.0.0/8", "::1"].map(|r| TrustedProxies::parse_range(r).unwrap());
+        let trusted = TrustedProxies::new(ranges.to_vec());
+        assert!(trusted.contains("127.0.0.1".parse().unwrap()));
+        assert!(trusted.contains("::ffff:10.1.2.3".parse().unwrap()), "v4-mapped addresses are v4");
+        assert!(trusted.contains("::1".parse().unwrap()));
+        assert!(!trusted.contains("127.0.0.2".parse().unwrap()));
+        assert!(TrustedProxies::parse_range("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse_range("proxy.local").is_err());
     }
 }

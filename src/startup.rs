@@ -74,7 +74,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         tokio::task::spawn_blocking(move || store.user_count()).await.expect("counting users does not panic")? > 0
     };
     let setup_token = (!has_users).then(crate::auth::session::new_token);
-    let setup_url = setup_token.as_ref().map(|token| format!("{}/setup?token={token}", browsable_url(addr)));
+    // Printed for the operator to open: the public URL when there is one.
+    let base = config.public_url.as_ref().map_or_else(|| browsable_url(addr), |url| url.origin().to_owned());
+    let setup_url = setup_token.as_ref().map(|token| format!("{base}/setup?token={token}"));
     let setup = Arc::new(SetupToken::new(setup_token));
     let sinks =
         Arc::new(Sinks { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone() });
@@ -102,7 +104,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     tokio::task::spawn_blocking(|| crate::auth::password::dummy_hash().len());
     tokio::spawn(sweep_expired_sessions(app.clone(), shutdown.clone()));
     let accept_task = tokio::spawn(crate::http::server::accept_loop(listener, app.clone(), shutdown));
-    tracing::info!(%addr, data_dir = %app.config.data_dir.display(), "chatctl is serving");
+    tracing::info!(
+        %addr,
+        public_url = app.config.public_url.as_ref().map(|url| url.origin()),
+        trusted_proxies = ?app.config.trusted_proxies,
+        data_dir = %app.config.data_dir.display(),
+        "chatctl is serving"
+    );
     Ok(RunningServer { addr, setup_url, app, stop, accept_task })
 }
 

@@ -3,6 +3,11 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// The log target of security events (sign-ins, failures, throttling,
+/// refused upgrades), each with the client's address: what fail2ban reads
+/// (docs/DEPLOY.md has the filter).
+pub const SECURITY: &str = "chatctl::security";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,

@@ -445,3 +445,88 @@ where
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_users_sign_in_from_one_address_and_all_get_in() {
+    // An office behind one NAT, or every user behind a proxy nobody
+    // declared: successful sign-ins never count against the address.
+    let users: Vec<UserSpec> = (0..200).map(|i| UserSpec::new(&format!("member{i:03}")).signed_out()).collect();
+    let app = spawn_app_with(&users, |_| {}).await;
+    let started = std::time::Instant::now();
+    // Twenty people at a time, as a crowd arriving at nine o'clock would.
+    let mut refused: Vec<(String, u16)> = Vec::new();
+    for batch in 0..10 {
+        let logins = (0..20).map(|i| {
+            let mut client = app.anonymous();
+            async move {
+                let name = format!("member{:03}", batch * 20 + i);
+                let answer = client.login(&name, &password_of(&name)).await.unwrap();
+                (name, answer.status.as_u16())
+            }
+        });
+        refused.extend(futures_join_all(logins).await.into_iter().filter(|(_, status)| *status != 200));
+    }
+    assert!(refused.is_empty(), "{} of 200 correct sign-ins were refused: {refused:?}", refused.len());
+    eprintln!("200 sign-ins from one address took {:.1?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_failing_is_refused_but_its_earlier_successes_never_counted() {
+    let users: Vec<UserSpec> = (0..30).map(|i| UserSpec::new(&format!("m{i}")).signed_out()).collect();
+    let app = spawn_app_with(&users, |_| {}).await;
+    for i in 0..30 {
+        let mut client = app.anonymous();
+        let name = format!("m{i}");
+        assert_eq!(client.login(&name, &password_of(&name)).await.unwrap().status, 200);
+    }
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        let answer = app
+            .anonymous()
+            .post_json("/api/login", &serde_json::json!({"username": format!("ghost{i}"), "password": "x-wrong-1"}))
+            .await
+            .unwrap();
+        statuses.push(answer.status.as_u16());
+    }
+    let first_429 = statuses.iter().position(|s| *s == 429).expect("never throttled");
+    assert_eq!(first_429, 20, "the 21st failure is the first refused: {statuses:?}");
+    let refused = app.anonymous().login("m0", &password_of("m0")).await.unwrap();
+    assert_eq!(refused.status, 429, "a throttled address is refused for every name");
+    let retry_after: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry_after), "Retry-After {retry_after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guessed_name_slows_down_but_its_owner_gets_in_from_a_clean_address_within_seconds() {
+    let app = spawn_app_with(&[UserSpec::new("alice").signed_out()], |config| {
+        config.trusted_proxies = chatctl::config::TrustedProxies::new(vec!["127.0.0.1/32".parse().unwrap()]);
+    })
+    .await;
+    let attempt = |password: String, address: String| {
+        let client = app.anonymous();
+        async move {
+            let body = serde_json::json!({"username": "alice", "password": password}).to_string();
+            let started = std::time::Instant::now();
+            let answer = client
+                .send(
+                    Method::POST,
+                    "/api/login",
+                    &[("content-type", "application/json"), ("x-forwarded-for", &address)],
+                    Bytes::from(body),
+                )
+                .await
+                .unwrap();
+            (answer.status.as_u16(), started.elapsed())
+        }
+    };
+    // A guesser spread over ten addresses, three guesses each, at once.
+    let guesses = (0..30).map(|i| attempt(format!("guess-{i}"), format!("198.51.100.{}", i % 10)));
+    for (status, _) in futures_join_all(guesses).await {
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    let (_, guess_took) = attempt("one-more-guess".into(), "198.51.100.99".into()).await;
+    assert!(guess_took >= std::time::Duration::from_millis(400), "a guessed name was not slowed: {guess_took:?}");
+    let (status, took) = attempt(password_of("alice"), "192.0.2.50".into()).await;
+    assert_eq!(status, 200, "the owner was locked out of their account");
+    assert!(took < std::time::Duration::from_secs(10), "the owner waited {took:?}");
+}

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::DataDir;
-use crate::config::ServerConfig;
+use ipnet::IpNet;
+
+use crate::config::{PublicUrl, ServerConfig, TrustedProxies};
 use crate::log::cluster::ClusterConfig;
 use crate::telemetry::{self, LogFormat};
 
@@ -20,6 +22,17 @@ pub struct Args {
     /// server's own; repeat for more. The variable takes a comma-separated list.
     #[arg(long = "allowed-origin", env = "CHATCTL_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// The URL users open (e.g. https://chat.example.com) when it is not the
+    /// bind address: an allowed Origin, the base of printed URLs, and with
+    /// https it makes cookies Secure.
+    #[arg(long, env = "CHATCTL_PUBLIC_URL", value_parser = clap::value_parser!(PublicUrl))]
+    pub public_url: Option<PublicUrl>,
+    /// A reverse proxy's address or CIDR range (e.g. 127.0.0.1/32); repeat
+    /// for more. Only requests from these may name the client in
+    /// X-Forwarded-For/Forwarded. The variable takes a comma-separated list.
+    #[arg(long = "trusted-proxy", env = "CHATCTL_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = TrustedProxies::parse_range)]
+    pub trusted_proxies: Vec<IpNet>,
     #[arg(long, env = "CHATCTL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Messages per second per user on this node (0 turns the limit off).
@@ -54,10 +67,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
+    // Plain-text banners are for a person at a terminal; JSON logs carry
+    // the same facts as log lines only, so every line parses.
+    let banners = args.log_format == LogFormat::Text;
     let config = ServerConfig {
         bind: args.bind,
         data_dir: args.data_dir.path,
         allowed_origins: args.allowed_origins,
+        public_url: args.public_url,
+        trusted_proxies: TrustedProxies::new(args.trusted_proxies),
         message_rate: args.message_rate,
         message_burst: args.message_burst,
         secure_cookies: args.secure_cookies,
@@ -75,14 +93,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!("{error}");
-                eprintln!("chatctl serve: {error}");
+                if banners {
+                    eprintln!("chatctl serve: {error}");
+                }
                 return Ok(ExitCode::FAILURE);
             }
         };
-        eprintln!("chatctl is serving at {}", server.url());
+        if banners {
+            eprintln!("chatctl is serving at {}", server.url());
+        }
         if let Some(url) = &server.setup_url {
             tracing::warn!(%url, "no account exists yet: open the setup URL to create the first administrator");
-            eprintln!("\n  No account exists yet. Create the first administrator here:\n\n    {url}\n");
+            if banners {
+                eprintln!("\n  No account exists yet. Create the first administrator here:\n\n    {url}\n");
+            }
         }
         stop_signal().await;
         tracing::info!("stop signal received; closing sockets and finishing writes");

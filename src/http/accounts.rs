@@ -3,34 +3,41 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use super::identity::{current_user, start_session, CurrentUser};
+use super::peer::Peer;
 use super::request::{self, cookie, form, query, safe_next};
 use super::respond::{self, error_page, json, json_error, see_other, with_cookie, Reply};
 use super::templates::{self, Page};
 use crate::app::App;
+use crate::auth::throttle::Throttled;
 use crate::auth::{csrf, password, session};
 use crate::domain::Username;
 use crate::log::write::{hash_to_hex, Outcome, Write};
 use crate::log::LogError;
 use crate::storage::{now_ms, StorageError, UserRecord};
+use crate::telemetry::SECURITY;
 
 /// What a sign-in attempt came to.
 pub enum SignIn {
     Ok(UserRecord),
     Invalid,
-    Throttled,
+    /// Refused unchecked: this address (or this address against this name)
+    /// failed too often. Retry after the given time.
+    Throttled(Duration),
     /// Not checked: every password-check slot stayed taken (a login storm).
-    /// Not counted against the user; they should simply retry.
+    /// Not counted against anyone; they should simply retry.
     Busy,
 }
 
 /// Checks credentials. Unknown users, deactivated users and wrong passwords
-/// all cost one argon2 verification and give the same answer.
+/// all cost one argon2 verification and give the same answer. `client` is
+/// the client's address as resolved through trusted proxies.
 pub async fn authenticate(
     app: &Arc<App>,
     username: &str,
@@ -38,18 +45,27 @@ pub async fn authenticate(
     client: IpAddr,
 ) -> Result<SignIn, StorageError> {
     let valid_name = Username::parse(username).ok();
-    if !app.login_throttle.try_attempt(valid_name.as_ref().map(Username::as_str), client) {
-        app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
-        return Ok(SignIn::Throttled);
+    let name = valid_name.as_ref().map(Username::as_str);
+    let delay = match app.login_throttle.admit(name, client) {
+        Ok(delay) => delay,
+        Err(throttled) => return Ok(throttled_attempt(app, throttled, username, client)),
+    };
+    // A name under attack: every attempt on it waits, the owner's too, but
+    // only for seconds, and without holding a password-check slot.
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
-    let counted_at = std::time::Instant::now();
     // argon2 takes ~19 MiB and a core for ~30 ms: bound how many run at once.
     let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, app.password_checks.acquire()).await else {
         app.metrics.logins_busy.fetch_add(1, Ordering::Relaxed);
-        app.login_throttle.refund(valid_name.as_ref().map(Username::as_str), client, counted_at);
         return Ok(SignIn::Busy);
     };
-    let user = match valid_name {
+    // Failures may have landed while this attempt waited: ask again, so a
+    // burst of parallel guesses cannot slip past the limits.
+    if let Err(throttled) = app.login_throttle.admit(name, client) {
+        return Ok(throttled_attempt(app, throttled, username, client));
+    }
+    let user = match valid_name.clone() {
         Some(name) => app.storage(move |store| store.user(name.as_str())).await?,
         None => None,
     };
@@ -63,26 +79,57 @@ pub async fn authenticate(
     .unwrap_or(None);
     match verified {
         Some(user) => {
-            app.login_throttle.succeeded(username);
+            app.login_throttle.succeeded(username, client);
             app.metrics.logins_succeeded.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: SECURITY, client = %client, username = %loggable(username), "signed in");
             Ok(SignIn::Ok(user))
         }
         None => {
+            app.login_throttle.failed(name, client);
             app.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: SECURITY, client = %client, username = %loggable(username), "sign-in failed");
             Ok(SignIn::Invalid)
         }
     }
 }
 
+fn throttled_attempt(app: &App, throttled: Throttled, username: &str, client: IpAddr) -> SignIn {
+    app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
+    let scope = match throttled {
+        Throttled::Address { .. } => "address",
+        Throttled::AddressAndName { .. } => "address and username",
+    };
+    tracing::warn!(target: SECURITY, client = %client, username = %loggable(username), scope, "sign-in throttled");
+    SignIn::Throttled(throttled.retry_after())
+}
+
+/// A username as typed, made safe for a one-line log: cut at 150
+/// characters, and anything a valid name could not hold (spaces, quotes,
+/// control characters) written as `\u{..}`, so a crafted name cannot
+/// forge a second field or line for a log reader such as fail2ban.
+pub fn loggable(username: &str) -> String {
+    username
+        .chars()
+        .take(150)
+        .flat_map(|c| {
+            let safe = c.is_ascii_alphanumeric() || "_.@+-".contains(c);
+            let escaped = if safe { c.to_string() } else { c.escape_unicode().to_string() };
+            escaped.chars().collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// How long a login waits for a free password-check slot before it is
 /// answered "busy, retry" (`SignIn::Busy`).
-const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Long enough for a crowd signing in at once (200 checks of ~30 ms on one
+/// slot), short enough that a storm is told to retry before proxies give up.
+const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(30);
 
 const BAD_CREDENTIALS: &str = "Please enter a correct username and password. Both fields may be case-sensitive.";
 const THROTTLED: &str = "Too many failed sign-in attempts. Wait a few minutes, then try again.";
 const BUSY: &str = "The server is busy checking other sign-ins. Try again in a few seconds.";
-/// `Retry-After` on a busy answer, in seconds.
-const BUSY_RETRY_AFTER: &str = "5";
+/// `Retry-After` on a busy answer.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// `GET /login`: the form, with a CSRF token bound to a cookie.
 pub async fn login_page(request: &Request<Incoming>, secure: bool) -> Reply {
@@ -114,8 +161,8 @@ fn render_login(
 }
 
 /// `POST /login`.
-pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, client: IpAddr) -> Reply {
-    let secure = app.config.secure_cookies;
+pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, peer: &Peer) -> Reply {
+    let secure = peer.secure_cookies(&app.config);
     let headers = request.headers().clone();
     let body = match request::body(request).await {
         Ok(body) => body,
@@ -132,24 +179,25 @@ pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, client: Ip
     }
     let next = safe_next(fields.get("next").map(String::as_str));
     let username = field("username");
-    match authenticate(app, username, field("password"), client).await {
+    match authenticate(app, username, field("password"), peer.address).await {
         Ok(SignIn::Ok(user)) => match start_session(app, &user.username).await {
             Ok(token) => with_cookie(see_other(&next), &session::session_cookie(&token, secure)),
             Err(error) => log_failure_page(error),
         },
         Ok(SignIn::Invalid) => render_login(&headers, secure, StatusCode::OK, &next, username, BAD_CREDENTIALS),
-        Ok(SignIn::Throttled) => {
-            render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, THROTTLED)
+        Ok(SignIn::Throttled(wait)) => {
+            retry_after(render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, THROTTLED), wait)
         }
-        Ok(SignIn::Busy) => {
-            retry_after(render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, BUSY))
-        }
+        Ok(SignIn::Busy) => retry_after(
+            render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, BUSY),
+            BUSY_RETRY_AFTER,
+        ),
         Err(error) => storage_failure_page(error),
     }
 }
 
 /// `POST /logout`: ends this session server side.
-pub async fn logout(app: &Arc<App>, request: Request<Incoming>) -> Reply {
+pub async fn logout(app: &Arc<App>, request: Request<Incoming>, peer: &Peer) -> Reply {
     let user = match current_user(app, request.headers()).await {
         Ok(user) => user,
         Err(error) => return storage_failure_page(error),
@@ -166,16 +214,16 @@ pub async fn logout(app: &Arc<App>, request: Request<Incoming>) -> Reply {
             "The form's security token is missing or stale. Reload the page and try again.",
         );
     };
-    end_session(app, &user).await
+    end_session(app, &user, peer.secure_cookies(&app.config)).await
 }
 
-async fn end_session(app: &Arc<App>, user: &CurrentUser) -> Reply {
+async fn end_session(app: &Arc<App>, user: &CurrentUser, secure: bool) -> Reply {
     // Applying the delete also closes this session's sockets, on every node.
     let token_hash = hash_to_hex(&user.session_hash());
     if let Err(error) = app.log.apply(Write::DeleteSession { token_hash }).await {
         return log_failure_page(error);
     }
-    with_cookie(see_other("/login"), &session::expired_session_cookie(app.config.secure_cookies))
+    with_cookie(see_other("/login"), &session::expired_session_cookie(secure))
 }
 
 #[derive(Deserialize)]
@@ -185,9 +233,10 @@ struct ApiCredentials {
 }
 
 /// `POST /api/login`.
-pub async fn api_login(app: &Arc<App>, request: Request<Incoming>, client: IpAddr) -> Reply {
+pub async fn api_login(app: &Arc<App>, request: Request<Incoming>, peer: &Peer) -> Reply {
     // Browsers send Origin on cross-site POSTs: refuse those (login CSRF).
-    if !request::origin_allowed(request.headers(), &app.config.allowed_origins, app.config.secure_cookies) {
+    if !request::origin_allowed(request.headers(), peer, &app.config) {
+        tracing::warn!(target: SECURITY, client = %peer.address, reason = "origin", "sign-in refused");
         return json_error(StatusCode::FORBIDDEN, "cross-origin sign-in is not allowed");
     }
     let body = match request::body(request).await {
@@ -197,27 +246,31 @@ pub async fn api_login(app: &Arc<App>, request: Request<Incoming>, client: IpAdd
     let Ok(credentials) = serde_json::from_slice::<ApiCredentials>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "send JSON {\"username\": ..., \"password\": ...}");
     };
-    match authenticate(app, &credentials.username, &credentials.password, client).await {
+    match authenticate(app, &credentials.username, &credentials.password, peer.address).await {
         Ok(SignIn::Ok(user)) => match start_session(app, &user.username).await {
             Ok(token) => with_cookie(
                 json(
                     StatusCode::OK,
                     &serde_json::json!({"username": user.username, "is_superuser": user.is_superuser}),
                 ),
-                &session::session_cookie(&token, app.config.secure_cookies),
+                &session::session_cookie(&token, peer.secure_cookies(&app.config)),
             ),
             Err(error) => log_failure_json(error),
         },
         Ok(SignIn::Invalid) => json_error(StatusCode::UNAUTHORIZED, "invalid username or password"),
-        Ok(SignIn::Throttled) => {
-            json_error(StatusCode::TOO_MANY_REQUESTS, "too many failed sign-in attempts; wait a few minutes")
-        }
+        Ok(SignIn::Throttled(wait)) => retry_after(
+            json_error(StatusCode::TOO_MANY_REQUESTS, "too many failed sign-in attempts; wait a few minutes"),
+            wait,
+        ),
         // 429 as PROTOCOL.md has it for every refusal to check; the message
         // and Retry-After tell a storm from a throttle.
-        Ok(SignIn::Busy) => retry_after(json_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "the server is busy checking other sign-ins; try again in a few seconds",
-        )),
+        Ok(SignIn::Busy) => retry_after(
+            json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "the server is busy checking other sign-ins; try again in a few seconds",
+            ),
+            BUSY_RETRY_AFTER,
+        ),
         Err(error) => storage_failure_json(error),
     }
 }
@@ -246,7 +299,7 @@ fn setup_refusal(app: &App, token: &str) -> Option<Reply> {
 }
 
 /// `POST /setup`: creates the first superuser and signs them in.
-pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>) -> Reply {
+pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>, peer: &Peer) -> Reply {
     let body = match request::body(request).await {
         Ok(body) => body,
         Err(e) => return error_page(e.status(), "The form could not be read."),
@@ -282,7 +335,7 @@ pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>) -> Reply {
     }
     tracing::info!(username = %name, "first superuser created through the setup page");
     match start_session(app, &name).await {
-        Ok(token) => with_cookie(see_other("/"), &session::session_cookie(&token, app.config.secure_cookies)),
+        Ok(token) => with_cookie(see_other("/"), &session::session_cookie(&token, peer.secure_cookies(&app.config))),
         Err(error) => log_failure_page(error),
     }
 }
@@ -341,8 +394,9 @@ pub fn storage_failure_json(error: StorageError) -> Reply {
     json_error(StatusCode::SERVICE_UNAVAILABLE, "storage is unavailable; try again shortly")
 }
 
-/// Adds `Retry-After` to a busy answer.
-fn retry_after(mut reply: Reply) -> Reply {
-    reply.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static(BUSY_RETRY_AFTER));
+/// Adds `Retry-After` (whole seconds, rounded up) to a 429.
+fn retry_after(mut reply: Reply, wait: Duration) -> Reply {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    reply.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(seconds.max(1)));
     reply
 }

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod api;
 pub mod identity;
 pub mod pages;
+pub mod peer;
 pub mod request;
 pub mod respond;
 pub mod server;
@@ -21,6 +22,7 @@ use hyper::{Method, Request, StatusCode};
 use crate::app::App;
 use crate::domain::{Conversation, RoomName, Username};
 use identity::{current_user, CurrentUser};
+use peer::Peer;
 use respond::{error_page, json, json_error, see_other, text, Reply};
 use websocket::Target;
 
@@ -113,8 +115,8 @@ fn parse_route(method: &Method, segments: &[&str]) -> Result<Route, Miss> {
     }
 }
 
-/// Answers one request.
-pub async fn route(app: Arc<App>, request: Request<Incoming>, client: SocketAddr) -> Reply {
+/// Answers one request that arrived over a connection from `tcp_peer`.
+pub async fn route(app: Arc<App>, request: Request<Incoming>, tcp_peer: SocketAddr) -> Reply {
     app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let is_api = request.uri().path().starts_with("/api/");
     // Segments are percent-decoded: browsers send `/direct/bob%40example`.
@@ -128,20 +130,20 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, client: SocketAddr
         Ok(route) => route,
         Err(miss) => return miss.reply(is_api),
     };
-    let secure = app.config.secure_cookies;
+    let peer = Peer::resolve(tcp_peer, request.headers(), &app.config.trusted_proxies, false);
     match route {
         Route::Health => text(StatusCode::OK, "ok"),
         Route::Ready => readiness(&app).await,
-        Route::Metrics => metrics(&app, client),
+        Route::Metrics => metrics(&app, &peer),
         Route::Static(name) => pages::static_file(&request, &name),
-        Route::LoginPage => accounts::login_page(&request, secure).await,
-        Route::LoginSubmit => accounts::login_submit(&app, request, client.ip()).await,
-        Route::Logout => accounts::logout(&app, request).await,
+        Route::LoginPage => accounts::login_page(&request, peer.secure_cookies(&app.config)).await,
+        Route::LoginSubmit => accounts::login_submit(&app, request, &peer).await,
+        Route::Logout => accounts::logout(&app, request, &peer).await,
         Route::SetupPage => accounts::setup_page(&app, &request).await,
-        Route::SetupSubmit => accounts::setup_submit(&app, request).await,
-        Route::ApiLogin => accounts::api_login(&app, request, client.ip()).await,
-        Route::RoomSocket(room) => websocket::upgrade(&app, request, Target::Room(room)).await,
-        Route::DirectSocket(peer) => websocket::upgrade(&app, request, Target::Direct(peer)).await,
+        Route::SetupSubmit => accounts::setup_submit(&app, request, &peer).await,
+        Route::ApiLogin => accounts::api_login(&app, request, &peer).await,
+        Route::RoomSocket(room) => websocket::upgrade(&app, request, &peer, Target::Room(room)).await,
+        Route::DirectSocket(other) => websocket::upgrade(&app, request, &peer, Target::Direct(other)).await,
         signed_in => signed_in_route(&app, request, signed_in, is_api).await,
     }
 }
@@ -202,12 +204,15 @@ async fn readiness(app: &Arc<App>) -> Reply {
     }
 }
 
-/// `GET /metrics`: loopback clients only, unless `--public-metrics`.
-fn metrics(app: &Arc<App>, client: SocketAddr) -> Reply {
-    if !client.ip().is_loopback() && !app.config.public_metrics {
+/// `GET /metrics`: clients on this machine only, unless `--public-metrics`.
+/// A forwarded request is never local, even from a loopback proxy that is
+/// not configured as trusted: its real client is somewhere else.
+fn metrics(app: &Arc<App>, peer: &Peer) -> Reply {
+    let local = peer.address.is_loopback() && !peer.forwarded;
+    if !local && !app.config.public_metrics {
         return text(
             StatusCode::FORBIDDEN,
-            "metrics are served to loopback clients only; start serve with --public-metrics to change that\n",
+            "metrics are served to clients on this machine only (not through a proxy); start serve with --public-metrics to change that\n",
         );
     }
     let mut reply = hyper::Response::new(respond::Body::from(app.metrics.render()));

@@ -8,6 +8,9 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Request, StatusCode};
 
+use super::peer::Peer;
+use crate::config::{PublicUrl, ServerConfig};
+
 /// Bodies over this get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -60,35 +63,23 @@ pub fn form(body: &[u8]) -> HashMap<String, String> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
-/// PROTOCOL.md's rule: no `Origin`, or one matching the request's own host
-/// (scheme, host and port) or a configured allowed origin. `null` is foreign.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String], secure: bool) -> bool {
+/// PROTOCOL.md's rule: no `Origin`, or one matching the request's own
+/// scheme, host and port (as the client saw them: behind a trusted proxy,
+/// its forwarded scheme and host), the public URL, or a configured allowed
+/// origin. `null` is foreign.
+pub fn origin_allowed(headers: &HeaderMap, peer: &Peer, config: &ServerConfig) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
     let Ok(origin) = origin.to_str() else { return false };
-    let origin = origin.trim_end_matches('/');
-    if allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
-    let Some((scheme, origin_host)) = origin.split_once("://") else { return false };
-    // Behind TLS (`--secure-cookies`) the page's own scheme is https.
-    let own_scheme = if secure { "https" } else { "http" };
-    if !scheme.eq_ignore_ascii_case(own_scheme) {
-        return false;
-    }
-    let default_port = if secure { "443" } else { "80" };
-    let with_port = |authority: &str| {
-        let authority = authority.to_ascii_lowercase();
-        let has_port = authority.rsplit_once(':').is_some_and(|(head, port)| {
-            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !head.ends_with('[')
-        });
-        if has_port && !authority.ends_with(']') {
-            authority
-        } else {
-            format!("{authority}:{default_port}")
-        }
-    };
-    with_port(origin_host) == with_port(host)
+    let origin = normal_origin(origin);
+    let public = config.public_url.as_ref().map(|url| url.origin().to_owned());
+    let allowed = config.allowed_origins.iter().map(|a| normal_origin(a));
+    public.into_iter().chain(allowed).chain(peer.own_origin()).any(|candidate| candidate == origin)
+}
+
+/// An origin in one spelling: lower case, no trailing `/`, no default port.
+fn normal_origin(raw: &str) -> String {
+    raw.parse::<PublicUrl>()
+        .map_or_else(|_| raw.trim_end_matches('/').to_ascii_lowercase(), |url| url.origin().to_owned())
 }
 
 /// Decodes `%XX` escapes in one path segment; `None` when an escape is
@@ -153,27 +144,34 @@ mod tests {
     use super::*;
     use hyper::header::HeaderValue;
 
-    fn headers(host: &str, origin: Option<&str>) -> HeaderMap {
+    fn allowed(host: &str, origin: &str, https: bool, config: &ServerConfig) -> bool {
         let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
-        if let Some(o) = origin {
-            h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
-        }
-        h
+        h.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        let peer = Peer { address: [127, 0, 0, 1].into(), https, host: Some(host.to_owned()), forwarded: false };
+        origin_allowed(&h, &peer, config)
     }
 
     #[test]
-    fn origins_must_match_the_host_or_be_configured() {
-        assert!(origin_allowed(&headers("127.0.0.1:8000", None), &[], false));
-        assert!(origin_allowed(&headers("127.0.0.1:8000", Some("http://127.0.0.1:8000")), &[], false));
-        assert!(origin_allowed(&headers("chat.example", Some("http://chat.example")), &[], false));
-        assert!(!origin_allowed(&headers("127.0.0.1:8000", Some("http://127.0.0.1:8001")), &[], false));
-        assert!(!origin_allowed(&headers("127.0.0.1:8000", Some("http://evil.example")), &[], false));
-        assert!(!origin_allowed(&headers("127.0.0.1:8000", Some("null")), &[], false));
-        assert!(!origin_allowed(&headers("127.0.0.1:8000", Some("https://127.0.0.1:8000")), &[], false));
-        assert!(origin_allowed(&headers("chat.example", Some("https://chat.example:443")), &[], true));
-        let allowed = vec!["https://app.example".to_owned()];
-        assert!(origin_allowed(&headers("127.0.0.1:8000", Some("https://app.example")), &allowed, false));
+    fn origins_must_match_the_host_the_public_url_or_be_configured() {
+        let plain = ServerConfig::new("unused");
+        let peer = Peer { address: [127, 0, 0, 1].into(), https: false, host: None, forwarded: false };
+        assert!(origin_allowed(&HeaderMap::new(), &peer, &plain), "no Origin: not a browser's cross-site request");
+        assert!(allowed("127.0.0.1:8000", "http://127.0.0.1:8000", false, &plain));
+        assert!(allowed("chat.example", "http://chat.example", false, &plain));
+        assert!(!allowed("127.0.0.1:8000", "http://127.0.0.1:8001", false, &plain));
+        assert!(!allowed("127.0.0.1:8000", "http://evil.example", false, &plain));
+        assert!(!allowed("127.0.0.1:8000", "null", false, &plain));
+        assert!(!allowed("127.0.0.1:8000", "https://127.0.0.1:8000", false, &plain));
+        assert!(allowed("chat.example", "https://chat.example:443", true, &plain));
+        assert!(allowed("chat.example:443", "https://chat.example", true, &plain));
+        let mut configured = ServerConfig::new("unused");
+        configured.allowed_origins = vec!["https://app.example/".to_owned()];
+        configured.public_url = Some("https://Chat.Example.com".parse().unwrap());
+        assert!(allowed("127.0.0.1:8000", "https://app.example", false, &configured));
+        // A proxy that drops the port from Host: the public URL still matches.
+        assert!(allowed("chat.example.com", "https://chat.example.com", false, &configured));
+        assert!(allowed("127.0.0.1:8000", "https://chat.example.com:443", false, &configured));
+        assert!(!allowed("127.0.0.1:8000", "http://chat.example.com", false, &configured));
     }
 
     #[test]

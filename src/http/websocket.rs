@@ -7,12 +7,20 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::identity::current_user;
+use super::peer::Peer;
 use super::request::{origin_allowed, query};
 use super::respond::{json_error, Body, Reply};
 use crate::app::App;
 use crate::chat::socket::{self, SocketRequest};
 use crate::domain::{Conversation, MessageId, RoomName, Username};
 use crate::log::write::Write;
+use crate::telemetry::SECURITY;
+
+/// What a refused Origin is told. The usual cause is a proxy: the page's
+/// origin is its public URL, which the server cannot guess.
+const ORIGIN_HINT: &str = "this Origin may not open chat sockets. If users reach chatctl through a reverse proxy or \
+     another name, start serve with --public-url set to the URL they open (and --trusted-proxy for the proxy); \
+     for another site's pages, add --allowed-origin";
 
 /// What the path names: a room, or the other member of a direct conversation.
 pub enum Target {
@@ -20,17 +28,17 @@ pub enum Target {
     Direct(Username),
 }
 
-pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, target: Target) -> Reply {
-    if !origin_allowed(request.headers(), &app.config.allowed_origins, app.config.secure_cookies) {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "this Origin may not open chat sockets; add it with --allowed-origin",
-        );
+pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer, target: Target) -> Reply {
+    if !origin_allowed(request.headers(), peer, &app.config) {
+        let origin = request.headers().get(hyper::header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("");
+        tracing::warn!(target: SECURITY, client = %peer.address, reason = "origin", origin = ?origin, "upgrade refused");
+        return json_error(StatusCode::FORBIDDEN, ORIGIN_HINT);
     }
     let user = match current_user(app, request.headers()).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            return json_error(StatusCode::UNAUTHORIZED, "sign in first: the upgrade needs a valid session cookie")
+            tracing::warn!(target: SECURITY, client = %peer.address, reason = "not signed in", "upgrade refused");
+            return json_error(StatusCode::UNAUTHORIZED, "sign in first: the upgrade needs a valid session cookie");
         }
         Err(error) => return super::accounts::storage_failure_json(error),
     };

@@ -1,0 +1,140 @@
+//! The log a fail2ban or a SIEM reads: `chatctl serve` as a process, its
+//! stderr read line by line. With `--log-format json` every line is JSON
+//! (the setup URL included); sign-ins, failures, throttling and refused
+//! upgrades carry the client's address and the username.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use chatctl::client::Client;
+use common::*;
+
+/// A `chatctl serve` child whose stderr lines arrive on a channel.
+struct ServeProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl ServeProcess {
+    fn start(data_dir: &std::path::Path, extra: &[&str]) -> ServeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatctl"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting chatctl serve");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ServeProcess { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a line containing `needle`; fails with every line seen.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no log line with {needle:?}; the server logged:\n{}", self.seen.join("\n"));
+    }
+
+    /// Stops the server with SIGTERM and returns every line it logged.
+    fn stop(mut self) -> Vec<String> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        self.seen.extend(self.lines.try_iter());
+        self.seen
+    }
+}
+
+fn address_in(line: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    json["fields"]["addr"].as_str().expect("the serving line names its address").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_only_json_and_carry_security_events_with_the_client_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServeProcess::start(dir.path(), &["--log-format", "json"]);
+    let setup = server.wait_for("setup");
+    let setup: serde_json::Value = serde_json::from_str(&setup).expect("the setup URL comes as a JSON line");
+    assert!(setup["fields"]["url"].as_str().unwrap().contains("/setup?token="), "{setup}");
+    let lines = server.stop();
+    for line in &lines {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+    }
+
+    create_users(dir.path(), &[UserSpec::new("alice")]);
+    let mut server = ServeProcess::start(dir.path(), &["--log-format", "json"]);
+    let url = format!("http://{}", address_in(&server.wait_for("chatctl is serving")));
+    let mut client = Client::new(&url).unwrap();
+    assert_eq!(client.login("alice", "not-her-password").await.unwrap().status, 401);
+    let failed: serde_json::Value = serde_json::from_str(&server.wait_for("sign-in failed")).unwrap();
+    assert_eq!(failed["target"], "chatctl::security");
+    assert_eq!(failed["level"], "WARN");
+    assert_eq!(failed["fields"]["client"], "127.0.0.1");
+    assert_eq!(failed["fields"]["username"], "alice");
+    assert_eq!(client.login("alice", &password_of("alice")).await.unwrap().status, 200);
+    let signed_in: serde_json::Value = serde_json::from_str(&server.wait_for("signed in")).unwrap();
+    assert_eq!(signed_in["level"], "INFO");
+    assert_eq!(signed_in["fields"]["client"], "127.0.0.1");
+    let refused = client.connect("/ws/chat/lobby/", Some("http://evil.example")).await;
+    assert!(refused.is_err());
+    let upgrade: serde_json::Value = serde_json::from_str(&server.wait_for("upgrade refused")).unwrap();
+    assert_eq!(upgrade["fields"]["client"], "127.0.0.1");
+    let lines = server.stop();
+    for line in &lines {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_give_fail2ban_the_forwarded_client_address() {
+    let dir = tempfile::tempdir().unwrap();
+    create_users(dir.path(), &[UserSpec::new("alice")]);
+    let mut server = ServeProcess::start(dir.path(), &["--trusted-proxy", "127.0.0.1"]);
+    let banner = server.wait_for("chatctl is serving at ");
+    let url = banner.rsplit(' ').next().unwrap().to_owned();
+    let client = Client::new(&url).unwrap();
+    let body = serde_json::json!({"username": "alice", "password": "wrong-password-1"}).to_string();
+    for _ in 0..6 {
+        client
+            .send(
+                hyper::Method::POST,
+                "/api/login",
+                &[("content-type", "application/json"), ("x-forwarded-for", "203.0.113.7")],
+                bytes::Bytes::from(body.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    // The form fail2ban's filter in contrib/ matches: level, target, message, client first.
+    let failed = server.wait_for("sign-in failed");
+    assert!(failed.contains(" WARN chatctl::security: sign-in failed client=203.0.113.7 username=alice"), "{failed}");
+    let throttled = server.wait_for("sign-in throttled");
+    assert!(throttled.contains(" WARN chatctl::security: sign-in throttled client=203.0.113.7 "), "{throttled}");
+    server.stop();
+}
