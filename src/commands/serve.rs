@@ -54,6 +54,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
+    tracing::info!("chatctl {} starting", crate::VERSION);
     let config = ServerConfig {
         bind: args.bind,
         data_dir: args.data_dir.path,
