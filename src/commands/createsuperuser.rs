@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use super::DataDir;
 use crate::auth::password;
 use crate::domain::Username;
-use crate::storage::{files, now_ms, SchemaCheck, StorageError, Store, UserRecord};
+use crate::storage::{now_ms, SchemaCheck, StorageError, Store, UserRecord};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,9 +31,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&args.data_dir.path, SchemaCheck::RequireCurrent)?;
-    for loose in files::loose_permissions(&args.data_dir.path) {
-        eprintln!("chatctl createsuperuser: warning: {loose}");
-    }
     if store.stream_next_offset()?.is_some() {
         // An account written here would reach no other node.
         bail!(
