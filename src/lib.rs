@@ -11,6 +11,17 @@
 //! - `client`: a small HTTP + WebSocket client, used by `smoke-test` and the tests.
 //! - `commands`: one module per subcommand.
 
+/// What `chatctl --version` prints after the name: the package version, the
+/// git commit and the UTC build date, stamped by `build.rs`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHATCTL_GIT_COMMIT"),
+    ", built ",
+    env!("CHATCTL_BUILD_DATE"),
+    ")"
+);
+
 pub mod app;
 pub mod auth;
 pub mod chat;

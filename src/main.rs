@@ -6,7 +6,7 @@ use chatctl::commands::{createsuperuser, migrate, rabbit_check, serve, smoke_tes
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "chatctl", version, about = "A real-time chat server in one binary")]
+#[command(name = "chatctl", version = chatctl::VERSION, about = "A real-time chat server in one binary")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,23 +1,54 @@
 //! `chatctl migrate`: applies pending schema steps in order, each atomically.
+//! On a data dir without a database, `migrate` creates one at the current
+//! version (as `serve` would) and says so; `migrate --check` creates nothing.
 
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::DataDir;
-use crate::storage::{migrations, SchemaCheck, Store};
+use crate::storage::{files, migrations, SchemaCheck, Store, DB_FILE};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     pub data_dir: DataDir,
-    /// Only report: exit 1 when steps are pending, apply nothing.
+    /// Only report: exit 1 when steps are pending, 2 when there is no
+    /// database; apply and create nothing.
     #[arg(long)]
     pub check: bool,
 }
 
+/// Exit status of `--check` when there is no database to check.
+const NO_DATABASE: u8 = 2;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&args.data_dir.path, SchemaCheck::ForMigration)?;
+    let dir = &args.data_dir.path;
+    let db_path = dir.join(DB_FILE);
+    // An unreadable path counts as present: opening it then says what is wrong.
+    let existed = db_path.try_exists().unwrap_or(true);
+    if !existed && args.check {
+        // A check changes nothing, not even by creating an empty database.
+        eprintln!(
+            "no database at {}; nothing to check. Point --data-dir at an existing data dir, \
+             or create a new database with `chatctl migrate --data-dir {}` (serve also creates one)",
+            db_path.display(),
+            dir.display()
+        );
+        return Ok(ExitCode::from(NO_DATABASE));
+    }
+    let store = Store::open(dir, SchemaCheck::ForMigration)?;
+    for loose in files::loose_permissions(dir) {
+        eprintln!("chatctl migrate: warning: {loose}");
+    }
+    if !existed {
+        println!(
+            "{}: no database was here; created one at schema version {}",
+            store.path().display(),
+            migrations::CURRENT_VERSION
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let pending = migrations::pending(store.db())?;
     let found = migrations::schema_version(store.db())?;
     if pending.is_empty() {

@@ -67,6 +67,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
+    tracing::info!("chatctl {} starting", crate::VERSION);
     // Plain-text banners are for a person at a terminal; JSON logs carry
     // the same facts as log lines only, so every line parses.
     let banners = args.log_format == LogFormat::Text;

@@ -3,6 +3,7 @@
 //! calls these methods through `spawn_blocking` or the message writer thread.
 
 pub(crate) mod accounts;
+pub mod files;
 pub(crate) mod messages;
 pub mod migrations;
 pub(crate) mod rooms;
@@ -73,23 +74,28 @@ pub enum SchemaCheck {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir`. A new database
-    /// is created at the current schema version.
+    /// Opens (creating if needed) the database in `data_dir`. A new data dir
+    /// is made 0700 and a new database 0600 (`files`); existing ones whose
+    /// mode lets group or others in are logged as warnings with their fix.
+    /// A new database is created at the current schema version.
     pub fn open(data_dir: &Path, check: SchemaCheck) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StorageError::DataDirNotWritable { path: data_dir.to_path_buf(), source })?;
+        let not_writable = |source| StorageError::DataDirNotWritable { path: data_dir.to_path_buf(), source };
+        files::create_data_dir(data_dir).map_err(not_writable)?;
         let path = data_dir.join(DB_FILE);
         // Probe writability ourselves: redb's own error for a read-only dir is
         // an unhelpful "permission denied" without the path.
         let probe = data_dir.join(".chatctl-write-probe");
-        std::fs::write(&probe, b"ok")
-            .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|source| StorageError::DataDirNotWritable { path: data_dir.to_path_buf(), source })?;
+        std::fs::write(&probe, b"ok").and_then(|_| std::fs::remove_file(&probe)).map_err(not_writable)?;
+        // redb would create a missing file with the umask's mode (often 0644).
+        files::create_db_file(&path).map_err(not_writable)?;
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StorageError::Locked { path }),
             Err(e) => return Err(StorageError::Redb(e.into())),
         };
+        for loose in files::loose_permissions(data_dir) {
+            tracing::warn!("{loose}");
+        }
         let store = Store { db: Arc::new(db), path };
         migrations::initialise_if_new(&store.db)?;
         let found = migrations::schema_version(&store.db)?;
