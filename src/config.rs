@@ -32,6 +32,16 @@ pub struct ServerConfig {
     pub cluster: Option<crate::log::cluster::ClusterConfig>,
     /// How long shutdown waits for sockets and storage before giving up.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS and WSS with this certificate and key (cookies become Secure).
+    pub tls: Option<TlsFiles>,
+}
+
+/// `--tls-cert` and `--tls-key`: PEM files, read at start and on SIGHUP.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The server certificate, then any intermediates.
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl ServerConfig {
@@ -49,6 +59,7 @@ impl ServerConfig {
             public_metrics: false,
             shutdown_grace: Duration::from_secs(10),
             cluster: None,
+            tls: None,
         }
     }
 
@@ -59,10 +70,11 @@ impl ServerConfig {
         config
     }
 
-    /// Whether every cookie must be `Secure`: asked for, or implied by an
-    /// `https` public URL (a browser there never sends plain-HTTP requests).
+    /// Whether every cookie must be `Secure`: asked for, implied by an
+    /// `https` public URL (a browser there never sends plain-HTTP requests),
+    /// or by serving TLS ourselves.
     pub fn always_secure_cookies(&self) -> bool {
-        self.secure_cookies || self.public_url.as_ref().is_some_and(PublicUrl::is_https)
+        self.secure_cookies || self.tls.is_some() || self.public_url.as_ref().is_some_and(PublicUrl::is_https)
     }
 }
 

@@ -18,6 +18,7 @@ use crate::chat::hub::Hub;
 use crate::chat::live::LiveSockets;
 use crate::chat::rate_limit::MessageRateLimit;
 use crate::config::ServerConfig;
+use crate::http::tls::{Tls, TlsError};
 use crate::log::cluster::Cluster;
 use crate::log::embedded::Embedded;
 use crate::log::{Sinks, WriteLog};
@@ -35,6 +36,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     AmqpUrl(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("the data dir {0} belongs to a cluster node (it applied a RabbitMQ stream); start it with --amqp-url, or use another --data-dir for a single node")]
     ClusterDataDir(PathBuf),
     #[error("the data dir {0} holds a single node's accounts or messages, which no other node has; a cluster node needs an empty data dir (create accounts on a running node's /admin page), or a copy of another cluster node's")]
@@ -47,15 +50,17 @@ pub struct RunningServer {
     /// The first-run setup URL, while the database has no user.
     pub setup_url: Option<String>,
     app: Arc<App>,
+    tls: Option<Arc<Tls>>,
     stop: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
 }
 
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
-    // A bad broker URL is refused before anything touches the disk.
+    // A bad broker URL or TLS pair is refused before anything touches the disk.
     if let Some(cluster) = &config.cluster {
         crate::log::amqp_url::parse(&cluster.url).map_err(StartError::AmqpUrl)?;
     }
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, SchemaCheck::RequireCurrent))
         .await
@@ -75,7 +80,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     };
     let setup_token = (!has_users).then(crate::auth::session::new_token);
     // Printed for the operator to open: the public URL when there is one.
-    let base = config.public_url.as_ref().map_or_else(|| browsable_url(addr), |url| url.origin().to_owned());
+    let base =
+        config.public_url.as_ref().map_or_else(|| browsable_url(addr, tls.is_some()), |url| url.origin().to_owned());
     let setup_url = setup_token.as_ref().map(|token| format!("{base}/setup?token={token}"));
     let setup = Arc::new(SetupToken::new(setup_token));
     let sinks =
@@ -103,15 +109,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     // unknown name takes no longer than one for a known name.
     tokio::task::spawn_blocking(|| crate::auth::password::dummy_hash().len());
     tokio::spawn(sweep_expired_sessions(app.clone(), shutdown.clone()));
-    let accept_task = tokio::spawn(crate::http::server::accept_loop(listener, app.clone(), shutdown));
+    let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+    let accept_task = tokio::spawn(crate::http::server::accept_loop(listener, acceptor, app.clone(), shutdown));
     tracing::info!(
         %addr,
+        tls = tls.is_some(),
         public_url = app.config.public_url.as_ref().map(|url| url.origin()),
         trusted_proxies = ?app.config.trusted_proxies,
         data_dir = %app.config.data_dir.display(),
         "chatctl is serving"
     );
-    Ok(RunningServer { addr, setup_url, app, stop, accept_task })
+    Ok(RunningServer { addr, setup_url, app, tls, stop, accept_task })
 }
 
 /// The single node's writer, or the cluster's stream; a data dir stays
@@ -132,17 +140,28 @@ async fn start_log(config: &ServerConfig, store: &Store, sinks: Arc<Sinks>) -> R
 }
 
 /// A URL a browser on this machine can open: `0.0.0.0` is not one.
-fn browsable_url(addr: SocketAddr) -> String {
+fn browsable_url(addr: SocketAddr, https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
     match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => format!("http://127.0.0.1:{}", addr.port()),
-        ip if ip.is_unspecified() => format!("http://[::1]:{}", addr.port()),
-        _ => format!("http://{addr}"),
+        ip if ip.is_unspecified() && ip.is_ipv4() => format!("{scheme}://127.0.0.1:{}", addr.port()),
+        ip if ip.is_unspecified() => format!("{scheme}://[::1]:{}", addr.port()),
+        _ => format!("{scheme}://{addr}"),
     }
 }
 
 impl RunningServer {
     pub fn url(&self) -> String {
-        browsable_url(self.addr)
+        browsable_url(self.addr, self.tls.is_some())
+    }
+
+    /// Reads `--tls-cert` and `--tls-key` again (SIGHUP calls this): the
+    /// next handshake uses the new pair. A bad pair is refused, logged at
+    /// error, and the old one stays in use.
+    pub async fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload().await,
+            None => Err(TlsError::Off),
+        }
     }
 
     /// The shared state, for tests that need to look inside.

@@ -1,13 +1,15 @@
-//! `chatctl serve`: runs the server until SIGINT or SIGTERM.
+//! `chatctl serve`: runs the server until SIGINT or SIGTERM; SIGHUP reloads
+//! the TLS certificate.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use super::DataDir;
 use ipnet::IpNet;
 
-use crate::config::{PublicUrl, ServerConfig, TrustedProxies};
+use crate::config::{PublicUrl, ServerConfig, TlsFiles, TrustedProxies};
 use crate::log::cluster::ClusterConfig;
 use crate::telemetry::{self, LogFormat};
 
@@ -63,6 +65,13 @@ pub struct Args {
     /// Seconds shutdown waits for sockets to close and storage to finish.
     #[arg(long, env = "CHATCTL_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
+    /// Serve HTTPS and WSS with this PEM certificate (then any intermediates);
+    /// needs --tls-key. SIGHUP reloads both files.
+    #[arg(long, env = "CHATCTL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CHATCTL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -82,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         secure_cookies: args.secure_cookies,
         public_metrics: args.public_metrics,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
         cluster: args.amqp_url.map(|url| ClusterConfig {
             url,
             stream: args.amqp_stream,
@@ -109,11 +119,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 eprintln!("\n  No account exists yet. Create the first administrator here:\n\n    {url}\n");
             }
         }
-        stop_signal().await;
+        tokio::select! {
+            _ = stop_signal() => {}
+            _ = reload_on_hangup(&server) => {}
+        }
         tracing::info!("stop signal received; closing sockets and finishing writes");
         server.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// On each SIGHUP, reloads the TLS pair (renewed certificates); never returns.
+async fn reload_on_hangup(server: &crate::startup::RunningServer) {
+    #[cfg(unix)]
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        while hangup.recv().await.is_some() {
+            match server.reload_tls().await {
+                Err(crate::http::tls::TlsError::Off) => tracing::info!("SIGHUP: TLS is off; nothing to reload"),
+                // Logged at error by reload_tls; the old pair stays.
+                Ok(()) | Err(_) => {}
+            }
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

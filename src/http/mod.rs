@@ -10,6 +10,7 @@ pub mod request;
 pub mod respond;
 pub mod server;
 pub mod templates;
+pub mod tls;
 pub mod websocket;
 
 use std::net::SocketAddr;
@@ -130,7 +131,10 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, tcp_peer: SocketAd
         Ok(route) => route,
         Err(miss) => return miss.reply(is_api),
     };
-    let peer = Peer::resolve(tcp_peer, request.headers(), &app.config.trusted_proxies, false);
+    // With --tls-cert every connection on the listener is TLS: cookies are
+    // Secure and the request's own origin is https.
+    let direct_https = app.config.tls.is_some();
+    let peer = Peer::resolve(tcp_peer, request.headers(), &app.config.trusted_proxies, direct_https);
     match route {
         Route::Health => text(StatusCode::OK, "ok"),
         Route::Ready => readiness(&app).await,
