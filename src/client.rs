@@ -1,7 +1,10 @@
 //! A small client for chatctl's HTTP API and WebSockets, used by
-//! `smoke-test` and the integration tests. It speaks plain `http://` (the
-//! smoke test runs on loopback or behind a proxy that terminates TLS).
+//! `smoke-test` and the integration tests. It speaks `http://` and
+//! `https://` (wss:// for sockets), trusting the system's CAs plus any given
+//! ones (`--ca-cert`), with SNI set to the URL's host.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -12,15 +15,41 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// A signed-in (or not yet) user of one server.
 #[derive(Clone, Debug)]
 pub struct Client {
-    /// `host:port`
+    /// `host[:port]` as written in the URL: the `Host` header.
     authority: String,
+    /// `host:port` to connect to (the scheme's port when the URL has none).
+    address: String,
+    /// For https://: the TLS client and the name the certificate must carry.
+    tls: Option<Secure>,
+    /// CAs trusted besides the system's, kept for `at`.
+    extra_roots: Arc<[CertificateDer<'static>]>,
     session: Option<String>,
 }
+
+/// The TLS side of an https:// client.
+#[derive(Clone)]
+struct Secure {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl fmt::Debug for Secure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secure({:?})", self.name)
+    }
+}
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// An HTTP answer.
 #[derive(Debug)]
@@ -42,16 +71,27 @@ impl Answer {
 }
 
 impl Client {
-    /// A client for `http://host:port` (a trailing path is ignored).
+    /// A client for `http://host[:port]` or `https://host[:port]` (a
+    /// trailing path is ignored), trusting the system's CAs.
     pub fn new(base_url: &str) -> anyhow::Result<Client> {
-        let rest = base_url
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("the URL must start with http:// (got {base_url})"))?;
-        let authority = rest.split('/').next().unwrap_or_default().to_owned();
-        if authority.is_empty() {
-            bail!("the URL {base_url} has no host");
-        }
-        Ok(Client { authority, session: None })
+        Client::with_roots(base_url, Vec::new())
+    }
+
+    /// As `new`, trusting these CAs too for https:// (`--ca-cert`; see
+    /// `http::tls::load_ca_certs`).
+    pub fn with_roots(base_url: &str, extra_roots: Vec<CertificateDer<'static>>) -> anyhow::Result<Client> {
+        let (https, rest) = match base_url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+            _ => bail!("the URL must start with http:// or https:// (got {base_url})"),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default().to_owned();
+        let (host, port) = split_authority(&authority).ok_or_else(|| anyhow!("the URL {base_url} has no host, or its port is not a number from 0 to 65535"))?;
+        let port = port.unwrap_or(if https { 443 } else { 80 });
+        let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let extra_roots: Arc<[CertificateDer<'static>]> = extra_roots.into();
+        let tls = if https { Some(Secure::new(host, &extra_roots)?) } else { None };
+        Ok(Client { authority, address, tls, extra_roots, session: None })
     }
 
     pub fn authority(&self) -> &str {
@@ -64,12 +104,26 @@ impl Client {
 
     /// The same session against another address (a restarted server).
     pub fn at(&self, base_url: &str) -> anyhow::Result<Client> {
-        Ok(Client { session: self.session.clone(), ..Client::new(base_url)? })
+        Ok(Client { session: self.session.clone(), ..Client::with_roots(base_url, self.extra_roots.to_vec())? })
     }
 
     /// The same client without its session: what an anonymous caller sees.
     pub fn anonymous(&self) -> Client {
-        Client { authority: self.authority.clone(), session: None }
+        Client { session: None, ..self.clone() }
+    }
+
+    /// A fresh connection: TCP, then TLS for https://.
+    async fn open(&self) -> anyhow::Result<Box<dyn Io>> {
+        let stream =
+            TcpStream::connect(&self.address).await.with_context(|| format!("connecting to {}", self.address))?;
+        let _ = stream.set_nodelay(true);
+        let Some(secure) = &self.tls else {
+            return Ok(Box::new(stream));
+        };
+        match secure.connector.connect(secure.name.clone(), stream).await {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(error) => Err(tls_failure(&self.authority, error)),
+        }
     }
 
     /// Sends one request on a fresh connection.
@@ -80,8 +134,7 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> anyhow::Result<Answer> {
-        let stream =
-            TcpStream::connect(&self.authority).await.with_context(|| format!("connecting to {}", self.authority))?;
+        let stream = self.open().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         let mut request = Request::builder().method(method).uri(path).header(header::HOST, &self.authority);
@@ -126,7 +179,7 @@ impl Client {
     /// Opens a WebSocket at `path` (e.g. `/ws/chat/lobby/`). A refused
     /// upgrade is `Err(Refused(status))`.
     pub async fn connect(&self, path: &str, origin: Option<&str>) -> Result<ChatSocket, ConnectError> {
-        let stream = TcpStream::connect(&self.authority).await.map_err(|e| ConnectError::Io(e.to_string()))?;
+        let stream = self.open().await.map_err(|e| ConnectError::Io(format!("{e:#}")))?;
         let mut request = Request::builder()
             .method(Method::GET)
             .uri(path)
@@ -148,6 +201,58 @@ impl Client {
             Err(fastwebsockets::WebSocketError::InvalidStatusCode(code)) => Err(ConnectError::Refused(code)),
             Err(other) => Err(ConnectError::Io(other.to_string())),
         }
+    }
+}
+
+impl Secure {
+    fn new(host: &str, extra_roots: &[CertificateDer<'static>]) -> anyhow::Result<Secure> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|_| anyhow!("{host} is neither a DNS name nor an IP address, so TLS cannot check it"))?;
+        let provider = crate::http::tls::provider();
+        let verifier =
+            rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.iter().cloned(), provider.clone())
+                .map_err(|error| {
+                    anyhow!("cannot set up certificate checks: {error}; install the system CA certificates or pass --ca-cert")
+                })?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Secure { connector: TlsConnector::from(Arc::new(config)), name })
+    }
+}
+
+/// `host` and the port, if written; IPv6 brackets removed. `None`: no host.
+fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    let port = match port {
+        Some(port) => Some(port.parse().ok()?),
+        None => None,
+    };
+    (!host.is_empty()).then_some((host, port))
+}
+
+/// A failed TLS handshake, said so that an untrusted certificate names the fix.
+fn tls_failure(authority: &str, error: std::io::Error) -> anyhow::Error {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(why)) => anyhow!(
+            "the TLS certificate of {authority} is not trusted ({why:?}); if your own CA signed it, pass that CA \
+             with --ca-cert CA.pem"
+        ),
+        Some(other) => anyhow!("the TLS handshake with {authority} failed: {other}"),
+        None => anyhow!("the TLS handshake with {authority} failed: {error}; is it serving https://?"),
     }
 }
 

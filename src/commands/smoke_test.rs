@@ -4,6 +4,7 @@
 //! checks that fit against a running deployment, as two existing users.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,12 +20,17 @@ use crate::storage::{now_ms, SchemaCheck, Store, UserRecord};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A running chatctl (http://host:port) to check instead of a temporary one.
+    /// A running chatctl (http://host:port or https://host:port) to check
+    /// instead of a temporary one.
     #[arg(long, env = "CHATCTL_SMOKE_URL")]
     pub url: Option<String>,
     /// With --url: two existing accounts, each as NAME:PASSWORD.
     #[arg(long = "user", env = "CHATCTL_SMOKE_USERS", value_delimiter = ',')]
     pub users: Vec<String>,
+    /// With an https:// --url: a PEM CA certificate to trust besides the
+    /// system's (repeat for more; the variable takes a comma-separated list).
+    #[arg(long = "ca-cert", env = "CHATCTL_SMOKE_CA_CERT", value_delimiter = ',', requires = "url")]
+    pub ca_certs: Vec<PathBuf>,
     /// Run two nodes in-process through this RabbitMQ instead of one node.
     #[arg(long, conflicts_with = "url")]
     pub amqp_url: Option<String>,
@@ -43,7 +49,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 };
                 let a = Account::parse(a)?;
                 let b = Account::parse(b)?;
-                let client = Client::new(url)?;
+                let mut roots = Vec::new();
+                for path in &args.ca_certs {
+                    roots.extend(crate::http::tls::load_ca_certs(path)?);
+                }
+                let client = Client::with_roots(url, roots)?;
                 if shared_checks(&mut report, [&client, &client], &a, &b).await.is_none() {
                     println!("skipped the remaining checks: they build on the one that failed");
                 }

@@ -5,7 +5,8 @@ use std::str::FromStr;
 
 use lapin::uri::AMQPUri;
 
-const EXPECTED: &str = "expected amqp://USER:PASSWORD@HOST:5672/VHOST (the vhost `/` is written %2f)";
+const EXPECTED: &str =
+    "expected amqp://USER:PASSWORD@HOST:5672/VHOST, or amqps://…:5671/… for TLS (the vhost `/` is written %2f)";
 
 /// Parses an AMQP URL. The error names what is wrong, never the password.
 pub fn parse(raw: &str) -> Result<AMQPUri, String> {
@@ -104,6 +105,18 @@ mod tests {
             assert!(why.contains(says), "{url}: {why}");
             assert!(!why.contains("hunter2"), "{url}: {why}");
         }
+    }
+
+    #[test]
+    fn amqps_means_tls_on_port_5671_unless_written() {
+        use lapin::uri::AMQPScheme;
+        let uri = parse("amqps://u:p@rabbit.example/%2f").unwrap();
+        assert_eq!((uri.scheme, uri.authority.port, uri.vhost.as_str()), (AMQPScheme::AMQPS, 5671, "/"));
+        assert_eq!(uri.authority.host, "rabbit.example");
+        let uri = parse("AMQPS://u:p@10.0.0.5:15671/chat").unwrap();
+        assert_eq!((uri.scheme, uri.authority.port), (AMQPScheme::AMQPS, 15671));
+        assert_eq!(uri.authority.host, "10.0.0.5");
+        assert_eq!(parse("amqp://u:p@rabbit.example/%2f").unwrap().scheme, AMQPScheme::AMQP);
     }
 
     #[test]
