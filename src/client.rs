@@ -86,7 +86,8 @@ impl Client {
             _ => bail!("the URL must start with http:// or https:// (got {base_url})"),
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default().to_owned();
-        let (host, port) = split_authority(&authority).ok_or_else(|| anyhow!("the URL {base_url} has no host, or its port is not a number from 0 to 65535"))?;
+        let (host, port) = split_authority(&authority)
+            .ok_or_else(|| anyhow!("the URL {base_url} has no host, or its port is not a number from 0 to 65535"))?;
         let port = port.unwrap_or(if https { 443 } else { 80 });
         let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
         let extra_roots: Arc<[CertificateDer<'static>]> = extra_roots.into();
@@ -209,11 +210,13 @@ impl Secure {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|_| anyhow!("{host} is neither a DNS name nor an IP address, so TLS cannot check it"))?;
         let provider = crate::http::tls::provider();
-        let verifier =
-            rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.iter().cloned(), provider.clone())
-                .map_err(|error| {
-                    anyhow!("cannot set up certificate checks: {error}; install the system CA certificates or pass --ca-cert")
-                })?;
+        let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+            extra_roots.iter().cloned(),
+            provider.clone(),
+        )
+        .map_err(|error| {
+            anyhow!("cannot set up certificate checks: {error}; install the system CA certificates or pass --ca-cert")
+        })?;
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .dangerous()
