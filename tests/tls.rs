@@ -314,3 +314,67 @@ async fn smoke_test_passes_over_https_with_the_ca_and_names_the_fix_without() {
     assert!(output.contains("not trusted") && output.contains("--ca-cert"), "{output}");
     server.shutdown().await;
 }
+
+/// A `chatctl serve` process, killed if the test ends early.
+struct ServeProcess(std::process::Child);
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` (HUP, TERM) to the process.
+fn signal(process: &ServeProcess, signal: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(process.0.id().to_string()).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_makes_serve_load_the_renewed_certificate() {
+    use std::io::BufRead;
+    let (old_ca, new_ca) = (Ca::new("old CA"), Ca::new("new CA"));
+    let setup = Setup::new(&[]);
+    setup.write_pair(&old_ca.server_pair());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatctl"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(setup.dir.path().join("data"))
+        .arg("--tls-cert")
+        .arg(&setup.files.cert)
+        .arg("--tls-key")
+        .arg(&setup.files.key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let process = ServeProcess(child);
+    let url = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("chatctl is serving at ").map(str::to_owned));
+        // Keep draining so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        url
+    })
+    .await
+    .unwrap()
+    .expect("serve prints its URL");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let fresh = |ca: &Ca| Client::with_roots(&url, vec![ca.der()]).unwrap();
+    assert_healthy(&fresh(&old_ca)).await;
+
+    setup.write_pair(&new_ca.server_pair());
+    signal(&process, "HUP");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fresh(&new_ca).get("/healthz").await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "SIGHUP did not load the new certificate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fresh(&old_ca).get("/healthz").await.is_err(), "the old certificate is still served");
+    signal(&process, "TERM");
+}

@@ -844,7 +844,8 @@ fn diagnose(failure: &Failure, phase: Phase<'_>, target: &Target) -> String {
             ),
             Phase::Connect if tls => format!(
                 "the TLS connection to {addr} failed: {reason}. amqps:// needs RabbitMQ's TLS listener (usually \
-                 port 5671) and a certificate this machine trusts; for a plain listener write amqp://"
+                 port 5671) and a certificate this machine trusts (for a private CA, set SSL_CERT_FILE to its PEM); for \
+                 a plain listener write amqp://"
             ),
             Phase::Connect => format!(
                 "cannot reach RabbitMQ at {addr}: {reason}. Check the host and port in the URL (AMQP listens on \
