@@ -373,3 +373,30 @@ impl ChatSocket {
         let _ = self.ws.write_frame(Frame::close(1000, b"bye")).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_split_into_host_and_port() {
+        assert_eq!(split_authority("127.0.0.1:8000"), Some(("127.0.0.1", Some(8000))));
+        assert_eq!(split_authority("chat.example"), Some(("chat.example", None)));
+        assert_eq!(split_authority("[::1]:8443"), Some(("::1", Some(8443))));
+        assert_eq!(split_authority("[::1]"), Some(("::1", None)));
+        assert_eq!(split_authority("host:http"), None);
+        assert_eq!(split_authority(":8000"), None);
+        assert_eq!(split_authority(""), None);
+    }
+
+    #[test]
+    fn https_urls_get_tls_and_the_default_port() {
+        let client = Client::new("https://localhost/chat").unwrap();
+        assert_eq!((client.address.as_str(), client.tls.is_some()), ("localhost:443", true));
+        let client = Client::new("http://[::1]:8000").unwrap();
+        assert_eq!((client.address.as_str(), client.tls.is_some()), ("[::1]:8000", false));
+        for bad in ["ftp://host", "127.0.0.1:8000", "https://", "http://host:99999"] {
+            assert!(Client::new(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}

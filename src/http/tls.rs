@@ -160,7 +160,7 @@ impl Tls {
 
     /// Reads the files again; the next handshake uses the new pair. A bad
     /// pair is refused, logged at error, and the old one stays in use.
-    pub async fn reload(self: &Arc<Self>) -> Result<(), TlsError> {
+    pub async fn reload(&self) -> Result<(), TlsError> {
         let files = self.files.clone();
         let loaded = tokio::task::spawn_blocking(move || load_pair(&files))
             .await
@@ -197,6 +197,7 @@ pub async fn accept(
     let handshake = async {
         let mut first = [0u8; 1];
         let _ = stream.peek(&mut first).await?;
+        // A TLS client opens with a handshake record; HTTP with a method name.
         if first[0] != TLS_HANDSHAKE && first[0].is_ascii_uppercase() {
             answer_plain_http(&mut stream).await;
             return Err(std::io::Error::other("a plain-HTTP request on the HTTPS port"));
