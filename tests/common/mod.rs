@@ -4,6 +4,8 @@
 //! frames). Each test binary uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context};
