@@ -1,0 +1,74 @@
+//! The command line's side of the control socket: is a server running on
+//! this data dir, and if so, ask it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::protocol::{Command, Reply, Response, VERSION};
+use super::server::socket_path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot open the control socket {path}: permission denied. Run this as the user that runs `chatctl serve` (or as root)")]
+    PermissionDenied { path: String },
+    #[error("talking to the server over {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the server did not answer over {path} within {within:?}; see its log")]
+    Timeout { path: String, within: Duration },
+    #[error("the server's answer is not one this chatctl reads ({0}); use the chatctl binary of the running server")]
+    Garbled(String),
+}
+
+/// Whether a server answers on `data_dir`'s control socket. A missing
+/// socket, or a stale one nobody listens on, is `false`.
+pub async fn server_answers(data_dir: &Path) -> Result<bool, ClientError> {
+    let path = socket_path(data_dir);
+    match UnixStream::connect(&path).await {
+        Ok(_) => Ok(true),
+        Err(error) => match error.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Ok(false),
+            std::io::ErrorKind::PermissionDenied => {
+                Err(ClientError::PermissionDenied { path: path.display().to_string() })
+            }
+            _ => Err(ClientError::Io { path: path.display().to_string(), source: error }),
+        },
+    }
+}
+
+/// Sends one command and reads its reply, within `within`.
+pub async fn call(data_dir: &Path, command: Command, within: Duration) -> Result<Reply, ClientError> {
+    let path = socket_path(data_dir);
+    let shown = path.display().to_string();
+    let exchange = async {
+        let stream = UnixStream::connect(&path).await?;
+        let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_vec(&command.request()).expect("requests serialise");
+        line.push(b'\n');
+        write.write_all(&line).await?;
+        let mut answer = String::new();
+        BufReader::new(read).read_line(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = match tokio::time::timeout(within, exchange).await {
+        Err(_) => return Err(ClientError::Timeout { path: shown, within }),
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(ClientError::PermissionDenied { path: shown })
+        }
+        Ok(Err(source)) => return Err(ClientError::Io { path: shown, source }),
+        Ok(Ok(answer)) => answer,
+    };
+    if answer.is_empty() {
+        return Err(ClientError::Io {
+            path: shown,
+            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the server closed without answering"),
+        });
+    }
+    let response: Response = serde_json::from_str(&answer).map_err(|e| ClientError::Garbled(e.to_string()))?;
+    if response.v != VERSION {
+        return Err(ClientError::Garbled(format!("protocol version {}", response.v)));
+    }
+    Ok(response.reply)
+}

@@ -1,0 +1,141 @@
+//! The control socket's listener, spawned by `startup`. The socket file is
+//! owner-only (0600) and every peer's uid (SO_PEERCRED) must be the
+//! server's own or root, so only the account that runs chatctl (or root)
+//! can administer it. A stale file from a crash is replaced at start; the
+//! file is removed at shutdown.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{watch, Semaphore};
+
+use super::protocol::{ErrorKind, Reply, Request, Response, SOCKET_FILE, VERSION};
+use crate::app::App;
+
+/// A request line is small; anything longer is not one.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// A client that connects must send its line within this.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests handled at once; more wait in the kernel's accept queue.
+const CONCURRENT: usize = 4;
+
+/// Where a data dir's control socket lives.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_FILE)
+}
+
+/// Binds the socket and spawns its accept loop, which ends (and removes
+/// the file) when the server begins to shut down.
+pub fn listen(app: Arc<App>, shutdown: watch::Receiver<bool>) -> std::io::Result<PathBuf> {
+    let path = socket_path(&app.config.data_dir);
+    // The database lock already proves no other server runs on this data
+    // dir, so a file here is a stale one from a crash.
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!(path = %path.display(), "removed a stale control socket"),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let listener = UnixListener::bind(&path)?;
+    // Peers are checked by uid too, so the instant before chmod is harmless.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let owner = std::fs::metadata(&path)?.uid();
+    tokio::spawn(accept_loop(listener, path.clone(), owner, app, shutdown));
+    Ok(path)
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    path: PathBuf,
+    owner: u32,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT));
+    loop {
+        let accepted = tokio::select! {
+            _ = App::stopping(&mut shutdown) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let app = app.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = serve_one(stream, owner, &app).await {
+                        tracing::debug!(%error, "control connection ended early");
+                    }
+                    drop(slot);
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting on the control socket failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// One request line, one response line.
+async fn serve_one(stream: UnixStream, owner: u32, app: &App) -> std::io::Result<()> {
+    let uid = stream.peer_cred()?.uid();
+    let (read, mut write) = stream.into_split();
+    let reply = if uid != owner && uid != 0 {
+        tracing::warn!(uid, "refused a control connection from another user");
+        Reply::error(
+            ErrorKind::BadRequest,
+            format!("permission denied: uid {uid} is neither root nor the user running this server (uid {owner})"),
+        )
+    } else {
+        let mut line = String::new();
+        let mut reader = BufReader::new(read.take(MAX_REQUEST));
+        match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+            Ok(Ok(0)) => return Ok(()), // a probe: the client only checked that we answer
+            Ok(Ok(_)) => handle(&line, uid, app).await,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => Reply::error(ErrorKind::BadRequest, "no request line within 10 s"),
+        }
+    };
+    let mut bytes = serde_json::to_vec(&Response { v: VERSION, reply }).expect("responses serialise");
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    write.shutdown().await
+}
+
+async fn handle(line: &str, uid: u32, app: &App) -> Reply {
+    let request = match serde_json::from_str::<Request>(line) {
+        Ok(request) => request,
+        Err(error) => {
+            // An unknown command from a newer client lands here too.
+            let version = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["v"].as_u64());
+            return Reply::error(
+                ErrorKind::BadRequest,
+                format!(
+                    "this server (control protocol version {VERSION}) cannot read the request{} ({error}); use the chatctl binary of the running server",
+                    version.map(|v| format!(" of version {v}")).unwrap_or_default()
+                ),
+            );
+        }
+    };
+    if request.v != VERSION {
+        return Reply::error(
+            ErrorKind::BadRequest,
+            format!(
+                "this server speaks control protocol version {VERSION}, not {}; use the chatctl binary of the running server",
+                request.v
+            ),
+        );
+    }
+    let name = request.command.name();
+    tracing::info!(command = name, uid, "control command");
+    let reply = super::ops::execute(&app.store, Some(&app.log), request.command).await;
+    if let Reply::Error { kind, message } = &reply {
+        tracing::info!(command = name, ?kind, %message, "control command refused");
+    }
+    reply
+}
