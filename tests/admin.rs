@@ -1,0 +1,333 @@
+//! The admin commands through the real binary, on a single node: against a
+//! running server (they go through its control socket) and against a
+//! stopped data dir (they open it themselves); online backup while messages
+//! are being written, and restore. Commands run with no standard input
+//! unless a test pipes a password, so none may wait for a prompt.
+
+mod cluster_support;
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chatctl::client::{Client, Event};
+use chatctl::config::ServerConfig;
+use common::{create_users, join, password_of, spawn_app, spawn_app_with, spawn_unlimited_app, UserSpec, WAIT};
+use serde_json::Value;
+
+/// How long any admin command may take before the test calls it hung.
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `chatctl ARGS` with `stdin` piped in (or no standard input at all),
+/// off the runtime so the in-process server keeps serving; kills it if it
+/// outlives `COMMAND_LIMIT`.
+async fn chatctl(args: &[&str], stdin: Option<&str>) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let stdin = stdin.map(str::to_owned);
+    tokio::task::spawn_blocking(move || run_bounded(&args, stdin.as_deref())).await.expect("the command runner")
+}
+
+fn run_bounded(args: &[String], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatctl"))
+        .args(args)
+        .env_remove("CHATCTL_DATA_DIR")
+        .env_remove("CHATCTL_AMQP_URL")
+        .env_remove("CHATCTL_SUPERUSER_PASSWORD")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting chatctl");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("piped stdin").write_all(text.as_bytes()).expect("writing stdin");
+    }
+    let started = Instant::now();
+    while child.try_wait().expect("polling chatctl").is_none() {
+        if started.elapsed() > COMMAND_LIMIT {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("reaping chatctl");
+            panic!("chatctl {args:?} hung for {COMMAND_LIMIT:?}; stderr: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("reading chatctl's output")
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn assert_ok(output: &Output, what: &str) {
+    assert_eq!(code(output), 0, "{what} failed: stdout {} stderr {}", stdout(output), stderr(output));
+}
+
+fn dir_arg(dir: &Path) -> String {
+    dir.display().to_string()
+}
+
+/// `users list --json` as (username -> the user's object).
+async fn listed_users(dir: &Path) -> Vec<Value> {
+    let output = chatctl(&["users", "list", "--json", "--data-dir", &dir_arg(dir)], None).await;
+    assert_ok(&output, "users list --json");
+    let users: Value = serde_json::from_slice(&output.stdout).expect("users list --json prints JSON");
+    users.as_array().expect("a JSON array").clone()
+}
+
+fn user<'a>(users: &'a [Value], name: &str) -> &'a Value {
+    users.iter().find(|u| u["username"] == name).unwrap_or_else(|| panic!("{name} missing from {users:?}"))
+}
+
+/// Waits for the server to close the socket; returns (code, reason).
+async fn closed(ws: &mut chatctl::client::ChatSocket) -> (u16, String) {
+    loop {
+        match ws.next_event(WAIT).await.expect("the socket closes") {
+            Event::Closed { code, reason } => return (code, reason),
+            Event::Json(_) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_commands_reach_a_running_server_and_deactivation_closes_the_socket() {
+    let app = spawn_app(&["alice", "bob"]).await;
+    let dir = app.dir.path();
+    let users = listed_users(dir).await;
+    assert_eq!(users.len(), 2);
+    assert_eq!(user(&users, "bob")["is_active"], true);
+    assert!(user(&users, "bob")["created"].as_str().is_some_and(|c| c.ends_with('Z')));
+
+    let (mut bob_ws, _) = join(&app.client("bob"), "/ws/chat/lobby/").await;
+    let output = chatctl(&["users", "deactivate", "bob", "--data-dir", &dir_arg(dir)], None).await;
+    assert_ok(&output, "users deactivate bob");
+    assert_eq!(closed(&mut bob_ws).await, (1008, "account deactivated".to_owned()));
+    assert_eq!(user(&listed_users(dir).await, "bob")["is_active"], false);
+    let mut bob = app.anonymous();
+    assert_ne!(bob.login("bob", &password_of("bob")).await.unwrap().status, 200, "a deactivated user signed in");
+
+    let unknown = chatctl(&["users", "deactivate", "nobody", "--data-dir", &dir_arg(dir)], None).await;
+    assert_eq!(code(&unknown), 2, "an unknown user: {}", stderr(&unknown));
+    assert!(stderr(&unknown).contains("no user named \"nobody\""), "{}", stderr(&unknown));
+
+    let output = chatctl(&["users", "activate", "bob", "--data-dir", &dir_arg(dir)], None).await;
+    assert_ok(&output, "users activate bob");
+    assert_eq!(bob.login("bob", &password_of("bob")).await.unwrap().status, 200);
+
+    let table = chatctl(&["users", "list", "--data-dir", &dir_arg(dir)], None).await;
+    assert_ok(&table, "users list");
+    assert!(stdout(&table).starts_with("USERNAME"), "{}", stdout(&table));
+    assert!(stdout(&table).lines().any(|l| l.starts_with("alice") && l.contains("yes")), "{}", stdout(&table));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changepassword_signs_the_user_out_and_only_the_new_password_works() {
+    let app = spawn_app(&["alice"]).await;
+    let dir = dir_arg(app.dir.path());
+    let (mut ws, _) = join(&app.client("alice"), "/ws/chat/lobby/").await;
+
+    let weak = chatctl(&["changepassword", "alice", "--password-stdin", "--data-dir", &dir], Some("alice123\n")).await;
+    assert_eq!(code(&weak), 2, "a weak password: {}", stderr(&weak));
+    assert!(stderr(&weak).contains("the password was refused"), "{}", stderr(&weak));
+    assert!(ws.receives_nothing(Duration::from_millis(200)).await, "a refused change signed alice out");
+
+    let new_password = "Fresh-Lantern-93!";
+    let output = chatctl(
+        &["changepassword", "alice", "--password-stdin", "--data-dir", &dir],
+        Some(&format!("{new_password}\n")),
+    )
+    .await;
+    assert_ok(&output, "changepassword alice");
+    assert_eq!(closed(&mut ws).await, (1008, "signed out".to_owned()));
+    // The old session is gone too, not only the socket.
+    let (status, _) = app.client("alice").get_json("/api/me").await.unwrap();
+    assert_ne!(status, 200, "the old session still works");
+
+    let mut fresh = app.anonymous();
+    assert_ne!(fresh.login("alice", &password_of("alice")).await.unwrap().status, 200, "the old password works");
+    assert_eq!(fresh.login("alice", new_password).await.unwrap().status, 200, "the new password does not work");
+
+    let unknown =
+        chatctl(&["changepassword", "zed", "--password-stdin", "--data-dir", &dir], Some("Whatever-77-x\n")).await;
+    assert_eq!(code(&unknown), 2, "{}", stderr(&unknown));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn createsuperuser_works_while_the_server_runs_and_closes_setup() {
+    let app = spawn_app(&[]).await;
+    assert!(app.server.setup_url.is_some());
+    let dir = dir_arg(app.dir.path());
+    let args = ["createsuperuser", "--no-input", "--username", "root", "--email", "r@example.com", "--password-stdin"];
+    let output = chatctl(&[&args[..], &["--data-dir", &dir]].concat(), Some("Quiet-Harbor-2026\n")).await;
+    assert_ok(&output, "createsuperuser on a running server");
+    assert!(stdout(&output).contains("Superuser root created."), "{}", stdout(&output));
+    assert!(app.server.app().setup.get().is_none(), "the setup page is still open");
+    let mut root = app.anonymous();
+    assert_eq!(root.login("root", "Quiet-Harbor-2026").await.unwrap().status, 200);
+    let (_, me) = root.get_json("/api/me").await.unwrap();
+    assert_eq!(me["is_superuser"], true);
+
+    let again = chatctl(&[&args[..], &["--data-dir", &dir]].concat(), Some("Quiet-Harbor-2026\n")).await;
+    assert_eq!(code(&again), 1, "a taken username: {}", stderr(&again));
+    assert!(stderr(&again).contains("already taken"), "{}", stderr(&again));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_work_on_a_stopped_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    create_users(dir.path(), &[UserSpec::new("alice"), UserSpec::new("bob")]);
+    // A socket file left by a crashed server answers nobody: the commands open the dir.
+    std::fs::write(dir.path().join("control.sock"), b"").unwrap();
+    let d = dir_arg(dir.path());
+    assert_eq!(listed_users(dir.path()).await.len(), 2);
+    assert_ok(&chatctl(&["users", "deactivate", "bob", "--data-dir", &d], None).await, "deactivate, stopped");
+    let output =
+        chatctl(&["changepassword", "alice", "--password-stdin", "--data-dir", &d], Some("Copper-Kettle-58\n")).await;
+    assert_ok(&output, "changepassword, stopped");
+    let output = chatctl(
+        &["createsuperuser", "--no-input", "--username", "root", "--password-stdin", "--data-dir", &d],
+        Some("Quiet-Harbor-2026\n"),
+    )
+    .await;
+    assert_ok(&output, "createsuperuser, stopped");
+
+    let server = chatctl::startup::start(ServerConfig::ephemeral(dir.path())).await.expect("the server starts");
+    let mut client = Client::new(&server.url()).unwrap();
+    assert_ne!(client.login("bob", &password_of("bob")).await.unwrap().status, 200, "bob is deactivated");
+    assert_ne!(client.login("alice", &password_of("alice")).await.unwrap().status, 200, "alice's old password");
+    assert_eq!(client.login("alice", "Copper-Kettle-58").await.unwrap().status, 200, "alice's new password");
+    assert_eq!(Client::new(&server.url()).unwrap().login("root", "Quiet-Harbor-2026").await.unwrap().status, 200);
+    server.shutdown().await;
+    assert!(!dir.path().join("control.sock").exists(), "shutdown leaves the control socket behind");
+
+    let missing = dir.path().join("nothing-here");
+    let output = chatctl(&["users", "list", "--data-dir", &dir_arg(&missing)], None).await;
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    assert!(!missing.exists(), "listing users created a data dir");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_without_a_terminal_never_wait_for_a_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    create_users(dir.path(), &[UserSpec::new("alice")]);
+    let d = dir_arg(dir.path());
+    for args in [
+        vec!["createsuperuser", "--data-dir", &d],
+        vec!["createsuperuser", "--username", "zoe", "--data-dir", &d],
+        vec!["changepassword", "alice", "--data-dir", &d],
+        vec!["createsuperuser", "--no-input", "--username", "zoe", "--data-dir", &d],
+    ] {
+        let output = chatctl(&args, None).await;
+        assert_eq!(code(&output), 2, "{args:?}: {}", stderr(&output));
+        let said = stderr(&output);
+        assert!(said.contains("--password-stdin"), "{args:?} does not name the flag to use: {said}");
+    }
+    // The same while a server runs on the dir.
+    let server = chatctl::startup::start(ServerConfig::ephemeral(dir.path())).await.unwrap();
+    let output = chatctl(&["changepassword", "alice", "--data-dir", &d], None).await;
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_messages_are_written_holds_every_acknowledged_one() {
+    let app = spawn_unlimited_app(&["alice"]).await;
+    let (mut ws, _) = join(&app.client("alice"), "/ws/chat/lobby/").await;
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = format!("m{i}");
+                ws.send_message(&text, None).await.expect("sending");
+                let echo = ws.next_of_type("chat_handler", WAIT).await.expect("an echo");
+                assert_eq!(echo["message"], text.as_str());
+                acknowledged.lock().unwrap().push(text);
+                i += 1;
+            }
+            i
+        })
+    };
+    while acknowledged.lock().unwrap().len() < 100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("chatctl-backup.redb");
+    let before_backup = acknowledged.lock().unwrap().clone();
+    let output = chatctl(&["backup", "--data-dir", &dir_arg(app.dir.path()), "--to", &dir_arg(&file)], None).await;
+    let during = acknowledged.lock().unwrap().len() - before_backup.len();
+    assert_ok(&output, "backup while serving");
+    // Keep writing a little after the backup, then stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = writer.await.expect("the writer");
+    assert!(during > 0, "no message was written while the backup ran (sent {sent})");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let restored = out.path().join("restored");
+    let output = chatctl(&["restore", "--data-dir", &dir_arg(&restored), "--from", &dir_arg(&file)], None).await;
+    assert_ok(&output, "restore into a new dir");
+    let server =
+        chatctl::startup::start(ServerConfig::ephemeral(&restored)).await.expect("a server starts on the copy");
+    let mut alice = Client::new(&server.url()).unwrap();
+    assert_eq!(alice.login("alice", &password_of("alice")).await.unwrap().status, 200);
+    let history = cluster_support::full_history(&alice, "lobby").await.expect("the history of the copy");
+    let texts: Vec<&str> = history.iter().map(|m| m["message"].as_str().unwrap_or_default()).collect();
+    for text in &before_backup {
+        assert!(texts.contains(&text.as_str()), "{text}, acknowledged before the backup, is missing from it");
+    }
+    assert!(texts.len() < sent, "the backup holds messages written after it ended");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_a_running_server_a_database_without_force_and_a_foreign_file() {
+    let app = spawn_app_with(&[UserSpec::new("alice").signed_out()], |_| {}).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("b.redb");
+    let dir = dir_arg(app.dir.path());
+    assert_ok(&chatctl(&["backup", "--data-dir", &dir, "--to", &dir_arg(&file)], None).await, "backup");
+    let again = chatctl(&["backup", "--data-dir", &dir, "--to", &dir_arg(&file)], None).await;
+    assert_eq!(code(&again), 2, "an existing backup file is replaced without --force: {}", stderr(&again));
+
+    let running = chatctl(&["restore", "--data-dir", &dir, "--from", &dir_arg(&file)], None).await;
+    assert_eq!(code(&running), 1, "{}", stderr(&running));
+    assert!(stderr(&running).contains("running"), "{}", stderr(&running));
+
+    let stopped = tempfile::tempdir().unwrap();
+    create_users(stopped.path(), &[UserSpec::new("bob")]);
+    let s = dir_arg(stopped.path());
+    let refused = chatctl(&["restore", "--data-dir", &s, "--from", &dir_arg(&file)], None).await;
+    assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+
+    let foreign = out.path().join("notes.txt");
+    std::fs::write(&foreign, b"not a database").unwrap();
+    let output = chatctl(&["restore", "--data-dir", &s, "--from", &dir_arg(&foreign), "--force"], None).await;
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    assert!(stderr(&output).contains("not a chatctl database"), "{}", stderr(&output));
+
+    let forced = chatctl(&["restore", "--data-dir", &s, "--from", &dir_arg(&file), "--force"], None).await;
+    assert_ok(&forced, "restore --force");
+    let kept: Vec<_> = std::fs::read_dir(stopped.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("chatctl.redb.replaced-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the replaced database is not kept");
+    let users = listed_users(stopped.path()).await;
+    assert_eq!(users.len(), 1);
+    assert_eq!(user(&users, "alice")["username"], "alice");
+}
