@@ -4,77 +4,20 @@
 //! are being written, and restore. Commands run with no standard input
 //! unless a test pipes a password, so none may wait for a prompt.
 
+mod admin_support;
 mod cluster_support;
 mod common;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use admin_support::{assert_ok, chatctl, code, dir_arg, stderr, stdout};
 
 use chatctl::client::{Client, Event};
 use chatctl::config::ServerConfig;
 use common::{create_users, join, password_of, spawn_app, spawn_app_with, spawn_unlimited_app, UserSpec, WAIT};
 use serde_json::Value;
-
-/// How long any admin command may take before the test calls it hung.
-const COMMAND_LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs `chatctl ARGS` with `stdin` piped in (or no standard input at all),
-/// off the runtime so the in-process server keeps serving; kills it if it
-/// outlives `COMMAND_LIMIT`.
-async fn chatctl(args: &[&str], stdin: Option<&str>) -> Output {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let stdin = stdin.map(str::to_owned);
-    tokio::task::spawn_blocking(move || run_bounded(&args, stdin.as_deref())).await.expect("the command runner")
-}
-
-fn run_bounded(args: &[String], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatctl"))
-        .args(args)
-        .env_remove("CHATCTL_DATA_DIR")
-        .env_remove("CHATCTL_AMQP_URL")
-        .env_remove("CHATCTL_SUPERUSER_PASSWORD")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting chatctl");
-    if let Some(text) = stdin {
-        child.stdin.take().expect("piped stdin").write_all(text.as_bytes()).expect("writing stdin");
-    }
-    let started = Instant::now();
-    while child.try_wait().expect("polling chatctl").is_none() {
-        if started.elapsed() > COMMAND_LIMIT {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("reaping chatctl");
-            panic!("chatctl {args:?} hung for {COMMAND_LIMIT:?}; stderr: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("reading chatctl's output")
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn assert_ok(output: &Output, what: &str) {
-    assert_eq!(code(output), 0, "{what} failed: stdout {} stderr {}", stdout(output), stderr(output));
-}
-
-fn dir_arg(dir: &Path) -> String {
-    dir.display().to_string()
-}
 
 /// `users list --json` as (username -> the user's object).
 async fn listed_users(dir: &Path) -> Vec<Value> {
