@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )));
     }
     let command = Command::Backup { to, overwrite: args.force };
-    let no_cluster = ClusterArgs { amqp_url: None, amqp_stream: String::new() };
+    let no_cluster = ClusterArgs::none();
     super::runtime()?.block_on(async {
         match target::run_once(&args.data_dir.path, &no_cluster, Access::Read, command).await? {
             Reply::BackedUp { summary } => {

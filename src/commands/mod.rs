@@ -60,6 +60,12 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// For the commands that only read: a stopped cluster node's data dir
+    /// is read as it is, with no log.
+    pub fn none() -> ClusterArgs {
+        ClusterArgs { amqp_url: None, amqp_stream: String::new() }
+    }
+
     pub fn config(&self) -> Option<crate::log::cluster::ClusterConfig> {
         self.amqp_url.as_ref().map(|url| crate::log::cluster::ClusterConfig {
             url: url.clone(),

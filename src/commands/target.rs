@@ -75,6 +75,7 @@ impl Target {
                 "{} holds a single node's data, not a cluster node's: run this without --amqp-url (and unset CHATCTL_AMQP_URL)",
                 dir.display()
             )),
+            StartError::AmqpUrl(reason) => usage(reason),
             other => anyhow!("{other}"),
         })?;
         if clustered {

@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         match args.command {
             UsersCommand::List(list) => {
                 // Reading needs no log: a stopped cluster node lists what it has applied.
-                let no_cluster = ClusterArgs { amqp_url: None, amqp_stream: String::new() };
+                let no_cluster = ClusterArgs::none();
                 match target::run_once(&list.data_dir.path, &no_cluster, Access::Read, Command::ListUsers).await? {
                     Reply::Users { users } => {
                         print_users(&users, list.json)?;

@@ -165,6 +165,12 @@ async fn backup(store: &Store, to: PathBuf, overwrite: bool) -> Result<Reply, Re
             ))
         }
     }
+    if is_the_database(store, &to) {
+        return Err(Reply::error(
+            ErrorKind::Invalid,
+            format!("{} is the live database itself; write the backup to another file", to.display()),
+        ));
+    }
     let store = store.clone();
     let written = tokio::task::spawn_blocking(move || backup::write_backup(&store, &to, overwrite)).await;
     match written {
@@ -173,4 +179,14 @@ async fn backup(store: &Store, to: PathBuf, overwrite: bool) -> Result<Reply, Re
         Ok(Err(error)) => Err(Reply::error(ErrorKind::Failed, error.to_string())),
         Err(_) => Err(Reply::error(ErrorKind::Failed, "the backup failed unexpectedly; see the server log")),
     }
+}
+
+/// Whether `to` names the database file being backed up (a rename over it
+/// would unlink the live file under the server).
+fn is_the_database(store: &Store, to: &std::path::Path) -> bool {
+    let resolve = |path: &std::path::Path| {
+        let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok());
+        dir.zip(path.file_name().map(|n| n.to_owned())).map(|(dir, name)| dir.join(name))
+    };
+    matches!((resolve(store.path()), resolve(to)), (Some(a), Some(b)) if a == b)
 }

@@ -129,6 +129,8 @@ pub enum ErrorKind {
     BadRequest,
     /// Storage or file system failure.
     Failed,
+    /// The peer is neither root nor the user running the server.
+    Forbidden,
 }
 
 /// One account, as `users list` shows it (never the password hash).

@@ -56,13 +56,20 @@ async fn accept_loop(
 ) {
     let slots = Arc::new(Semaphore::new(CONCURRENT));
     loop {
+        // Wait for a free slot first, so a shutdown is seen while all are busy.
+        let slot = tokio::select! {
+            _ = App::stopping(&mut shutdown) => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
             _ = App::stopping(&mut shutdown) => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, _)) => {
-                let Ok(slot) = slots.clone().acquire_owned().await else { break };
                 let app = app.clone();
                 tokio::spawn(async move {
                     if let Err(error) = serve_one(stream, owner, &app).await {
@@ -88,7 +95,7 @@ async fn serve_one(stream: UnixStream, owner: u32, app: &App) -> std::io::Result
     let reply = if uid != owner && uid != 0 {
         tracing::warn!(uid, "refused a control connection from another user");
         Reply::error(
-            ErrorKind::BadRequest,
+            ErrorKind::Forbidden,
             format!("permission denied: uid {uid} is neither root nor the user running this server (uid {owner})"),
         )
     } else {
