@@ -45,6 +45,10 @@ async fn closed(ws: &mut chatctl::client::ChatSocket) -> (u16, String) {
 async fn users_commands_reach_a_running_server_and_deactivation_closes_the_socket() {
     let app = spawn_app(&["alice", "bob"]).await;
     let dir = app.dir.path();
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let socket = std::fs::metadata(dir.join("control.sock")).expect("serve listens on <data-dir>/control.sock");
+    assert!(socket.file_type().is_socket());
+    assert_eq!(socket.permissions().mode() & 0o777, 0o600, "the control socket is not owner-only");
     let users = listed_users(dir).await;
     assert_eq!(users.len(), 2);
     assert_eq!(user(&users, "bob")["is_active"], true);

@@ -14,8 +14,8 @@ use super::server::socket_path;
 pub enum ClientError {
     #[error("cannot open the control socket {path}: permission denied. Run this as the user that runs `chatctl serve` (or as root)")]
     PermissionDenied { path: String },
-    #[error("talking to the server over {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("talking to the server over {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("the server did not answer over {path} within {within:?}; see its log")]
     Timeout { path: String, within: Duration },
     #[error("the server's answer is not one this chatctl reads ({0}); use the chatctl binary of the running server")]
@@ -33,7 +33,7 @@ pub async fn server_answers(data_dir: &Path) -> Result<bool, ClientError> {
             std::io::ErrorKind::PermissionDenied => {
                 Err(ClientError::PermissionDenied { path: path.display().to_string() })
             }
-            _ => Err(ClientError::Io { path: path.display().to_string(), source: error }),
+            _ => Err(ClientError::Io { path: path.display().to_string(), cause: error }),
         },
     }
 }
@@ -57,13 +57,13 @@ pub async fn call(data_dir: &Path, command: Command, within: Duration) -> Result
         Ok(Err(error)) if error.kind() == std::io::ErrorKind::PermissionDenied => {
             return Err(ClientError::PermissionDenied { path: shown })
         }
-        Ok(Err(source)) => return Err(ClientError::Io { path: shown, source }),
+        Ok(Err(cause)) => return Err(ClientError::Io { path: shown, cause }),
         Ok(Ok(answer)) => answer,
     };
     if answer.is_empty() {
         return Err(ClientError::Io {
             path: shown,
-            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the server closed without answering"),
+            cause: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the server closed without answering"),
         });
     }
     let response: Response = serde_json::from_str(&answer).map_err(|e| ClientError::Garbled(e.to_string()))?;

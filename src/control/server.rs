@@ -92,21 +92,21 @@ async fn accept_loop(
 async fn serve_one(stream: UnixStream, owner: u32, app: &App) -> std::io::Result<()> {
     let uid = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
-    let reply = if uid != owner && uid != 0 {
-        tracing::warn!(uid, "refused a control connection from another user");
-        Reply::error(
-            ErrorKind::Forbidden,
-            format!("permission denied: uid {uid} is neither root nor the user running this server (uid {owner})"),
-        )
-    } else {
-        let mut line = String::new();
-        let mut reader = BufReader::new(read.take(MAX_REQUEST));
-        match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
-            Ok(Ok(0)) => return Ok(()), // a probe: the client only checked that we answer
-            Ok(Ok(_)) => handle(&line, uid, app).await,
-            Ok(Err(error)) => return Err(error),
-            Err(_) => Reply::error(ErrorKind::BadRequest, "no request line within 10 s"),
+    // Read the line in every case, so a refused client gets its answer, not a broken pipe.
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    let reply = match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(0)) => return Ok(()), // a probe: the client only checked that we answer
+        Ok(Ok(_)) if uid != owner && uid != 0 => {
+            tracing::warn!(uid, "refused a control connection from another user");
+            Reply::error(
+                ErrorKind::Forbidden,
+                format!("permission denied: uid {uid} is neither root nor the user running this server (uid {owner})"),
+            )
         }
+        Ok(Ok(_)) => handle(&line, uid, app).await,
+        Ok(Err(error)) => return Err(error),
+        Err(_) => Reply::error(ErrorKind::BadRequest, "no request line within 10 s"),
     };
     let mut bytes = serde_json::to_vec(&Response { v: VERSION, reply }).expect("responses serialise");
     bytes.push(b'\n');

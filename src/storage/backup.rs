@@ -18,8 +18,8 @@ use super::{migrations, schema, StorageError, Store, DB_FILE};
 pub enum BackupError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("cannot {what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot {what} {path}: {cause}")]
+    Io { what: &'static str, path: PathBuf, cause: io::Error },
     #[error("the database holds a table this chatctl does not know ({0}); refusing to write an incomplete backup. Back it up with the chatctl version that wrote it")]
     UnknownTable(String),
     #[error("{0} already exists; pass --force to replace it, or choose another file")]
@@ -31,7 +31,7 @@ pub enum BackupError {
 }
 
 fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BackupError + 'a {
-    move |source| BackupError::Io { what, path: path.to_path_buf(), source }
+    move |cause| BackupError::Io { what, path: path.to_path_buf(), cause }
 }
 
 /// What a backup wrote.
