@@ -172,8 +172,8 @@ impl Core {
                 Ok(()) => return Ok(()),
                 Err(reason) => reason,
             };
-            if reason == "catching up on the stream" {
-                deadline = Instant::now() + patience;
+            if self.log.connected() {
+                deadline = Instant::now() + patience; // catching up is progress
             }
             if Instant::now() >= deadline {
                 return Err(reason);

@@ -147,6 +147,10 @@ async fn admin_commands_work_on_a_stopped_data_dir() {
     .await;
     assert_ok(&output, "createsuperuser, stopped");
 
+    let copy = dir.path().join("offline-backup.redb");
+    assert_ok(&chatctl(&["backup", "--data-dir", &d, "--to", &dir_arg(&copy)], None).await, "backup, stopped");
+    assert!(copy.is_file());
+
     let server = chatctl::startup::start(ServerConfig::ephemeral(dir.path())).await.expect("the server starts");
     let mut client = Client::new(&server.url()).unwrap();
     assert_ne!(client.login("bob", &password_of("bob")).await.unwrap().status, 200, "bob is deactivated");

@@ -179,6 +179,16 @@ impl WriteLog {
         }
     }
 
+    /// Whether the log reaches its backend: always for a single node; for a
+    /// cluster node, while it is connected to the broker (it may still be
+    /// catching up on the stream).
+    pub fn connected(&self) -> bool {
+        match self {
+            WriteLog::Embedded(_) => true,
+            WriteLog::Cluster(log) => log.connected(),
+        }
+    }
+
     /// Stops taking writes and waits (up to `within`) until what was
     /// accepted is applied.
     pub async fn close(&self, within: Duration) {

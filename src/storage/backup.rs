@@ -240,6 +240,20 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_from_a_newer_chatctl_is_refused() {
+        let (dir, store) = test_store();
+        store
+            .write(|txn| {
+                txn.open_table(schema::META)?.insert(schema::SCHEMA_VERSION_KEY, migrations::CURRENT_VERSION + 1)?;
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+        let found = check_backup(&dir.path().join(DB_FILE));
+        assert!(matches!(found, Err(BackupError::NewerSchema { .. })), "{found:?}");
+    }
+
+    #[test]
     fn a_file_that_is_not_a_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("x");
