@@ -27,6 +27,7 @@ pub enum Access {
     WriteOrCreate,
 }
 
+/// The data dir an admin command works on, reached one way or the other.
 pub enum Target {
     /// A server answers on the data dir's control socket.
     Server(PathBuf),

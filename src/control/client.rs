@@ -10,6 +10,7 @@ use tokio::net::UnixStream;
 use super::protocol::{Command, Reply, Response, VERSION};
 use super::server::socket_path;
 
+/// Why the running server could not be asked, with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot open the control socket {path}: permission denied. Run this as the user that runs `chatctl serve` (or as root)")]

@@ -196,7 +196,10 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Option<PathBuf>, BackupEr
     }
     let kept = if target.exists() {
         let kept = data_dir.join(format!("{DB_FILE}.replaced-{}", super::now_ms()));
-        std::fs::hard_link(&target, &kept).map_err(io_error("keep the replaced database as", &kept))?;
+        if let Err(error) = std::fs::hard_link(&target, &kept) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(io_error("keep the replaced database as", &kept)(error));
+        }
         Some(kept)
     } else {
         None
