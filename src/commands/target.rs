@@ -39,7 +39,7 @@ pub enum Target {
 /// 10 s for the log, a password hash takes well under a second).
 const SERVER_ANSWER: Duration = Duration::from_secs(60);
 /// A backup of a large database takes as long as copying it.
-const BACKUP_ANSWER: Duration = Duration::from_secs(6 * 3600);
+pub const BACKUP_ANSWER: Duration = Duration::from_secs(6 * 3600);
 /// How long an unreachable broker is waited for.
 const BROKER_PATIENCE: Duration = Duration::from_secs(30);
 

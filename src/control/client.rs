@@ -1,10 +1,15 @@
 //! The command line's side of the control socket: is a server running on
 //! this data dir, and if so, ask it.
 
+use std::fs::File;
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::UnixStream;
 
 use super::protocol::{Command, Reply, Response, VERSION};
@@ -41,16 +46,39 @@ pub async fn server_answers(data_dir: &Path) -> Result<bool, ClientError> {
 
 /// Sends one command and reads its reply, within `within`.
 pub async fn call(data_dir: &Path, command: Command, within: Duration) -> Result<Reply, ClientError> {
+    call_with(data_dir, command, None, within).await
+}
+
+/// As `call`, sending `file` along with the request (SCM_RIGHTS): the
+/// server writes a backup into it.
+pub async fn call_with_file(
+    data_dir: &Path,
+    command: Command,
+    file: &File,
+    within: Duration,
+) -> Result<Reply, ClientError> {
+    call_with(data_dir, command, Some(file.as_fd()), within).await
+}
+
+async fn call_with(
+    data_dir: &Path,
+    command: Command,
+    file: Option<BorrowedFd<'_>>,
+    within: Duration,
+) -> Result<Reply, ClientError> {
     let path = socket_path(data_dir);
     let shown = path.display().to_string();
     let exchange = async {
-        let stream = UnixStream::connect(&path).await?;
-        let (read, mut write) = stream.into_split();
+        let mut stream = UnixStream::connect(&path).await?;
         let mut line = serde_json::to_vec(&command.request()).expect("requests serialise");
         line.push(b'\n');
-        write.write_all(&line).await?;
+        let sent = match file {
+            Some(fd) => send_with_fd(&stream, &line, fd).await?,
+            None => 0,
+        };
+        stream.write_all(&line[sent..]).await?;
         let mut answer = String::new();
-        BufReader::new(read).read_line(&mut answer).await?;
+        BufReader::new(stream).read_line(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)
     };
     let answer = match tokio::time::timeout(within, exchange).await {
@@ -72,4 +100,25 @@ pub async fn call(data_dir: &Path, command: Command, within: Duration) -> Result
         return Err(ClientError::Garbled(format!("protocol version {}", response.v)));
     }
     Ok(response.reply)
+}
+
+/// Sends the first bytes of `line` with `fd` attached; returns how many
+/// bytes went (the rest follows as plain bytes).
+async fn send_with_fd(stream: &UnixStream, line: &[u8], fd: BorrowedFd<'_>) -> std::io::Result<usize> {
+    loop {
+        stream.writable().await?;
+        let fds = [fd];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut ancillary = SendAncillaryBuffer::new(&mut space);
+        ancillary.push(SendAncillaryMessage::ScmRights(&fds));
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            rustix::net::sendmsg(stream, &[IoSlice::new(line)], &mut ancillary, SendFlags::empty())
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(count) => return Ok(count),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error),
+        }
+    }
 }

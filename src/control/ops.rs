@@ -23,7 +23,11 @@ pub async fn execute(store: &Store, log: Option<&WriteLog>, command: Command) ->
         Command::UserExists { username } => {
             blocking(store, move |store| store.user(&username)).await.map(|u| Reply::Exists { exists: u.is_some() })
         }
-        Command::Backup { to, overwrite } => backup(store, to, overwrite).await,
+        Command::Backup { attached: true, .. } => Err(Reply::error(
+            ErrorKind::BadRequest,
+            "the backup's file was to come with the request, and none did; use the chatctl binary of the running server",
+        )),
+        Command::Backup { to, overwrite, attached: false } => backup(store, to, overwrite).await,
         Command::CreateSuperuser { username, email, password } => match log {
             Some(log) => create_superuser(log, &username, email.trim(), password).await,
             None => Err(no_log()),
@@ -189,4 +193,15 @@ fn is_the_database(store: &Store, to: &std::path::Path) -> bool {
         dir.zip(path.file_name().map(|n| n.to_owned())).map(|(dir, name)| dir.join(name))
     };
     matches!((resolve(store.path()), resolve(to)), (Some(a), Some(b)) if a == b)
+}
+
+/// A backup into a file the client created next to `to` and sent with the
+/// request; the client renames it into place once this answers.
+pub async fn backup_into(store: &Store, file: std::fs::File, to: PathBuf) -> Reply {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || backup::snapshot_into(&store, file)).await {
+        Ok(Ok(summary)) => Reply::BackedUp { summary: backup::BackupSummary { path: to, ..summary } },
+        Ok(Err(error)) => Reply::error(ErrorKind::Failed, error.to_string()),
+        Err(_) => Reply::error(ErrorKind::Failed, "the backup failed unexpectedly; see the server log"),
+    }
 }

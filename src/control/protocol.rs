@@ -50,11 +50,18 @@ pub enum Command {
     UserExists {
         username: String,
     },
-    /// A consistent copy of the database at `to` (an absolute path).
+    /// A consistent copy of the database for `to` (an absolute path). With
+    /// `attached`, the client sends an empty file it created next to `to`
+    /// with the request (SCM_RIGHTS): the server writes the copy into it and
+    /// the client renames it, so the server needs no access to `to`'s
+    /// directory (a sandboxed service cannot write there, or sees its own
+    /// /tmp). Without, the server writes `to` itself.
     Backup {
         to: PathBuf,
         #[serde(default)]
         overwrite: bool,
+        #[serde(default)]
+        attached: bool,
     },
 }
 

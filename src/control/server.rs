@@ -9,11 +9,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::protocol::{ErrorKind, Reply, Request, Response, SOCKET_FILE, VERSION};
+use super::protocol::{Command, ErrorKind, Reply, Request, Response, SOCKET_FILE, VERSION};
 use crate::app::App;
 
 /// A request line is small; anything longer is not one.
@@ -88,15 +93,13 @@ async fn accept_loop(
     let _ = std::fs::remove_file(&path);
 }
 
-/// One request line, one response line.
-async fn serve_one(stream: UnixStream, owner: u32, app: &App) -> std::io::Result<()> {
+/// One request line (with, for a backup, the file to write into), one
+/// response line.
+async fn serve_one(mut stream: UnixStream, owner: u32, app: &App) -> std::io::Result<()> {
     let uid = stream.peer_cred()?.uid();
-    let (read, mut write) = stream.into_split();
     // Read the line in every case, so a refused client gets its answer, not a broken pipe.
-    let mut line = String::new();
-    let mut reader = BufReader::new(read.take(MAX_REQUEST));
-    let reply = match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
-        Ok(Ok(0)) => return Ok(()), // a probe: the client only checked that we answer
+    let reply = match tokio::time::timeout(READ_TIMEOUT, read_request(&stream)).await {
+        Ok(Ok((line, _))) if line.is_empty() => return Ok(()), // a probe: the client only checked that we answer
         Ok(Ok(_)) if uid != owner && uid != 0 => {
             tracing::warn!(uid, "refused a control connection from another user");
             Reply::error(
@@ -104,17 +107,53 @@ async fn serve_one(stream: UnixStream, owner: u32, app: &App) -> std::io::Result
                 format!("permission denied: uid {uid} is neither root nor the user running this server (uid {owner})"),
             )
         }
-        Ok(Ok(_)) => handle(&line, uid, app).await,
+        Ok(Ok((line, files))) => handle(&String::from_utf8_lossy(&line), files, uid, app).await,
         Ok(Err(error)) => return Err(error),
         Err(_) => Reply::error(ErrorKind::BadRequest, "no request line within 10 s"),
     };
     let mut bytes = serde_json::to_vec(&Response { v: VERSION, reply }).expect("responses serialise");
     bytes.push(b'\n');
-    write.write_all(&bytes).await?;
-    write.shutdown().await
+    stream.write_all(&bytes).await?;
+    stream.shutdown().await
 }
 
-async fn handle(line: &str, uid: u32, app: &App) -> Reply {
+/// Reads up to the first newline (or `MAX_REQUEST` bytes, or the end), and
+/// the file descriptors sent along (SCM_RIGHTS), which arrive with the bytes.
+async fn read_request(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut line = Vec::new();
+    let mut files = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        stream.readable().await?;
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+        let received = stream.try_io(Interest::READABLE, || {
+            let mut slices = [IoSliceMut::new(&mut buf)];
+            rustix::net::recvmsg(stream, &mut slices, &mut ancillary, RecvFlags::CMSG_CLOEXEC)
+                .map(|r| r.bytes)
+                .map_err(std::io::Error::from)
+        });
+        let count = match received {
+            Ok(count) => count,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error),
+        };
+        for message in ancillary.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = message {
+                files.extend(rights);
+            }
+        }
+        line.extend_from_slice(&buf[..count]);
+        if count == 0 || line.contains(&b'\n') || line.len() as u64 >= MAX_REQUEST {
+            if let Some(end) = line.iter().position(|&b| b == b'\n') {
+                line.truncate(end);
+            }
+            return Ok((line, files));
+        }
+    }
+}
+
+async fn handle(line: &str, files: Vec<OwnedFd>, uid: u32, app: &App) -> Reply {
     let request = match serde_json::from_str::<Request>(line) {
         Ok(request) => request,
         Err(error) => {
@@ -140,7 +179,12 @@ async fn handle(line: &str, uid: u32, app: &App) -> Reply {
     }
     let name = request.command.name();
     tracing::info!(command = name, uid, "control command");
-    let reply = super::ops::execute(&app.store, Some(&app.log), request.command).await;
+    let reply = match (request.command, files.into_iter().next()) {
+        (Command::Backup { to, attached: true, .. }, Some(file)) => {
+            super::ops::backup_into(&app.store, std::fs::File::from(file), to).await
+        }
+        (command, _) => super::ops::execute(&app.store, Some(&app.log), command).await,
+    };
     if let Reply::Error { kind, message } = &reply {
         tracing::info!(command = name, ?kind, %message, "control command refused");
     }

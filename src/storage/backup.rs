@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use redb::backends::FileBackend;
 use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, TableHandle, WriteTransaction};
 
 use super::{migrations, schema, StorageError, Store, DB_FILE};
@@ -45,9 +46,24 @@ pub struct BackupSummary {
     pub stream_next_offset: Option<u64>,
 }
 
-/// Copies a consistent snapshot of `store` to `to` (mode 0600). Blocking:
-/// call it on a blocking thread.
+/// Copies a consistent snapshot of `store` to `to` (mode 0600) through a
+/// temp file next to it. Blocking: call it on a blocking thread.
 pub fn write_backup(store: &Store, to: &Path, overwrite: bool) -> Result<BackupSummary, BackupError> {
+    if !overwrite && to.exists() {
+        return Err(BackupError::Exists(to.to_path_buf()));
+    }
+    let temp = PendingBackup::create(to)?;
+    let file = temp.file.try_clone().map_err(io_error("reopen", &temp.path))?;
+    let summary = snapshot_into(store, file)?;
+    let bytes = temp.publish(to, overwrite)?;
+    Ok(BackupSummary { path: to.to_path_buf(), bytes, ..summary })
+}
+
+/// Writes a consistent snapshot of `store` into `file`, an empty file opened
+/// for writing (the server gets it from the client over the control socket,
+/// so it needs no access to the backup's directory). Durable when it
+/// returns. Blocking.
+pub fn snapshot_into(store: &Store, file: File) -> Result<BackupSummary, BackupError> {
     // The snapshot is taken first: everything committed before this line is in the copy.
     let snapshot = store.db().begin_read().map_err(StorageError::from)?;
     let known = schema::table_names();
@@ -59,52 +75,76 @@ pub fn write_backup(store: &Store, to: &Path, overwrite: bool) -> Result<BackupS
     if let Some(table) = snapshot.list_multimap_tables().map_err(StorageError::from)?.next() {
         return Err(BackupError::UnknownTable(redb::MultimapTableHandle::name(&table).to_owned()));
     }
-    if !overwrite && to.exists() {
-        return Err(BackupError::Exists(to.to_path_buf()));
+    let not_empty = file.metadata().map(|m| m.len() > 0).unwrap_or(true);
+    if not_empty {
+        return Err(BackupError::Io {
+            what: "write a backup into",
+            path: PathBuf::from("the file given"),
+            cause: io::Error::new(io::ErrorKind::InvalidInput, "it is not an empty file"),
+        });
     }
-    let temp = temp_path_next_to(to);
-    let written = copy_into(&snapshot, &temp).and_then(|(tables, rows)| {
-        publish(&temp, to)?;
-        Ok((tables, rows))
-    });
-    let (tables, rows) = match written {
-        Ok(counts) => counts,
-        Err(error) => {
-            let _ = std::fs::remove_file(&temp);
-            return Err(error);
-        }
-    };
-    let bytes = std::fs::metadata(to).map(|m| m.len()).unwrap_or(0);
-    let meta = snapshot.open_table(schema::META).map_err(StorageError::from)?;
-    let stream_next_offset = meta.get(schema::STREAM_NEXT_OFFSET_KEY).map_err(StorageError::from)?.map(|v| v.value());
-    Ok(BackupSummary { path: to.to_path_buf(), tables, rows, bytes, stream_next_offset })
-}
-
-/// `.<name>.partial-<random>` in the target's directory (same file system,
-/// so the final rename is atomic).
-fn temp_path_next_to(to: &Path) -> PathBuf {
-    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "chatctl-backup".into());
-    let dir = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    dir.join(format!(".{name}.partial-{}", crate::auth::session::random_hex::<4>()))
-}
-
-/// A new owner-only file, created exclusively.
-fn create_private(path: &Path) -> Result<File, BackupError> {
-    OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(io_error("create", path))
-}
-
-/// Writes every table of `snapshot` into a new database at `path`, durably.
-fn copy_into(snapshot: &ReadTransaction, path: &Path) -> Result<(u64, u64), BackupError> {
-    // Owner-only from the first byte; redb initialises an empty file.
-    drop(create_private(path)?);
-    let db = Database::create(path).map_err(|e| StorageError::Redb(e.into()))?;
+    let backend = FileBackend::new(file).map_err(|e| StorageError::Redb(e.into()))?;
+    let db = Database::builder().create_with_backend(backend).map_err(|e| StorageError::Redb(e.into()))?;
     let txn = db.begin_write().map_err(StorageError::from)?;
-    let mut copier = Copier { from: snapshot, to: &txn, tables: 0, rows: 0 };
+    let mut copier = Copier { from: &snapshot, to: &txn, tables: 0, rows: 0 };
     schema::for_each_table(&mut copier)?;
     let (tables, rows) = (copier.tables, copier.rows);
     txn.commit().map_err(StorageError::from)?; // durable: redb fsyncs on commit
     drop(db);
-    Ok((tables, rows))
+    let meta = snapshot.open_table(schema::META).map_err(StorageError::from)?;
+    let stream_next_offset = meta.get(schema::STREAM_NEXT_OFFSET_KEY).map_err(StorageError::from)?.map(|v| v.value());
+    Ok(BackupSummary { path: PathBuf::new(), tables, rows, bytes: 0, stream_next_offset })
+}
+
+/// A backup being written: an owner-only temp file next to its target
+/// (same file system, so the final rename is atomic), removed unless
+/// published.
+pub struct PendingBackup {
+    pub path: PathBuf,
+    pub file: File,
+    published: bool,
+}
+
+impl PendingBackup {
+    /// Creates `.<name>.partial-<random>` (0600) in `to`'s directory.
+    pub fn create(to: &Path) -> Result<PendingBackup, BackupError> {
+        let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "chatctl-backup".into());
+        let dir = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let path = dir.join(format!(".{name}.partial-{}", crate::auth::session::random_hex::<4>()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error("create", &path))?;
+        Ok(PendingBackup { path, file, published: false })
+    }
+
+    /// fsync, 0600, rename to `to` (refused if `to` appeared meanwhile and
+    /// `overwrite` is off), fsync the directory; returns the size.
+    pub fn publish(mut self, to: &Path, overwrite: bool) -> Result<u64, BackupError> {
+        self.file.sync_all().map_err(io_error("fsync", &self.path))?;
+        self.file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io_error("set permissions on", &self.path))?;
+        let bytes = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if !overwrite && to.exists() {
+            return Err(BackupError::Exists(to.to_path_buf()));
+        }
+        std::fs::rename(&self.path, to).map_err(io_error("rename the finished backup to", to))?;
+        self.published = true;
+        sync_dir(to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+        Ok(bytes)
+    }
+}
+
+impl Drop for PendingBackup {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Copies a table's rows, whatever its types.
@@ -136,16 +176,6 @@ impl schema::TableVisitor for Copier<'_> {
         self.tables += 1;
         Ok(())
     }
-}
-
-/// fsync, 0600, rename into place, fsync the directory.
-fn publish(temp: &Path, to: &Path) -> Result<(), BackupError> {
-    let file = OpenOptions::new().read(true).write(true).open(temp).map_err(io_error("reopen", temp))?;
-    file.sync_all().map_err(io_error("fsync", temp))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io_error("set permissions on", temp))?;
-    drop(file);
-    std::fs::rename(temp, to).map_err(io_error("rename the finished backup to", to))?;
-    sync_dir(to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), BackupError> {
@@ -186,7 +216,12 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Option<PathBuf>, BackupEr
     let temp = data_dir.join(format!(".{DB_FILE}.restoring-{}", crate::auth::session::random_hex::<4>()));
     let copied = (|| {
         let mut source = File::open(from).map_err(io_error("open", from))?;
-        let mut out = create_private(&temp)?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(io_error("create", &temp))?;
         io::copy(&mut source, &mut out).map_err(io_error("write", &temp))?;
         out.sync_all().map_err(io_error("fsync", &temp))
     })();
