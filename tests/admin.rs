@@ -282,3 +282,43 @@ async fn restore_refuses_a_running_server_a_database_without_force_and_a_foreign
     assert_eq!(users.len(), 1);
     assert_eq!(user(&users, "alice")["username"], "alice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_socket_refuses_another_user() {
+    // Needs root (to become another user) and util-linux's setpriv.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false);
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !root || !setpriv.exists() {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED the_control_socket_refuses_another_user: needs root and setpriv");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app(&["alice"]).await;
+    let dir = app.dir.path();
+    // Open the file modes, so that only the peer uid check stands in the way.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.join("control.sock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("chatctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_chatctl"), &bin).unwrap();
+    let args: Vec<String> = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([bin.display().to_string(), "users".into(), "deactivate".into(), "alice".into()])
+        .chain(["--data-dir".into(), dir_arg(dir)])
+        .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("/usr/bin/setpriv").args(&args).stdin(std::process::Stdio::null()).output()
+    })
+    .await
+    .unwrap()
+    .expect("running setpriv");
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert!(stderr(&output).contains("permission denied"), "{}", stderr(&output));
+    assert_eq!(user(&listed_users(dir).await, "alice")["is_active"], true, "another user deactivated alice");
+}

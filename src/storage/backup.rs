@@ -75,12 +75,11 @@ pub fn snapshot_into(store: &Store, file: File) -> Result<BackupSummary, BackupE
     if let Some(table) = snapshot.list_multimap_tables().map_err(StorageError::from)?.next() {
         return Err(BackupError::UnknownTable(redb::MultimapTableHandle::name(&table).to_owned()));
     }
-    let not_empty = file.metadata().map(|m| m.len() > 0).unwrap_or(true);
-    if not_empty {
+    if !file.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
         return Err(BackupError::Io {
             what: "write a backup into",
-            path: PathBuf::from("the file given"),
-            cause: io::Error::new(io::ErrorKind::InvalidInput, "it is not an empty file"),
+            path: PathBuf::from("the file sent with the request"),
+            cause: io::Error::new(io::ErrorKind::InvalidInput, "it is not an empty regular file"),
         });
     }
     let backend = FileBackend::new(file).map_err(|e| StorageError::Redb(e.into()))?;
