@@ -8,6 +8,7 @@
 //! - `log`: every write in one order: a local writer thread, or a RabbitMQ stream shared by many nodes.
 //! - `http`: the routes of PROTOCOL.md, pages and the JSON API.
 //! - `app`, `config`, `startup`: the shared state and how a server is built and stopped.
+//! - `control`: the local control socket and the admin operations it and the command line share.
 //! - `client`: a small HTTP + WebSocket client, used by `smoke-test` and the tests.
 //! - `commands`: one module per subcommand.
 
@@ -28,6 +29,7 @@ pub mod chat;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod domain;
 pub mod http;
 pub mod log;

@@ -19,7 +19,7 @@ use crate::chat::live::LiveSockets;
 use crate::chat::rate_limit::MessageRateLimit;
 use crate::config::ServerConfig;
 use crate::http::tls::{Tls, TlsError};
-use crate::log::cluster::Cluster;
+use crate::log::cluster::{Cluster, ClusterConfig};
 use crate::log::embedded::Embedded;
 use crate::log::{Sinks, WriteLog};
 use crate::metrics::Metrics;
@@ -82,7 +82,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     // Printed for the operator to open: the public URL when there is one.
     let base =
         config.public_url.as_ref().map_or_else(|| browsable_url(addr, tls.is_some()), |url| url.origin().to_owned());
-    let setup_url = setup_token.as_ref().map(|token| format!("{base}/setup?token={token}"));
+    // A cluster node's own database may not have caught up with accounts
+    // made elsewhere: its URL is announced once it has (`setup_url_when_ready`).
+    let setup_url =
+        setup_token.as_ref().filter(|_| config.cluster.is_none()).map(|token| format!("{base}/setup?token={token}"));
     let setup = Arc::new(SetupToken::new(setup_token));
     let sinks =
         Arc::new(Sinks { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone() });
@@ -109,6 +112,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     // unknown name takes no longer than one for a known name.
     tokio::task::spawn_blocking(|| crate::auth::password::dummy_hash().len());
     tokio::spawn(sweep_expired_sessions(app.clone(), shutdown.clone()));
+    match crate::control::server::listen(app.clone(), shutdown.clone()) {
+        Ok(path) => tracing::debug!(path = %path.display(), "control socket listening"),
+        Err(error) => {
+            tracing::warn!(%error, "no control socket in the data dir: admin commands cannot reach this server")
+        }
+    }
     let acceptor = tls.as_ref().map(|tls| tls.acceptor());
     let accept_task = tokio::spawn(crate::http::server::accept_loop(listener, acceptor, app.clone(), shutdown));
     tracing::info!(
@@ -120,6 +129,68 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         "chatctl is serving"
     );
     Ok(RunningServer { addr, setup_url, app, tls, stop, accept_task })
+}
+
+/// A data dir's storage and write log with no listener: what the admin
+/// commands use when no server runs on the data dir. Nobody is connected,
+/// so the log's effects (fan-out, closing sockets) reach nobody.
+pub struct Core {
+    pub store: Store,
+    pub log: WriteLog,
+}
+
+/// Opens `data_dir` and starts its log: the embedded writer, or (with
+/// `cluster`) this node's place in the cluster's stream. The same mode
+/// checks as `start` apply.
+pub async fn open_core(data_dir: PathBuf, cluster: Option<ClusterConfig>) -> Result<Core, StartError> {
+    if let Some(cluster) = &cluster {
+        crate::log::amqp_url::parse(&cluster.url).map_err(StartError::AmqpUrl)?;
+    }
+    let mut config = ServerConfig::new(data_dir);
+    config.cluster = cluster;
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, SchemaCheck::RequireCurrent))
+        .await
+        .expect("opening storage does not panic")?;
+    let metrics = Arc::new(Metrics::default());
+    let hub = Arc::new(Hub::new(metrics.clone()));
+    let sinks = Arc::new(Sinks { hub, live: Arc::default(), setup: Arc::default(), metrics });
+    let log = start_log(&config, &store, sinks).await?;
+    Ok(Core { store, log })
+}
+
+impl Core {
+    /// Waits until the log takes writes: at once for a single node; a
+    /// cluster node must connect and catch up on the stream. Gives up when
+    /// the broker stays unreachable for `patience` (catching up may take
+    /// longer: it is progress). `progress` hears why it still waits.
+    pub async fn wait_ready(&self, patience: Duration, progress: impl Fn(&str)) -> Result<(), String> {
+        let mut deadline = Instant::now() + patience;
+        let mut next_note = Instant::now() + Duration::from_secs(5);
+        loop {
+            let reason = match self.log.readiness() {
+                Ok(()) => return Ok(()),
+                Err(reason) => reason,
+            };
+            if self.log.connected() {
+                deadline = Instant::now() + patience; // catching up is progress
+            }
+            if Instant::now() >= deadline {
+                return Err(reason);
+            }
+            if Instant::now() >= next_note {
+                progress(&reason);
+                next_note = Instant::now() + Duration::from_secs(10);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Lets the log finish what it accepted, then releases the database.
+    pub async fn close(self) {
+        self.log.close(Duration::from_secs(30)).await;
+        drop(self.store);
+    }
 }
 
 /// The single node's writer, or the cluster's stream; a data dir stays
@@ -162,6 +233,21 @@ impl RunningServer {
             Some(tls) => tls.reload().await,
             None => Err(TlsError::Off),
         }
+    }
+
+    /// The first-run setup URL once this node knows whether any account
+    /// exists: at once for a single node; for a cluster node, after it has
+    /// caught up on the stream (a setup token closes when any CreateUser is
+    /// applied). Never resolves while a cluster node cannot catch up.
+    pub async fn setup_url_when_ready(&self) -> Option<String> {
+        if self.app.config.cluster.is_none() {
+            return self.setup_url.clone();
+        }
+        while self.app.log.readiness().is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let base = self.app.config.public_url.as_ref().map_or_else(|| self.url(), |url| url.origin().to_owned());
+        self.app.setup.get().map(|token| format!("{base}/setup?token={token}"))
     }
 
     /// The shared state, for tests that need to look inside.

@@ -72,6 +72,12 @@ impl LiveSockets {
         self.close_where(|entry| entry.username == username, "account deactivated")
     }
 
+    /// Closes every socket of this user as signed out (a new password
+    /// ended all their sessions); returns how many.
+    pub fn sign_out_user(&self, username: &str) -> usize {
+        self.close_where(|entry| entry.username == username, "signed out")
+    }
+
     fn close_where(&self, matches: impl Fn(&Entry) -> bool, reason: &'static str) -> usize {
         let sockets = self.lock();
         let mut closed = 0;

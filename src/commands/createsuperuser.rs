@@ -1,16 +1,19 @@
 //! `chatctl createsuperuser`, as Django's: prompts for a username, an
 //! optional email and a hidden password twice; or, with `--no-input`, takes
 //! the password from `CHATCTL_SUPERUSER_PASSWORD` or `--password-stdin`.
+//! It works whether the server runs (through its control socket) or not,
+//! and with `--amqp-url` into a cluster (see `target`).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
-use super::DataDir;
+use super::target::{self, Access, Target};
+use super::{usage, ClusterArgs, DataDir};
 use crate::auth::password;
+use crate::control::protocol::{Command, ErrorKind, Reply, Secret};
 use crate::domain::Username;
-use crate::storage::{now_ms, SchemaCheck, StorageError, Store, UserRecord};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,85 +30,78 @@ pub struct Args {
     /// Read the password from the first line of standard input.
     #[arg(long)]
     pub password_stdin: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&args.data_dir.path, SchemaCheck::RequireCurrent)?;
-    if store.stream_next_offset()?.is_some() {
-        // An account written here would reach no other node.
-        bail!(
-            "{} belongs to a cluster node: accounts must go through the cluster's log. \
-             Create them on a running node's /admin page (or its first-run /setup page)",
-            args.data_dir.path.display()
-        );
-    }
-    let (username, email, password) = if args.no_input || args.password_stdin {
-        non_interactive(&args)?
+    // Everything a script gives is checked before the data dir is touched.
+    let given = if args.no_input || args.password_stdin {
+        Some(non_interactive(&args)?)
     } else {
         if !std::io::stdin().is_terminal() {
-            bail!("standard input is not a terminal; use --no-input --username NAME with CHATCTL_SUPERUSER_PASSWORD or --password-stdin");
+            return Err(usage("standard input is not a terminal; use --no-input --username NAME with CHATCTL_SUPERUSER_PASSWORD or --password-stdin"));
         }
-        interactive(&store, &args)?
+        None
     };
-    let hash = password::hash(&password);
-    let record = UserRecord {
-        username: username.as_str().to_owned(),
-        email,
-        password_hash: hash,
-        is_superuser: true,
-        is_active: true,
-        created_at_ms: now_ms(),
+    super::runtime()?.block_on(async {
+        let target = Target::open(&args.data_dir.path, &args.cluster, Access::WriteOrCreate).await?;
+        let created = create(&target, &args, given).await;
+        target.close().await;
+        created
+    })
+}
+
+async fn create(target: &Target, args: &Args, given: Option<(Username, String, String)>) -> anyhow::Result<ExitCode> {
+    let (username, email, password) = match given {
+        Some(given) => given,
+        None => interactive(target, args).await?,
     };
-    match store.create_user(&record) {
-        Ok(()) => {
-            println!("Superuser {} created.", username.as_str());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(StorageError::UsernameTaken) => {
+    let command =
+        Command::CreateSuperuser { username: username.as_str().to_owned(), email, password: Secret(password) };
+    match target.call(command).await? {
+        Reply::Error { kind: ErrorKind::Taken, .. } => {
             eprintln!("Error: the username {} is already taken; choose another.", username.as_str());
             Ok(ExitCode::FAILURE)
         }
-        Err(error) => Err(error.into()),
+        reply => target::done(reply),
     }
 }
 
 fn non_interactive(args: &Args) -> anyhow::Result<(Username, String, String)> {
     let Some(raw) = &args.username else {
-        bail!("--no-input needs --username NAME");
+        return Err(usage("--no-input needs --username NAME"));
     };
-    let username = Username::parse(raw).map_err(|e| anyhow::anyhow!("invalid --username: {e}"))?;
+    let username = Username::parse(raw).map_err(|e| usage(format!("invalid --username: {e}")))?;
     let email = args.email.clone().unwrap_or_default();
     let password = if args.password_stdin {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
-        line.trim_end_matches(['\r', '\n']).to_owned()
+        super::password_from_stdin()?
     } else {
-        std::env::var("CHATCTL_SUPERUSER_PASSWORD").map_err(|_| {
-            anyhow::anyhow!("set CHATCTL_SUPERUSER_PASSWORD or pass --password-stdin to give the password")
-        })?
+        std::env::var("CHATCTL_SUPERUSER_PASSWORD")
+            .map_err(|_| usage("set CHATCTL_SUPERUSER_PASSWORD or pass --password-stdin to give the password"))?
     };
     let problems = password::check_rules(&password, username.as_str(), &email);
     if !problems.is_empty() {
-        bail!("the password was refused: {}", problems.join(" "));
+        return Err(usage(format!("the password was refused: {}", problems.join(" "))));
     }
     Ok((username, email, password))
 }
 
-fn interactive(store: &Store, args: &Args) -> anyhow::Result<(Username, String, String)> {
+async fn interactive(target: &Target, args: &Args) -> anyhow::Result<(Username, String, String)> {
     let username = loop {
         let raw = match &args.username {
             Some(raw) => raw.clone(),
             None => prompt("Username: ")?,
         };
         match Username::parse(&raw) {
-            Ok(name) if store.user(name.as_str())?.is_some() => {
+            Ok(name) if taken(target, name.as_str()).await? => {
                 eprintln!("Error: That username is already taken.");
                 if args.username.is_some() {
                     bail!("the username {raw} is already taken");
                 }
             }
             Ok(name) => break name,
-            Err(e) if args.username.is_some() => bail!("invalid --username: {e}"),
+            Err(e) if args.username.is_some() => return Err(usage(format!("invalid --username: {e}"))),
             Err(e) => eprintln!("Error: {e}."),
         }
     };
@@ -133,6 +129,13 @@ fn interactive(store: &Store, args: &Args) -> anyhow::Result<(Username, String, 
         }
     };
     Ok((username, email.trim().to_owned(), password))
+}
+
+async fn taken(target: &Target, username: &str) -> anyhow::Result<bool> {
+    match target.call(Command::UserExists { username: username.to_owned() }).await? {
+        Reply::Exists { exists } => Ok(exists),
+        other => Err(target::reply_error(other)),
+    }
 }
 
 fn prompt(question: &str) -> anyhow::Result<String> {

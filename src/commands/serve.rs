@@ -113,15 +113,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if banners {
             eprintln!("chatctl is serving at {}", server.url());
         }
-        if let Some(url) = &server.setup_url {
-            tracing::warn!(%url, "no account exists yet: open the setup URL to create the first administrator");
-            if banners {
-                eprintln!("\n  No account exists yet. Create the first administrator here:\n\n    {url}\n");
+        // A cluster node knows whether accounts exist only once caught up.
+        let announce_setup = async {
+            if let Some(url) = server.setup_url_when_ready().await {
+                tracing::warn!(%url, "no account exists yet: open the setup URL to create the first administrator");
+                if banners {
+                    eprintln!("\n  No account exists yet. Create the first administrator here:\n\n    {url}\n");
+                }
             }
-        }
+            std::future::pending::<()>().await
+        };
         tokio::select! {
             _ = stop_signal() => {}
             _ = reload_on_hangup(&server) => {}
+            _ = announce_setup => {}
         }
         tracing::info!("stop signal received; closing sockets and finishing writes");
         server.shutdown().await;

@@ -66,6 +66,13 @@ pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -
                         Outcome::NoSuchUser
                     }
                 }
+                Write::SetPassword { username, password_hash } => {
+                    if accounts::in_txn::set_password(txn, username, password_hash)? {
+                        Outcome::Applied
+                    } else {
+                        Outcome::NoSuchUser
+                    }
+                }
                 Write::CreateSession { token_hash, session } => {
                     if let Some(hash) = hash_from_hex(token_hash) {
                         accounts::in_txn::insert_session(txn, &hash, session)?;

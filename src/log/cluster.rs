@@ -139,6 +139,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// Connected to the broker (caught up or not yet).
+    pub fn connected(&self) -> bool {
+        self.state.connected.load(Ordering::Relaxed)
+    }
+
     pub fn readiness(&self) -> Result<(), String> {
         self.accepting()?;
         if !self.state.caught_up.load(Ordering::Relaxed) {

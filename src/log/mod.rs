@@ -69,6 +69,7 @@ enum Effect {
     None,
     CloseSession([u8; 32]),
     CloseUser(String),
+    SignOutUser(String),
     UserCreated,
 }
 
@@ -76,6 +77,7 @@ fn effect_of(write: &Write) -> Effect {
     match write {
         Write::DeleteSession { token_hash } => hash_from_hex(token_hash).map_or(Effect::None, Effect::CloseSession),
         Write::SetUserActive { username, active: false } => Effect::CloseUser(username.clone()),
+        Write::SetPassword { username, .. } => Effect::SignOutUser(username.clone()),
         Write::CreateUser { .. } => Effect::UserCreated,
         _ => Effect::None,
     }
@@ -92,6 +94,9 @@ impl Sinks {
                 }
                 (Effect::CloseUser(name), Outcome::Applied) => {
                     self.live.close_user(name);
+                }
+                (Effect::SignOutUser(name), Outcome::Applied) => {
+                    self.live.sign_out_user(name);
                 }
                 (Effect::UserCreated, Outcome::Applied) => self.setup.close(),
                 _ => {}
@@ -171,6 +176,16 @@ impl WriteLog {
         match self {
             WriteLog::Embedded(log) => log.readiness(),
             WriteLog::Cluster(log) => log.readiness(),
+        }
+    }
+
+    /// Whether the log reaches its backend: always for a single node; for a
+    /// cluster node, while it is connected to the broker (it may still be
+    /// catching up on the stream).
+    pub fn connected(&self) -> bool {
+        match self {
+            WriteLog::Embedded(_) => true,
+            WriteLog::Cluster(log) => log.connected(),
         }
     }
 

@@ -37,6 +37,12 @@ pub enum Write {
         text: String,
         ts_ms: u64,
     },
+    /// A new password (from `chatctl changepassword`): every session of
+    /// the user ends, and their sockets close with "signed out".
+    SetPassword {
+        username: String,
+        password_hash: String,
+    },
     /// Written by a cluster node when it connects: reading its own marker
     /// back means it has applied everything written before.
     Marker,

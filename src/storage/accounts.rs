@@ -56,12 +56,30 @@ pub(crate) mod in_txn {
         user.is_active = active;
         users.insert(username, encode(&user).as_slice())?;
         if !active {
-            let mut sessions = txn.open_table(schema::SESSIONS)?;
-            sessions.retain(|_, value| {
-                serde_json::from_slice::<SessionRecord>(value).map(|s| s.username != username).unwrap_or(false)
-            })?;
+            delete_sessions_of(txn, username)?;
         }
         Ok(true)
+    }
+
+    /// Replaces a user's password hash and ends all of their sessions.
+    /// Returns false when there is no such user.
+    pub fn set_password(txn: &WriteTransaction, username: &str, password_hash: &str) -> Result<bool> {
+        let mut users = txn.open_table(schema::USERS)?;
+        let Some(mut user) = users.get(username)?.map(|v| decode::<UserRecord>(v.value())).transpose()? else {
+            return Ok(false);
+        };
+        user.password_hash = password_hash.to_owned();
+        users.insert(username, encode(&user).as_slice())?;
+        delete_sessions_of(txn, username)?;
+        Ok(true)
+    }
+
+    fn delete_sessions_of(txn: &WriteTransaction, username: &str) -> Result<()> {
+        let mut sessions = txn.open_table(schema::SESSIONS)?;
+        sessions.retain(|_, value| {
+            serde_json::from_slice::<SessionRecord>(value).map(|s| s.username != username).unwrap_or(false)
+        })?;
+        Ok(())
     }
 
     pub fn insert_session(txn: &WriteTransaction, token_hash: &[u8; 32], session: &SessionRecord) -> Result<()> {

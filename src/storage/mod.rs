@@ -3,6 +3,7 @@
 //! calls these methods through `spawn_blocking` or the message writer thread.
 
 pub(crate) mod accounts;
+pub mod backup;
 pub mod files;
 pub(crate) mod messages;
 pub mod migrations;

@@ -26,3 +26,65 @@ pub const STREAM_NEXT_OFFSET_KEY: &str = "stream_next_offset";
 pub fn node_seq_key(node: u64) -> String {
     format!("node_seq:{node:016x}")
 }
+
+/// Something done to every table of the schema, whatever its key and value
+/// types (backups copy each one).
+pub trait TableVisitor {
+    type Error;
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &mut self,
+        table: TableDefinition<'static, K, V>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Every table of the schema, the one list backups copy from. A table added
+/// above must be added here too: a unit test fails while a fresh database
+/// holds a table this list misses, and a backup refuses to leave one out.
+pub fn for_each_table<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error> {
+    visitor.table(META)?;
+    visitor.table(USERS)?;
+    visitor.table(SESSIONS)?;
+    visitor.table(ROOMS)?;
+    visitor.table(MEMBERSHIPS)?;
+    visitor.table(MESSAGES)?;
+    Ok(())
+}
+
+/// The names of every table `for_each_table` visits.
+pub fn table_names() -> Vec<String> {
+    struct Names(Vec<String>);
+    impl TableVisitor for Names {
+        type Error = std::convert::Infallible;
+        fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+            &mut self,
+            table: TableDefinition<'static, K, V>,
+        ) -> Result<(), Self::Error> {
+            self.0.push(redb::TableHandle::name(&table).to_owned());
+            Ok(())
+        }
+    }
+    let mut names = Names(Vec::new());
+    let Ok(()) = for_each_table(&mut names);
+    names.0
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{MultimapTableHandle, ReadableDatabase, TableHandle};
+
+    #[test]
+    fn the_table_list_names_every_table_of_a_fresh_database() {
+        let (_dir, store) = crate::storage::test_store();
+        let txn = store.db().begin_read().unwrap();
+        let mut in_db: Vec<String> = txn.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
+        in_db.sort();
+        let mut listed = super::table_names();
+        listed.sort();
+        assert_eq!(
+            in_db, listed,
+            "a table of the schema is missing from schema::for_each_table (backups copy that list)"
+        );
+        let multimap: Vec<String> = txn.list_multimap_tables().unwrap().map(|t| t.name().to_owned()).collect();
+        assert!(multimap.is_empty(), "backups copy no multimap tables, and the database has {multimap:?}: add them");
+    }
+}
