@@ -40,7 +40,7 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("the data dir {0} belongs to a cluster node (it applied a RabbitMQ stream); start it with --amqp-url, or use another --data-dir for a single node")]
     ClusterDataDir(PathBuf),
-    #[error("the data dir {0} holds a single node's accounts or messages, which no other node has; a cluster node needs an empty data dir (create accounts on a running node's /admin page), or a copy of another cluster node's")]
+    #[error("the data dir {0} holds a single node's accounts or messages, which no other node has; a cluster node needs an empty data dir or a copy (`chatctl backup`) of another cluster node's. To make a cluster's first account from a shell, run `chatctl createsuperuser --amqp-url URL` on an empty data dir; later accounts: any node's /admin page or `chatctl createsuperuser` beside a running node")]
     SingleNodeDataDir(PathBuf),
 }
 
