@@ -153,7 +153,7 @@ impl TrustedProxies {
     }
 
     pub fn contains(&self, address: IpAddr) -> bool {
-        let address = canonical(address);
+        let address = crate::domain::canonical_ip(address);
         self.0.iter().any(|range| range.contains(&address))
     }
 
@@ -167,15 +167,6 @@ impl TrustedProxies {
         IpNet::from_str(raw).or_else(|_| IpAddr::from_str(raw).map(IpNet::from)).map_err(|_| {
             format!("trusted proxy {raw:?} is not an address or CIDR range (like 127.0.0.1/32, 10.0.0.0/8 or ::1/128)")
         })
-    }
-}
-
-/// An IPv4 address seen as IPv6 (`::ffff:a.b.c.d`, from dual-stack
-/// sockets) is the IPv4 address, for every rule that looks at addresses.
-pub fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
     }
 }
 

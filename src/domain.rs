@@ -159,6 +159,15 @@ pub enum TextError {
     TooLong,
 }
 
+/// An IPv4 address seen as IPv6 (`::ffff:a.b.c.d`, from dual-stack
+/// sockets) is the IPv4 address, for every rule that looks at addresses.
+pub fn canonical_ip(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

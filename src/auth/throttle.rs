@@ -76,7 +76,7 @@ impl Throttled {
 
 /// IPv4 addresses whole, IPv6 by /64: one host usually owns a /64.
 fn address_bits(address: IpAddr) -> u128 {
-    match crate::config::canonical(address) {
+    match crate::domain::canonical_ip(address) {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => u128::from(v6) & !((1u128 << 64) - 1),
     }

@@ -7,7 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use hyper::header::{self, HeaderMap};
 
-use crate::config::{canonical, TrustedProxies};
+use crate::config::TrustedProxies;
+use crate::domain::canonical_ip;
 
 /// The client of one request, as far as it can be trusted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +29,7 @@ impl Peer {
     /// Resolves the client of a request that arrived from `tcp_peer`;
     /// `direct_https` says whether that connection itself was TLS.
     pub fn resolve(tcp_peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies, direct_https: bool) -> Peer {
-        let tcp_address = canonical(tcp_peer.ip());
+        let tcp_address = canonical_ip(tcp_peer.ip());
         let own_host = header_text(headers, header::HOST).map(str::to_ascii_lowercase);
         let forwarded_elements = forwarded_elements(headers);
         let x_forwarded_for = list_values(headers, "x-forwarded-for");
@@ -99,13 +100,13 @@ fn client_of(hops: &[&str], tcp_address: IpAddr, trusted: &TrustedProxies) -> Ip
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim().trim_matches('"');
     if let Ok(address) = hop.parse::<IpAddr>() {
-        return Some(canonical(address));
+        return Some(canonical_ip(address));
     }
     if let Ok(socket) = hop.parse::<SocketAddr>() {
-        return Some(canonical(socket.ip()));
+        return Some(canonical_ip(socket.ip()));
     }
     let bracketed = hop.strip_prefix('[').and_then(|h| h.split_once(']')).map(|(inner, _)| inner);
-    bracketed.and_then(|inner| inner.parse::<IpAddr>().ok()).map(canonical)
+    bracketed.and_then(|inner| inner.parse::<IpAddr>().ok()).map(canonical_ip)
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
