@@ -137,3 +137,20 @@ async fn an_https_public_url_makes_cookies_secure_and_is_the_setup_urls_base() {
     assert!(cookie_attributes(&csrf).iter().any(|a| a == "secure"), "{csrf}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_cookies_behind_a_plain_proxy_expect_https_origins() {
+    // The set-up before --public-url existed: a TLS proxy forwarding Host,
+    // chatctl told only --secure-cookies. It must keep working.
+    let app = spawn_app_with(&[UserSpec::new("alice")], |config| config.secure_cookies = true).await;
+    let own = app.server.addr.to_string();
+    let login = login_with_headers(&app.client("alice"), &[("origin", &format!("https://{own}"))]).await;
+    assert_eq!(login.status, 200, "an https origin with --secure-cookies: {}", login.text());
+    let alice = app.client("alice");
+    assert!(alice.connect("/ws/chat/lobby/", Some(&format!("https://{own}"))).await.is_ok());
+    assert_refused(
+        alice.connect("/ws/chat/lobby/", Some(&format!("http://{own}"))).await,
+        403,
+        "a plain-http origin when every page is served over https",
+    );
+}

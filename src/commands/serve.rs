@@ -100,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }),
     };
     super::runtime()?.block_on(async move {
+        let mut signals = Signals::register()?;
         let server = match crate::startup::start(config).await {
             Ok(server) => server,
             Err(error) => {
@@ -124,8 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             std::future::pending::<()>().await
         };
         tokio::select! {
-            _ = stop_signal() => {}
-            _ = reload_on_hangup(&server) => {}
+            _ = signals.until_stop(&server) => {}
             _ = announce_setup => {}
         }
         tracing::info!("stop signal received; closing sockets and finishing writes");
@@ -134,36 +134,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// On each SIGHUP, reloads the TLS pair (renewed certificates); never returns.
-async fn reload_on_hangup(server: &crate::startup::RunningServer) {
+/// The signals `serve` acts on. They are registered before the server
+/// starts: a SIGHUP (a certificate renewal hook) or SIGTERM that arrives
+/// during start-up is then handled once the server runs, instead of ending
+/// the process by the signal's default action, which systemd's
+/// `Restart=on-failure` treats as a clean exit.
+struct Signals {
     #[cfg(unix)]
-    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        while hangup.recv().await.is_some() {
-            // A bad pair is logged at error by reload_tls, and the old pair stays.
-            if let Err(crate::http::tls::TlsError::Off) = server.reload_tls().await {
-                tracing::info!("SIGHUP: TLS is off; nothing to reload");
-            }
-        }
-    }
-    std::future::pending::<()>().await
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn stop_signal() {
+impl Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
+    fn register() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let register = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|error| anyhow::anyhow!("cannot handle {name}: {error}"))
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        Ok(Signals {
+            interrupt: register(SignalKind::interrupt(), "SIGINT")?,
+            terminate: register(SignalKind::terminate(), "SIGTERM")?,
+            hangup: register(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn register() -> anyhow::Result<Signals> {
+        Ok(Signals {})
+    }
+
+    /// Resolves on SIGINT (Ctrl-C) or SIGTERM; each SIGHUP meanwhile
+    /// reloads the TLS pair (renewed certificates).
+    async fn until_stop(&mut self, server: &crate::startup::RunningServer) {
+        #[cfg(unix)]
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return,
+                _ = self.terminate.recv() => return,
+                Some(()) = self.hangup.recv() => {
+                    // A bad pair is logged at error by reload_tls, and the old pair stays.
+                    if let Err(crate::http::tls::TlsError::Off) = server.reload_tls().await {
+                        tracing::info!("SIGHUP: TLS is off; nothing to reload");
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = server;
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -21,7 +21,7 @@ use crate::domain::Username;
 use crate::log::write::{hash_to_hex, Outcome, Write};
 use crate::log::LogError;
 use crate::storage::{now_ms, StorageError, UserRecord};
-use crate::telemetry::SECURITY;
+use crate::telemetry::{log_safe, SECURITY};
 
 /// What a sign-in attempt came to.
 pub enum SignIn {
@@ -81,13 +81,13 @@ pub async fn authenticate(
         Some(user) => {
             app.login_throttle.succeeded(username, client);
             app.metrics.logins_succeeded.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: SECURITY, client = %client, username = %loggable(username), "signed in");
+            tracing::info!(target: SECURITY, client = %client, username = %log_safe(username), "signed in");
             Ok(SignIn::Ok(user))
         }
         None => {
             app.login_throttle.failed(name, client);
             app.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: SECURITY, client = %client, username = %loggable(username), "sign-in failed");
+            tracing::warn!(target: SECURITY, client = %client, username = %log_safe(username), "sign-in failed");
             Ok(SignIn::Invalid)
         }
     }
@@ -99,24 +99,8 @@ fn throttled_attempt(app: &App, throttled: Throttled, username: &str, client: Ip
         Throttled::Address { .. } => "address",
         Throttled::AddressAndName { .. } => "address and username",
     };
-    tracing::warn!(target: SECURITY, client = %client, username = %loggable(username), scope, "sign-in throttled");
+    tracing::warn!(target: SECURITY, client = %client, username = %log_safe(username), scope, "sign-in throttled");
     SignIn::Throttled(throttled.retry_after())
-}
-
-/// A username as typed, made safe for a one-line log: cut at 150
-/// characters, and anything a valid name could not hold (spaces, quotes,
-/// control characters) written as `\u{..}`, so a crafted name cannot
-/// forge a second field or line for a log reader such as fail2ban.
-pub fn loggable(username: &str) -> String {
-    username
-        .chars()
-        .take(150)
-        .flat_map(|c| {
-            let safe = c.is_ascii_alphanumeric() || "_.@+-".contains(c);
-            let escaped = if safe { c.to_string() } else { c.escape_unicode().to_string() };
-            escaped.chars().collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// How long a login waits for a free password-check slot before it is

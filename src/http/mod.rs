@@ -131,9 +131,10 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, tcp_peer: SocketAd
         Ok(route) => route,
         Err(miss) => return miss.reply(is_api),
     };
-    // With --tls-cert every connection on the listener is TLS: cookies are
-    // Secure and the request's own origin is https.
-    let direct_https = app.config.tls.is_some();
+    // With --tls-cert every connection on the listener is TLS; with
+    // --secure-cookies a proxy in front terminates TLS. Either way the
+    // request's own origin is https (unless a trusted proxy says otherwise).
+    let direct_https = app.config.tls.is_some() || app.config.secure_cookies;
     let peer = Peer::resolve(tcp_peer, request.headers(), &app.config.trusted_proxies, direct_https);
     match route {
         Route::Health => text(StatusCode::OK, "ok"),

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::chat::socket::{self, SocketRequest};
 use crate::domain::{Conversation, MessageId, RoomName, Username};
 use crate::log::write::Write;
-use crate::telemetry::SECURITY;
+use crate::telemetry::{log_safe, SECURITY};
 
 /// What a refused Origin is told. The usual cause is a proxy: the page's
 /// origin is its public URL, which the server cannot guess.
@@ -31,7 +31,7 @@ pub enum Target {
 pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer, target: Target) -> Reply {
     if !origin_allowed(request.headers(), peer, &app.config) {
         let origin = request.headers().get(hyper::header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("");
-        tracing::warn!(target: SECURITY, client = %peer.address, reason = "origin", origin = ?origin, "upgrade refused");
+        tracing::warn!(target: SECURITY, client = %peer.address, reason = "origin", origin = %log_safe(origin), "upgrade refused");
         return json_error(StatusCode::FORBIDDEN, ORIGIN_HINT);
     }
     let user = match current_user(app, request.headers()).await {
