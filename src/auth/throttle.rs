@@ -7,15 +7,20 @@
 //! - an address with `PER_ADDRESS_AND_NAME` failures against one name gets
 //!   429 for that name (a guesser stays locked; the owner elsewhere does not);
 //! - failures against one name from anywhere make every further attempt on
-//!   it wait a growing delay, at most `MAX_DELAY`, so a guesser spread over
-//!   many addresses slows down while the owner still gets in.
+//!   it wait a growing delay, at most `MAX_DELAY`, so each guess costs the
+//!   guesser seconds while the owner still gets in.
 //!
+//! An attempt is checked twice: before its delay (`admit`), and right
+//! before its password check (`reserve`), where an attempt that would reach
+//! a limit only if the attempts still being checked failed waits for their
+//! outcome, so parallel guesses cannot slip past a limit.
 //! Names count whether or not the account exists, so throttling reveals
 //! nothing. The limits are this node's: in a cluster each node counts alone.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Failures from one address, in one window, before it gets 429.
@@ -31,19 +36,25 @@ const FIRST_DELAY: Duration = Duration::from_millis(500);
 pub const MAX_DELAY: Duration = Duration::from_secs(4);
 /// How long failures are remembered (each window starts at its first failure).
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Bounds memory under a spray of random usernames or addresses.
+/// Entries kept per kind, so a spray of addresses or names bounds memory;
+/// past it the oldest windows go first, and a spray of one kind never
+/// evicts another kind's (a pair spray cannot reset a guessed name's delay).
 const MAX_TRACKED: usize = 100_000;
 
+/// Failure windows and attempts in progress, by kind.
 #[derive(Default)]
 pub struct LoginThrottle {
-    failures: Mutex<HashMap<Key, Window>>,
+    state: Mutex<State>,
 }
 
-#[derive(Hash, PartialEq, Eq, Clone)]
-enum Key {
-    Address(u128),
-    AddressAndName(u128, String),
-    Name(String),
+#[derive(Default)]
+struct State {
+    addresses: Windows<u128>,
+    pairs: Windows<(u128, String)>,
+    names: Windows<String>,
+    /// Attempts between `reserve` and their outcome, per address and pair.
+    checking_address: HashMap<u128, u32>,
+    checking_pair: HashMap<(u128, String), u32>,
 }
 
 struct Window {
@@ -51,9 +62,49 @@ struct Window {
     failures: u32,
 }
 
-impl Window {
-    fn live(&self, now: Instant) -> bool {
-        now.duration_since(self.started) < WINDOW
+/// Failure windows of one kind of key, bounded.
+struct Windows<K>(HashMap<K, Window>);
+
+impl<K> Default for Windows<K> {
+    fn default() -> Self {
+        Windows(HashMap::new())
+    }
+}
+
+impl<K: Hash + Eq + Clone> Windows<K> {
+    /// Failures in the live window of `key`, and when that window ends.
+    fn live(&self, key: &K, now: Instant) -> Option<(u32, Duration)> {
+        let window = self.0.get(key)?;
+        let age = now.duration_since(window.started);
+        (age < WINDOW).then(|| (window.failures, WINDOW - age))
+    }
+
+    fn count(&mut self, key: K, now: Instant) {
+        if self.0.len() >= MAX_TRACKED && !self.0.contains_key(&key) {
+            self.make_room(now);
+        }
+        let window = self.0.entry(key).or_insert(Window { started: now, failures: 0 });
+        if now.duration_since(window.started) >= WINDOW {
+            *window = Window { started: now, failures: 0 };
+        }
+        window.failures += 1;
+    }
+
+    /// Drops ended windows, then (still full) the oldest eighth: rare, and
+    /// amortised over the next `MAX_TRACKED / 8` insertions.
+    fn make_room(&mut self, now: Instant) {
+        self.0.retain(|_, w| now.duration_since(w.started) < WINDOW);
+        if self.0.len() >= MAX_TRACKED {
+            let mut starts: Vec<Instant> = self.0.values().map(|w| w.started).collect();
+            let cut = starts.len() / 8;
+            let (_, oldest_kept, _) = starts.select_nth_unstable(cut);
+            let oldest_kept = *oldest_kept;
+            self.0.retain(|_, w| w.started >= oldest_kept);
+        }
+    }
+
+    fn forget(&mut self, key: &K) {
+        self.0.remove(key);
     }
 }
 
@@ -64,12 +115,17 @@ pub enum Throttled {
     Address { retry_after: Duration },
     /// This address failed too often against this name.
     AddressAndName { retry_after: Duration },
+    /// Only with the attempts still being checked would a limit be reached:
+    /// wait for their outcome, then ask again (a crowd's successes, or the
+    /// last guesses a limit allows).
+    Pending,
 }
 
 impl Throttled {
     pub fn retry_after(&self) -> Duration {
         match self {
             Throttled::Address { retry_after } | Throttled::AddressAndName { retry_after } => *retry_after,
+            Throttled::Pending => Duration::from_secs(1),
         }
     }
 }
@@ -83,64 +139,128 @@ fn address_bits(address: IpAddr) -> u128 {
 }
 
 impl LoginThrottle {
-    /// Whether an attempt may be checked, and if so how long it must wait
-    /// first. Call it again right before the check (failures may have
-    /// landed meanwhile), so parallel guesses cannot slip past a limit.
-    /// `name` is `None` when it is not a valid username.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether an attempt may go ahead, and if so how long it must wait
+    /// first. `name` is `None` when it is not a valid username.
     pub fn admit(&self, name: Option<&str>, address: IpAddr) -> Result<Duration, Throttled> {
         let now = Instant::now();
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let bits = address_bits(address);
-        let over = |key: &Key, limit: u32| {
-            failures
-                .get(key)
-                .filter(|w| w.live(now) && w.failures >= limit)
-                .map(|w| WINDOW.saturating_sub(now.duration_since(w.started)))
-        };
-        if let Some(retry_after) = over(&Key::Address(bits), PER_ADDRESS) {
-            return Err(Throttled::Address { retry_after });
-        }
-        let Some(name) = name else { return Ok(Duration::ZERO) };
-        if let Some(retry_after) = over(&Key::AddressAndName(bits, name.to_owned()), PER_ADDRESS_AND_NAME) {
-            return Err(Throttled::AddressAndName { retry_after });
-        }
-        let name_failures = failures.get(&Key::Name(name.to_owned())).filter(|w| w.live(now)).map_or(0, |w| w.failures);
+        let state = self.lock();
+        state.refusal(name, address_bits(address), 0, 0, now)?;
+        let name_failures = name.and_then(|n| state.names.live(&n.to_owned(), now)).map_or(0, |(f, _)| f);
         Ok(delay_after(name_failures))
     }
 
+    /// Right before the password check: the limits again, with attempts
+    /// still being checked counted as failures. The returned attempt must
+    /// be settled with `failed` or `succeeded`; dropped, it counts as
+    /// neither.
+    pub fn reserve<'a>(&'a self, name: Option<&str>, address: IpAddr) -> Result<Attempt<'a>, Throttled> {
+        let now = Instant::now();
+        let bits = address_bits(address);
+        let pair = name.map(|n| (bits, n.to_owned()));
+        let mut state = self.lock();
+        let checking_address = state.checking_address.get(&bits).copied().unwrap_or(0);
+        let checking_pair = pair.as_ref().and_then(|p| state.checking_pair.get(p)).copied().unwrap_or(0);
+        state.refusal(name, bits, checking_address, checking_pair, now)?;
+        *state.checking_address.entry(bits).or_insert(0) += 1;
+        if let Some(pair) = &pair {
+            *state.checking_pair.entry(pair.clone()).or_insert(0) += 1;
+        }
+        Ok(Attempt { throttle: self, bits, name: name.map(str::to_owned), settled: false })
+    }
+}
+
+impl State {
+    /// The refusal for `bits` (and the pair with `name`), counting
+    /// `checking` attempts in progress as failures.
+    fn refusal(
+        &self,
+        name: Option<&str>,
+        bits: u128,
+        checking_address: u32,
+        checking_pair: u32,
+        now: Instant,
+    ) -> Result<(), Throttled> {
+        let (failures, left) = self.addresses.live(&bits, now).unwrap_or((0, WINDOW));
+        if failures >= PER_ADDRESS {
+            return Err(Throttled::Address { retry_after: left });
+        }
+        let mut pending = failures + checking_address >= PER_ADDRESS;
+        if let Some(name) = name {
+            let (failures, left) = self.pairs.live(&(bits, name.to_owned()), now).unwrap_or((0, WINDOW));
+            if failures >= PER_ADDRESS_AND_NAME {
+                return Err(Throttled::AddressAndName { retry_after: left });
+            }
+            pending |= failures + checking_pair >= PER_ADDRESS_AND_NAME;
+        }
+        if pending {
+            return Err(Throttled::Pending);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, bits: u128, name: Option<&String>) {
+        fn decrement<K: Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+            if let Some(count) = map.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        decrement(&mut self.checking_address, &bits);
+        if let Some(name) = name {
+            decrement(&mut self.checking_pair, &(bits, name.clone()));
+        }
+    }
+}
+
+/// An attempt whose password is being checked; see `LoginThrottle::reserve`.
+pub struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    bits: u128,
+    name: Option<String>,
+    settled: bool,
+}
+
+impl Attempt<'_> {
     /// A wrong password (or unknown or deactivated name): counts against
     /// the address, the pair and the name.
-    pub fn failed(&self, name: Option<&str>, address: IpAddr) {
+    pub fn failed(mut self) {
         let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, w| w.live(now));
-            if failures.len() >= MAX_TRACKED {
-                // Still full: forget names, keep the per-address limits.
-                failures.retain(|key, _| matches!(key, Key::Address(_)));
-            }
+        let mut state = self.throttle.lock();
+        state.release(self.bits, self.name.as_ref());
+        state.addresses.count(self.bits, now);
+        if let Some(name) = &self.name {
+            state.pairs.count((self.bits, name.clone()), now);
+            state.names.count(name.clone(), now);
         }
-        let bits = address_bits(address);
-        let keys = name
-            .map(|name| [Key::AddressAndName(bits, name.to_owned()), Key::Name(name.to_owned())])
-            .into_iter()
-            .flatten()
-            .chain([Key::Address(bits)]);
-        for key in keys {
-            let window = failures.entry(key).or_insert(Window { started: now, failures: 0 });
-            if !window.live(now) {
-                *window = Window { started: now, failures: 0 };
-            }
-            window.failures += 1;
-        }
+        self.settled = true;
     }
 
     /// A correct password: the pair's failures are forgotten (the owner who
     /// mistyped is not held to them). The address and the name keep theirs:
     /// a success must not buy a guesser on the same address a fresh start.
-    pub fn succeeded(&self, name: &str, address: IpAddr) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.remove(&Key::AddressAndName(address_bits(address), name.to_owned()));
+    pub fn succeeded(mut self) {
+        let mut state = self.throttle.lock();
+        state.release(self.bits, self.name.as_ref());
+        if let Some(name) = &self.name {
+            state.pairs.forget(&(self.bits, name.clone()));
+        }
+        self.settled = true;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    /// An attempt abandoned mid-check (the client went away, the storage
+    /// read failed) counts as nothing, but must not stay "in progress".
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle.lock().release(self.bits, self.name.as_ref());
+        }
     }
 }
 
@@ -160,14 +280,30 @@ mod tests {
         raw.parse().unwrap()
     }
 
+    fn fail(throttle: &LoginThrottle, name: Option<&str>, address: &str) {
+        throttle.reserve(name, ip(address)).expect("not throttled yet").failed();
+    }
+
     #[test]
     fn successes_never_count_against_an_address() {
         let throttle = LoginThrottle::default();
         for i in 0..500 {
             let name = format!("user{i}");
             assert_eq!(throttle.admit(Some(&name), ip("127.0.0.1")), Ok(Duration::ZERO));
-            throttle.succeeded(&name, ip("127.0.0.1"));
+            throttle.reserve(Some(&name), ip("127.0.0.1")).unwrap().succeeded();
         }
+        assert!(throttle.lock().checking_address.is_empty());
+    }
+
+    #[test]
+    fn a_crowd_being_checked_at_once_is_not_refused() {
+        let throttle = LoginThrottle::default();
+        fail(&throttle, Some("mistyped"), "127.0.0.1");
+        let attempts: Vec<_> =
+            (0..19).map(|i| throttle.reserve(Some(&format!("user{i}")), ip("127.0.0.1")).unwrap()).collect();
+        assert_eq!(throttle.reserve(Some("user19"), ip("127.0.0.1")).err(), Some(Throttled::Pending));
+        attempts.into_iter().for_each(Attempt::succeeded);
+        assert!(throttle.reserve(Some("user19"), ip("127.0.0.1")).is_ok(), "never refused once they succeeded");
     }
 
     #[test]
@@ -175,7 +311,7 @@ mod tests {
         let throttle = LoginThrottle::default();
         for i in 0..PER_ADDRESS {
             assert!(throttle.admit(Some(&format!("n{i}")), ip("203.0.113.7")).is_ok());
-            throttle.failed(Some(&format!("n{i}")), ip("203.0.113.7"));
+            fail(&throttle, Some(&format!("n{i}")), "203.0.113.7");
         }
         let refused = throttle.admit(Some("someone_else"), ip("203.0.113.7")).unwrap_err();
         assert!(matches!(refused, Throttled::Address { .. }));
@@ -184,23 +320,46 @@ mod tests {
     }
 
     #[test]
+    fn attempts_in_progress_count_so_parallel_guesses_cannot_slip_past() {
+        let throttle = LoginThrottle::default();
+        fail(&throttle, Some("alice"), "198.51.100.1");
+        // Eight checks at once (a machine with nine cores): four fit, the
+        // rest wait for their outcome.
+        let mut in_progress = Vec::new();
+        for _ in 0..8 {
+            match throttle.reserve(Some("alice"), ip("198.51.100.1")) {
+                Ok(attempt) => in_progress.push(attempt),
+                Err(refusal) => assert_eq!(refusal, Throttled::Pending),
+            }
+        }
+        assert_eq!(in_progress.len() as u32, PER_ADDRESS_AND_NAME - 1);
+        in_progress.into_iter().for_each(Attempt::failed);
+        assert!(matches!(throttle.reserve(Some("alice"), ip("198.51.100.1")), Err(Throttled::AddressAndName { .. })));
+        // An abandoned attempt frees its place.
+        let other = ip("198.51.100.2");
+        fail(&throttle, Some("alice"), "198.51.100.2");
+        drop(throttle.reserve(Some("alice"), other).unwrap());
+        assert_eq!(throttle.lock().checking_pair.len(), 0);
+    }
+
+    #[test]
     fn a_guessed_name_slows_down_but_its_owner_gets_in_from_elsewhere() {
         let throttle = LoginThrottle::default();
-        let guesser = ip("198.51.100.1");
         for _ in 0..PER_ADDRESS_AND_NAME {
-            throttle.failed(Some("alice"), guesser);
+            fail(&throttle, Some("alice"), "198.51.100.1");
         }
+        let guesser = ip("198.51.100.1");
         assert!(matches!(throttle.admit(Some("alice"), guesser), Err(Throttled::AddressAndName { .. })));
         assert!(throttle.admit(Some("bob"), guesser).is_ok(), "the guesser's other names are not locked");
         let owner_delay = throttle.admit(Some("alice"), ip("192.0.2.1")).unwrap();
         assert!(owner_delay > Duration::ZERO && owner_delay <= MAX_DELAY);
         // Spread over many addresses, the delay keeps growing to its cap.
         for i in 0..50 {
-            throttle.failed(Some("alice"), ip(&format!("198.51.100.{}", i + 10)));
+            fail(&throttle, Some("alice"), &format!("198.51.101.{i}"));
         }
         assert_eq!(throttle.admit(Some("alice"), ip("192.0.2.1")), Ok(MAX_DELAY));
-        throttle.succeeded("alice", guesser);
-        assert!(throttle.admit(Some("alice"), guesser).is_ok(), "a success clears the pair");
+        throttle.reserve(Some("alice"), ip("192.0.2.1")).unwrap().succeeded();
+        assert!(throttle.admit(Some("alice"), ip("192.0.2.1")).is_ok(), "the owner is never refused");
     }
 
     #[test]
@@ -216,9 +375,23 @@ mod tests {
     fn ipv6_addresses_of_one_64_share_a_limit() {
         let throttle = LoginThrottle::default();
         for i in 0..PER_ADDRESS {
-            throttle.failed(None, ip(&format!("2001:db8::{i:x}")));
+            fail(&throttle, None, &format!("2001:db8::{i:x}"));
         }
         assert!(throttle.admit(None, ip("2001:db8::ffff")).is_err());
         assert!(throttle.admit(None, ip("2001:db8:0:1::1")).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_drops_its_oldest_windows_first_and_keeps_other_kinds() {
+        let mut windows: Windows<u32> = Windows::default();
+        let start = Instant::now();
+        for i in 0..MAX_TRACKED as u32 {
+            windows.count(i, start + Duration::from_millis(u64::from(i) / 1000));
+        }
+        windows.count(u32::MAX, start + Duration::from_secs(200));
+        // About an eighth made room (windows started in the same instant go together).
+        assert!(windows.0.len() < MAX_TRACKED - MAX_TRACKED / 10, "{}", windows.0.len());
+        assert!(windows.0.contains_key(&(MAX_TRACKED as u32 - 1)), "the newest windows stay");
+        assert!(!windows.0.contains_key(&0), "the oldest go");
     }
 }

@@ -60,11 +60,21 @@ pub async fn authenticate(
         app.metrics.logins_busy.fetch_add(1, Ordering::Relaxed);
         return Ok(SignIn::Busy);
     };
-    // Failures may have landed while this attempt waited: ask again, so a
-    // burst of parallel guesses cannot slip past the limits.
-    if let Err(throttled) = app.login_throttle.admit(name, client) {
-        return Ok(throttled_attempt(app, throttled, username, client));
-    }
+    // Failures may have landed while this attempt waited: ask again, now
+    // counting the attempts still being checked, so a burst of parallel
+    // guesses cannot slip past the limits.
+    let pending_until = std::time::Instant::now() + PASSWORD_CHECK_WAIT;
+    let attempt = loop {
+        match app.login_throttle.reserve(name, client) {
+            Ok(attempt) => break attempt,
+            // Their outcomes are milliseconds away (they hold the other slots).
+            Err(Throttled::Pending) if std::time::Instant::now() < pending_until => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(Throttled::Pending) => return Ok(SignIn::Busy),
+            Err(throttled) => return Ok(throttled_attempt(app, throttled, username, client)),
+        }
+    };
     let user = match valid_name.clone() {
         Some(name) => app.storage(move |store| store.user(name.as_str())).await?,
         None => None,
@@ -79,13 +89,13 @@ pub async fn authenticate(
     .unwrap_or(None);
     match verified {
         Some(user) => {
-            app.login_throttle.succeeded(username, client);
+            attempt.succeeded();
             app.metrics.logins_succeeded.fetch_add(1, Ordering::Relaxed);
             tracing::info!(target: SECURITY, client = %client, username = %log_safe(username), "signed in");
             Ok(SignIn::Ok(user))
         }
         None => {
-            app.login_throttle.failed(name, client);
+            attempt.failed();
             app.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target: SECURITY, client = %client, username = %log_safe(username), "sign-in failed");
             Ok(SignIn::Invalid)
@@ -97,7 +107,7 @@ fn throttled_attempt(app: &App, throttled: Throttled, username: &str, client: Ip
     app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
     let scope = match throttled {
         Throttled::Address { .. } => "address",
-        Throttled::AddressAndName { .. } => "address and username",
+        Throttled::AddressAndName { .. } | Throttled::Pending => "address and username",
     };
     tracing::warn!(target: SECURITY, client = %client, username = %log_safe(username), scope, "sign-in throttled");
     SignIn::Throttled(throttled.retry_after())
