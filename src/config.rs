@@ -141,24 +141,55 @@ pub fn split_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// `--trusted-proxy`: the address ranges of reverse proxies. Only a request
-/// whose TCP peer is in one of them may say, through `X-Forwarded-For` or
-/// `Forwarded`, who the client really is.
+/// `--trusted-proxy`: the address ranges of reverse proxies, and which
+/// forwarding header they write. Only a request whose TCP peer is in one of
+/// the ranges may say, through that header, who the client really is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    ranges: Vec<IpNet>,
+    header: ForwardedHeader,
+}
+
+/// `--forwarded-header`: which family of forwarding headers the proxies
+/// write. A proxy passes the other family through from the client as it
+/// came, so reading only the proxy's own keeps clients from naming
+/// themselves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (with `-Proto`, `-Host`) when the request has it,
+    /// else RFC 7239 `Forwarded`: right for nginx, Caddy, HAProxy's
+    /// `forwardfor`, Traefik and most load balancers, which always write
+    /// `X-Forwarded-For`.
+    #[default]
+    Auto,
+    /// Only `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`.
+    XForwardedFor,
+    /// Only RFC 7239 `Forwarded` (`for=`, `proto=`, `host=`): for proxies
+    /// that write nothing else, such as HAProxy's `option forwarded`.
+    Forwarded,
+}
 
 impl TrustedProxies {
     pub fn new(ranges: Vec<IpNet>) -> Self {
-        TrustedProxies(ranges)
+        TrustedProxies { ranges: ranges.into_iter().map(canonical_range).collect(), header: ForwardedHeader::Auto }
+    }
+
+    /// The same ranges, reading only `header`.
+    pub fn reading(self, header: ForwardedHeader) -> Self {
+        TrustedProxies { header, ..self }
+    }
+
+    pub fn header(&self) -> ForwardedHeader {
+        self.header
     }
 
     pub fn contains(&self, address: IpAddr) -> bool {
         let address = crate::domain::canonical_ip(address);
-        self.0.iter().any(|range| range.contains(&address))
+        self.ranges.iter().any(|range| range.contains(&address))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ranges.is_empty()
     }
 
     /// Parses one `--trusted-proxy` value: a CIDR range, or a single address.
@@ -167,6 +198,18 @@ impl TrustedProxies {
         IpNet::from_str(raw).or_else(|_| IpAddr::from_str(raw).map(IpNet::from)).map_err(|_| {
             format!("trusted proxy {raw:?} is not an address or CIDR range (like 127.0.0.1/32, 10.0.0.0/8 or ::1/128)")
         })
+    }
+}
+
+/// A range of IPv4-mapped IPv6 addresses (`::ffff:10.0.0.0/104`) is the
+/// IPv4 range, as addresses are compared in their IPv4 form.
+fn canonical_range(range: IpNet) -> IpNet {
+    match range {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(range, IpNet::V4),
+            None => range,
+        },
+        other => other,
     }
 }
 
@@ -197,6 +240,8 @@ mod tests {
         assert!(trusted.contains("::ffff:10.1.2.3".parse().unwrap()), "v4-mapped addresses are v4");
         assert!(trusted.contains("::1".parse().unwrap()));
         assert!(!trusted.contains("127.0.0.2".parse().unwrap()));
+        let mapped = TrustedProxies::new(vec![TrustedProxies::parse_range("::ffff:192.0.2.0/120").unwrap()]);
+        assert!(mapped.contains("192.0.2.9".parse().unwrap()), "a v4-mapped range is the v4 range");
         assert!(TrustedProxies::parse_range("10.0.0.0/33").is_err());
         assert!(TrustedProxies::parse_range("proxy.local").is_err());
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::DataDir;
 use ipnet::IpNet;
 
-use crate::config::{PublicUrl, ServerConfig, TlsFiles, TrustedProxies};
+use crate::config::{ForwardedHeader, PublicUrl, ServerConfig, TlsFiles, TrustedProxies};
 use crate::log::cluster::ClusterConfig;
 use crate::telemetry::{self, LogFormat};
 
@@ -35,6 +35,10 @@ pub struct Args {
     #[arg(long = "trusted-proxy", env = "CHATCTL_TRUSTED_PROXIES", value_delimiter = ',',
           value_parser = TrustedProxies::parse_range)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Which forwarding header the trusted proxies write: auto (X-Forwarded-For
+    /// when present, else Forwarded), x-forwarded-for, or forwarded (RFC 7239).
+    #[arg(long, env = "CHATCTL_FORWARDED_HEADER", value_enum, default_value = "auto")]
+    pub forwarded_header: ForwardedHeader,
     #[arg(long, env = "CHATCTL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Messages per second per user on this node (0 turns the limit off).
@@ -85,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir.path,
         allowed_origins: args.allowed_origins,
         public_url: args.public_url,
-        trusted_proxies: TrustedProxies::new(args.trusted_proxies),
+        trusted_proxies: TrustedProxies::new(args.trusted_proxies).reading(args.forwarded_header),
         message_rate: args.message_rate,
         message_burst: args.message_burst,
         secure_cookies: args.secure_cookies,

@@ -14,7 +14,7 @@ pub mod tls;
 pub mod websocket;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -136,6 +136,9 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, tcp_peer: SocketAd
     // request's own origin is https (unless a trusted proxy says otherwise).
     let direct_https = app.config.tls.is_some() || app.config.secure_cookies;
     let peer = Peer::resolve(tcp_peer, request.headers(), &app.config.trusted_proxies, direct_https);
+    if peer.forwarded_by_untrusted_peer() {
+        warn_of_untrusted_proxy(tcp_peer);
+    }
     match route {
         Route::Health => text(StatusCode::OK, "ok"),
         Route::Ready => readiness(&app).await,
@@ -226,4 +229,25 @@ fn metrics(app: &Arc<App>, peer: &Peer) -> Reply {
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     reply
+}
+
+/// Says, at most every ten minutes, that forwarding headers arrive from a
+/// peer that is not a trusted proxy: behind an undeclared proxy every client
+/// looks like the proxy, shares one sign-in allowance, and the security log
+/// names the proxy.
+fn warn_of_untrusted_proxy(tcp_peer: SocketAddr) {
+    static LAST_WARNED_MS: AtomicU64 = AtomicU64::new(0);
+    const EVERY_MS: u64 = 10 * 60 * 1000;
+    let now = crate::storage::now_ms();
+    let last = LAST_WARNED_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= EVERY_MS
+        && LAST_WARNED_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(
+            peer = %tcp_peer.ip(),
+            "requests carry X-Forwarded-For or Forwarded from {}, which is not a trusted proxy: every client behind it looks like it; if it is your reverse proxy, start serve with --trusted-proxy {}",
+            tcp_peer.ip(),
+            tcp_peer.ip()
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use hyper::header::{self, HeaderMap};
 
-use crate::config::TrustedProxies;
+use crate::config::{ForwardedHeader, TrustedProxies};
 use crate::domain::canonical_ip;
 
 /// The client of one request, as far as it can be trusted.
@@ -23,6 +23,8 @@ pub struct Peer {
     /// Whether a proxy forwarded the request (it carried forwarding
     /// headers), trusted or not.
     pub forwarded: bool,
+    /// Whether the TCP peer was a trusted proxy (its headers were read).
+    pub via_proxy: bool,
 }
 
 impl Peer {
@@ -34,33 +36,47 @@ impl Peer {
         let forwarded_elements = forwarded_elements(headers);
         let x_forwarded_for = list_values(headers, "x-forwarded-for");
         let forwarded = !forwarded_elements.is_empty() || !x_forwarded_for.is_empty();
-        let direct = Peer { address: tcp_address, https: direct_https, host: own_host.clone(), forwarded };
+        let direct =
+            Peer { address: tcp_address, https: direct_https, host: own_host.clone(), forwarded, via_proxy: false };
         if !trusted.contains(tcp_address) {
             return direct;
         }
-        // X-Forwarded-For first: it is what nginx, Caddy, HAProxy and
-        // Traefik add; `Forwarded` (RFC 7239) when it is the only one.
-        let hops: Vec<&str> = if x_forwarded_for.is_empty() {
-            forwarded_elements.iter().filter_map(|element| element.get("for")).collect()
+        // One family only: the proxy's own. Mixing them would let a client
+        // name itself in the family its proxy passes through untouched.
+        let rfc7239 = match trusted.header() {
+            ForwardedHeader::Auto => x_forwarded_for.is_empty() && !forwarded_elements.is_empty(),
+            ForwardedHeader::XForwardedFor => false,
+            ForwardedHeader::Forwarded => true,
+        };
+        let (hops, proto, host): (Vec<&str>, Option<&str>, Option<&str>) = if rfc7239 {
+            (
+                forwarded_elements.iter().filter_map(|element| element.get("for")).collect(),
+                forwarded_elements.iter().rev().find_map(|e| e.get("proto")),
+                forwarded_elements.iter().rev().find_map(|e| e.get("host")),
+            )
         } else {
-            x_forwarded_for
+            (
+                x_forwarded_for,
+                list_values(headers, "x-forwarded-proto").last().copied(),
+                list_values(headers, "x-forwarded-host").last().copied(),
+            )
         };
         let address = client_of(&hops, tcp_address, trusted);
-        let proto = list_values(headers, "x-forwarded-proto")
-            .last()
-            .map(|p| p.to_ascii_lowercase())
-            .or_else(|| forwarded_elements.iter().rev().find_map(|e| e.get("proto")).map(str::to_ascii_lowercase));
-        let host = list_values(headers, "x-forwarded-host")
-            .last()
-            .map(|h| h.to_ascii_lowercase())
-            .or_else(|| forwarded_elements.iter().rev().find_map(|e| e.get("host")).map(str::to_ascii_lowercase))
-            .or(own_host);
+        let proto = proto.map(str::to_ascii_lowercase);
+        let host = host.map(str::to_ascii_lowercase).or(own_host);
         let https = match proto.as_deref() {
             Some("https") | Some("wss") => true,
             Some(_) => false,
             None => direct_https,
         };
-        Peer { address, https, host, forwarded }
+        Peer { address, https, host, forwarded, via_proxy: true }
+    }
+
+    /// A request that carries forwarding headers from a peer that is not a
+    /// trusted proxy: behind an undeclared proxy every client looks like
+    /// the proxy (and shares its sign-in limits).
+    pub fn forwarded_by_untrusted_peer(&self) -> bool {
+        self.forwarded && !self.via_proxy
     }
 
     /// Whether cookies set in the answer must be `Secure`.
@@ -212,6 +228,26 @@ mod tests {
         assert_eq!(peer.address.to_string(), "2001:db8::17");
         assert!(peer.https);
         assert_eq!(peer.own_origin().as_deref(), Some("https://chat.example"));
+    }
+
+    #[test]
+    fn only_the_proxys_own_header_family_is_read() {
+        // A proxy writing RFC 7239 only passes the client's X-Forwarded-For through.
+        let h = headers(&[("forwarded", "for=203.0.113.5;proto=https"), ("x-forwarded-for", "6.6.6.6")]);
+        let rfc = proxies(&["127.0.0.1"]).reading(ForwardedHeader::Forwarded);
+        let peer = Peer::resolve(tcp("127.0.0.1"), &h, &rfc, false);
+        assert_eq!(peer.address.to_string(), "203.0.113.5");
+        assert!(peer.https);
+        // And nginx passes a client's own Forwarded through.
+        let h = headers(&[("forwarded", "for=6.6.6.6;proto=https"), ("x-forwarded-for", "203.0.113.6")]);
+        for header in [ForwardedHeader::Auto, ForwardedHeader::XForwardedFor] {
+            let peer = Peer::resolve(tcp("127.0.0.1"), &h, &proxies(&["127.0.0.1"]).reading(header), false);
+            assert_eq!(peer.address.to_string(), "203.0.113.6");
+            assert!(!peer.https, "the scheme comes from the same family as the address");
+        }
+        let xff_only = proxies(&["127.0.0.1"]).reading(ForwardedHeader::XForwardedFor);
+        let h = headers(&[("forwarded", "for=6.6.6.6")]);
+        assert_eq!(Peer::resolve(tcp("127.0.0.1"), &h, &xff_only, false).address.to_string(), "127.0.0.1");
     }
 
     #[test]

@@ -147,14 +147,21 @@ mod tests {
     fn allowed(host: &str, origin: &str, https: bool, config: &ServerConfig) -> bool {
         let mut h = HeaderMap::new();
         h.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
-        let peer = Peer { address: [127, 0, 0, 1].into(), https, host: Some(host.to_owned()), forwarded: false };
+        let peer = Peer {
+            address: [127, 0, 0, 1].into(),
+            https,
+            host: Some(host.to_owned()),
+            forwarded: false,
+            via_proxy: false,
+        };
         origin_allowed(&h, &peer, config)
     }
 
     #[test]
     fn origins_must_match_the_host_the_public_url_or_be_configured() {
         let plain = ServerConfig::new("unused");
-        let peer = Peer { address: [127, 0, 0, 1].into(), https: false, host: None, forwarded: false };
+        let peer =
+            Peer { address: [127, 0, 0, 1].into(), https: false, host: None, forwarded: false, via_proxy: false };
         assert!(origin_allowed(&HeaderMap::new(), &peer, &plain), "no Origin: not a browser's cross-site request");
         assert!(allowed("127.0.0.1:8000", "http://127.0.0.1:8000", false, &plain));
         assert!(allowed("chat.example", "http://chat.example", false, &plain));
