@@ -3,7 +3,8 @@
 //! written here (tokio, WebSockets over plain TCP, loopback only), and
 //! reports throughput, latency, delivery correctness and the server's CPU
 //! and memory. Speed is reported, never asserted: the command fails only
-//! when a scenario cannot run or a message is lost, duplicated or reordered.
+//! when a scenario cannot run (a failed `chatctl backup` in `backup` counts
+//! as one) or a message is lost, duplicated or reordered.
 //!
 //! The load generator must not be a debug build, so a debug `xtask` (what
 //! the cargo alias runs) builds `xtask` in release and hands the run to it.

@@ -66,6 +66,8 @@ struct Sizes {
     backup_fill_publishers: usize,
     /// The longest the fill may take.
     backup_fill_max: Duration,
+    /// When the backups start, into the `latency` load.
+    backup_after: Duration,
     /// How long backups run back to back (at least `MIN_BACKUPS` of them).
     backup_for: Duration,
     /// How long receivers wait for stragglers after sending stops.
@@ -102,6 +104,7 @@ impl Sizes {
             backup_history: pick(200_000, 5_000),
             backup_fill_publishers: pick(200, 20),
             backup_fill_max: secs(120, 20_000),
+            backup_after: secs(2, 500),
             backup_for: secs(10, 2000),
             drain: secs(15, 5000),
             hold_max: secs(60, 20_000),
@@ -149,7 +152,7 @@ impl Sizes {
             "backup" => format!(
                 "`chatctl backup` back to back for {} (at least {MIN_BACKUPS}), {} into the `latency` load ({} sockets, {} rooms, {} msgs/s per room, {}), over a history of {} messages",
                 s(self.backup_for),
-                s(self.storm_after),
+                s(self.backup_after),
                 self.latency_sockets,
                 self.latency_rooms,
                 self.latency_rate,

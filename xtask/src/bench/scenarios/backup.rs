@@ -128,7 +128,7 @@ fn add_fill_integrity(report: &mut Report, fill: &Measured) {
     }
 }
 
-/// Waits `storm_after`, opens the window, runs backups back to back for
+/// Waits `backup_after`, opens the window, runs backups back to back for
 /// `backup_for` (and at least `MIN_BACKUPS`), then closes the window and
 /// lets the publishers stop.
 async fn run_backups(
@@ -138,7 +138,7 @@ async fn run_backups(
     hold: Arc<AtomicBool>,
     sizes: &Sizes,
 ) -> Backups {
-    let (after, run_for, hold_max) = (sizes.storm_after, sizes.backup_for, sizes.hold_max);
+    let (after, run_for, hold_max) = (sizes.backup_after, sizes.backup_for, sizes.hold_max);
     tokio::time::sleep(after).await;
     let mut backups = Backups::default();
     let dir = match tempfile::Builder::new().prefix("chatctl-bench-backup-").tempdir() {
