@@ -59,6 +59,15 @@ impl Histogram {
         self.max_us = self.max_us.max(other.max_us);
     }
 
+    /// What is left of `self` once `part` (merged into it before) is taken
+    /// out: e.g. the latencies outside a window. The maximum stays `self`'s,
+    /// an upper bound that only caps the top bucket.
+    pub fn without(&self, part: &Histogram) -> Histogram {
+        let counts: Vec<u64> = self.counts.iter().zip(&part.counts).map(|(a, b)| a.saturating_sub(*b)).collect();
+        let total = counts.iter().sum();
+        Histogram { counts, total, max_us: if total > 0 { self.max_us } else { 0 } }
+    }
+
     pub fn count(&self) -> u64 {
         self.total
     }
@@ -103,5 +112,20 @@ mod tests {
         let p99 = h.quantile_us(0.99).unwrap() as f64;
         assert!((p99 - 9_900.0).abs() / 9_900.0 < 0.02, "{p99}");
         assert_eq!(h.quantile_us(1.0), Some(10_000));
+    }
+
+    #[test]
+    fn without_a_part_leaves_the_rest() {
+        let (mut all, mut slow) = (Histogram::default(), Histogram::default());
+        for v in 1..=100 {
+            all.record(v);
+        }
+        for v in 1_000..1_100 {
+            all.record(v);
+            slow.record(v);
+        }
+        let rest = all.without(&slow);
+        assert_eq!(rest.count(), 100);
+        assert_eq!(rest.quantile_us(0.99), Some(99));
     }
 }

@@ -3,7 +3,8 @@
 //! written here (tokio, WebSockets over plain TCP, loopback only), and
 //! reports throughput, latency, delivery correctness and the server's CPU
 //! and memory. Speed is reported, never asserted: the command fails only
-//! when a scenario cannot run or a message is lost, duplicated or reordered.
+//! when a scenario cannot run (a failed `chatctl backup` in `backup` counts
+//! as one) or a message is lost, duplicated or reordered.
 //!
 //! The load generator must not be a debug build, so a debug `xtask` (what
 //! the cargo alias runs) builds `xtask` in release and hands the run to it.
@@ -26,13 +27,13 @@ use report::{Report, Status, Summary};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every scenario, in the order they run.
-pub const SCENARIOS: [&str; 6] = ["fanout", "latency", "durable", "connections", "login-storm", "cluster"];
+pub const SCENARIOS: [&str; 7] = ["fanout", "latency", "durable", "connections", "login-storm", "backup", "cluster"];
 
 /// Internal flag: the release binary was already built by the debug xtask that started us.
 const PREBUILT: &str = "--prebuilt";
 
 pub const USAGE: &str = "usage: cargo xtask bench [--scenario NAME[,NAME...]] [--quick]\n\n\
-scenarios: fanout, latency, durable, connections, login-storm, cluster (all by default)\n\
+scenarios: fanout, latency, durable, connections, login-storm, backup, cluster (all by default)\n\
 --quick    small sizes and short runs (CI): under a minute\n\
 cluster runs when CHATCTL_BENCH_AMQP_URL or CHATCTL_TEST_AMQP_URL names a RabbitMQ\n\
 CHATCTL_BENCH_LOADER_THREADS=N sets the load generator's worker threads (default: one per core)";

@@ -403,8 +403,12 @@ it, both in the load generator's process, over every delivery. Log-linear histog
 - **server CPU s** is user + system time of the server process(es) during the measured phase, from \
 `/proc/<pid>/stat`; deliveries per server CPU-second is how much fan-out one core-second buys.\n\
 - `fanout`, `durable` and `cluster` send flat out with 64 messages in flight per publisher, so their latencies are \
-mostly time spent queued behind that window; `latency` and `login-storm` send at a fixed rate and are the ones to \
-read for latency.\n\
+mostly time spent queued behind that window; `latency`, `login-storm` and `backup` send at a fixed rate and are the \
+ones to read for latency.\n\
+- `backup` first stores a history (200,000 messages; 5,000 with `--quick`) in rooms of its own, then runs the \
+`latency` load while `chatctl backup` copies the running server's database through its control socket, back to back \
+for 10 s: `chat_p99_during_ms` is over messages sent while backups ran, `chat_p99_outside_ms` over the rest, and \
+the backups' own process CPU is counted apart (`backup_client_cpu_s`). A failed backup fails the bench.\n\
 - The targets are goals, not assertions: the bench reports them and passes whatever the speed. `--quick` sizes \
 are too small to compare with them.\n\
 - `cluster` uses two nodes and the RabbitMQ broker on this same machine; its server CPU is both nodes' (the \

@@ -1,4 +1,4 @@
-//! The six scenarios. Each starts its own server(s), signs in, opens its
+//! The seven scenarios. Each starts its own server(s), signs in, opens its
 //! sockets, runs one measured phase (`measure`) and turns what it saw into
 //! a `Report` with its own figure and targets.
 
@@ -22,6 +22,9 @@ use super::server::{Launch, Server, PASSWORD};
 use super::ws::{self, Ws};
 use super::{BoxError, Env};
 
+mod backup;
+use backup::backup_scenario;
+
 /// The account that publishes, and the one every receiving socket uses (a
 /// user may hold many sockets: one sign-in serves them all, so argon2 does
 /// not dominate the setup).
@@ -35,6 +38,10 @@ const CONNECT_CONCURRENCY: usize = 64;
 /// address per 15 minutes: the storm stays under both.
 const STORM_LOGINS_PER_USER: usize = 4;
 const STORM_LOGINS_PER_ADDRESS: usize = 10;
+/// Backups the `backup` scenario runs at the least, however long they take.
+const MIN_BACKUPS: usize = 3;
+/// How long one backup may take before the scenario gives up on it.
+const BACKUP_WITHIN: Duration = Duration::from_secs(300);
 /// How long a server may take to answer `/readyz` 200.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
@@ -54,6 +61,15 @@ struct Sizes {
     connections_per_room: usize,
     storm_logins: usize,
     storm_after: Duration,
+    /// Messages stored before `backup` measures, so that a backup has a history to copy.
+    backup_history: usize,
+    backup_fill_publishers: usize,
+    /// The longest the fill may take.
+    backup_fill_max: Duration,
+    /// When the backups start, into the `latency` load.
+    backup_after: Duration,
+    /// How long backups run back to back (at least `MIN_BACKUPS` of them).
+    backup_for: Duration,
     /// How long receivers wait for stragglers after sending stops.
     drain: Duration,
     /// How long a side load (the login storm) may hold the run open.
@@ -85,6 +101,11 @@ impl Sizes {
             connections_per_room: 100,
             storm_logins: pick(200, 20),
             storm_after: secs(2, 500),
+            backup_history: pick(200_000, 5_000),
+            backup_fill_publishers: pick(200, 20),
+            backup_fill_max: secs(120, 20_000),
+            backup_after: secs(2, 500),
+            backup_for: secs(10, 2000),
             drain: secs(15, 5000),
             hold_max: secs(60, 20_000),
         }
@@ -128,6 +149,16 @@ impl Sizes {
                 self.latency_rate,
                 s(self.latency_run)
             ),
+            "backup" => format!(
+                "`chatctl backup` back to back for {} (at least {MIN_BACKUPS}), {} into the `latency` load ({} sockets, {} rooms, {} msgs/s per room, {}), over a history of {} messages",
+                s(self.backup_for),
+                s(self.backup_after),
+                self.latency_sockets,
+                self.latency_rooms,
+                self.latency_rate,
+                s(self.latency_run),
+                thousands(self.backup_history as f64)
+            ),
             "cluster" => format!(
                 "`fanout` ({} rooms × {} sockets, {}) with each room's sockets split over 2 nodes sharing one RabbitMQ stream",
                 self.fanout_rooms,
@@ -149,6 +180,7 @@ pub fn run(name: &str, env: &Env, runtime: &tokio::runtime::Runtime, fanout: Opt
         "durable" => runtime.block_on(durable_scenario(env, &sizes)),
         "connections" => runtime.block_on(connections_scenario(env, &sizes)),
         "login-storm" => runtime.block_on(login_storm_scenario(env, &sizes)),
+        "backup" => runtime.block_on(backup_scenario(env, &sizes)),
         "cluster" => match &env.amqp_url {
             Some(url) => runtime.block_on(cluster_scenario(env, &sizes, url, fanout)),
             None => {

@@ -76,6 +76,11 @@ impl Server {
         Ok(Server { child, addr, log: launch.log, _data_dir: data_dir })
     }
 
+    /// Where the server keeps its database (and its control socket).
+    pub fn data_dir(&self) -> &Path {
+        self._data_dir.path()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

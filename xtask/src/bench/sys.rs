@@ -70,6 +70,19 @@ pub fn own_cpu_seconds() -> f64 {
     cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
+/// CPU seconds used so far by this process's children that have exited
+/// and been waited for (e.g. `chatctl backup` runs; a running server is not
+/// in it until it is reaped).
+pub fn reaped_children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes only into the struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 /// Raises this process's open-file limit to its hard limit, so that ten
 /// thousand sockets fit; children (the servers) inherit it. Returns the
 /// limit now in force.
