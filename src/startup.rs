@@ -79,13 +79,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         tokio::task::spawn_blocking(move || store.user_count()).await.expect("counting users does not panic")? > 0
     };
     let setup_token = (!has_users).then(crate::auth::session::new_token);
-    // Printed for the operator to open: the public URL when there is one.
-    let base =
-        config.public_url.as_ref().map_or_else(|| browsable_url(addr, tls.is_some()), |url| url.origin().to_owned());
     // A cluster node's own database may not have caught up with accounts
     // made elsewhere: its URL is announced once it has (`setup_url_when_ready`).
     let setup_url =
-        setup_token.as_ref().filter(|_| config.cluster.is_none()).map(|token| format!("{base}/setup?token={token}"));
+        setup_token.as_ref().filter(|_| config.cluster.is_none()).map(|token| setup_link(&config, addr, token));
     let setup = Arc::new(SetupToken::new(setup_token));
     let sinks =
         Arc::new(Sinks { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone() });
@@ -211,6 +208,16 @@ async fn start_log(config: &ServerConfig, store: &Store, sinks: Arc<Sinks>) -> R
 }
 
 /// A URL a browser on this machine can open: `0.0.0.0` is not one.
+/// The setup page's URL, for the operator to open: on the public URL when
+/// there is one, else on the address served.
+fn setup_link(config: &ServerConfig, addr: SocketAddr, token: &str) -> String {
+    let base = config
+        .public_url
+        .as_ref()
+        .map_or_else(|| browsable_url(addr, config.tls.is_some()), |url| url.origin().to_owned());
+    format!("{base}/setup?token={token}")
+}
+
 fn browsable_url(addr: SocketAddr, https: bool) -> String {
     let scheme = if https { "https" } else { "http" };
     match addr.ip() {
@@ -246,8 +253,7 @@ impl RunningServer {
         while self.app.log.readiness().is_err() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let base = self.app.config.public_url.as_ref().map_or_else(|| self.url(), |url| url.origin().to_owned());
-        self.app.setup.get().map(|token| format!("{base}/setup?token={token}"))
+        self.app.setup.get().map(|token| setup_link(&self.app.config, self.addr, &token))
     }
 
     /// The shared state, for tests that need to look inside.

@@ -15,7 +15,7 @@ use super::target::{self, Access, Target, BACKUP_ANSWER};
 use super::{usage, ClusterArgs, DataDir};
 use crate::control::client;
 use crate::control::protocol::{Command, Reply};
-use crate::storage::backup::{BackupError, BackupSummary, PendingBackup};
+use crate::storage::backup::{names_the_database, BackupError, BackupSummary, PendingBackup};
 use crate::storage::DB_FILE;
 
 #[derive(clap::Args, Debug)]
@@ -75,11 +75,7 @@ fn check_target(to: &Path, data_dir: &Path, force: bool) -> anyhow::Result<()> {
     if !to.parent().is_some_and(Path::is_dir) {
         return Err(usage(format!("the directory of --to {} does not exist; create it first", to.display())));
     }
-    let canonical = |path: &Path| {
-        let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok());
-        dir.zip(path.file_name()).map(|(dir, name)| dir.join(name))
-    };
-    if canonical(to).is_some_and(|t| Some(t) == canonical(&data_dir.join(DB_FILE))) {
+    if names_the_database(&data_dir.join(DB_FILE), to) {
         return Err(usage(format!("{} is the live database itself; write the backup to another file", to.display())));
     }
     if !force && to.exists() {

@@ -39,8 +39,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         other => anyhow!("{other}"),
     })?;
     let target = dir.join(DB_FILE);
-    if target.exists() {
-        match redb::Database::open(&target) {
+    // Held until the new file is in place: a read-only open takes redb's
+    // shared lock, so a server that starts meanwhile is refused instead of
+    // writing into the file being replaced (and nothing is repaired or
+    // written by this open).
+    let _held = if target.exists() {
+        match redb::ReadOnlyDatabase::open(&target) {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(anyhow!(
                     "the database {} is in use by another process; stop the server on {} first",
@@ -54,9 +58,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     dir.display()
                 )))
             }
-            _ => {}
+            held => held.ok(),
         }
-    }
+    } else {
+        None
+    };
     let kept = backup::restore(&args.from, dir)?;
     println!("Restored {} into {} (schema version {version}).", args.from.display(), dir.display());
     if let Some(kept) = kept {

@@ -169,7 +169,7 @@ async fn backup(store: &Store, to: PathBuf, overwrite: bool) -> Result<Reply, Re
             ))
         }
     }
-    if is_the_database(store, &to) {
+    if backup::names_the_database(store.path(), &to) {
         return Err(Reply::error(
             ErrorKind::Invalid,
             format!("{} is the live database itself; write the backup to another file", to.display()),
@@ -183,16 +183,6 @@ async fn backup(store: &Store, to: PathBuf, overwrite: bool) -> Result<Reply, Re
         Ok(Err(error)) => Err(Reply::error(ErrorKind::Failed, error.to_string())),
         Err(_) => Err(Reply::error(ErrorKind::Failed, "the backup failed unexpectedly; see the server log")),
     }
-}
-
-/// Whether `to` names the database file being backed up (a rename over it
-/// would unlink the live file under the server).
-fn is_the_database(store: &Store, to: &std::path::Path) -> bool {
-    let resolve = |path: &std::path::Path| {
-        let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok());
-        dir.zip(path.file_name().map(|n| n.to_owned())).map(|(dir, name)| dir.join(name))
-    };
-    matches!((resolve(store.path()), resolve(to)), (Some(a), Some(b)) if a == b)
 }
 
 /// A backup into a file the client created next to `to` and sent with the

@@ -238,9 +238,28 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Option<PathBuf>, BackupEr
     } else {
         None
     };
-    std::fs::rename(&temp, &target).map_err(io_error("move the restored database to", &target))?;
+    if let Err(error) = std::fs::rename(&temp, &target) {
+        let _ = std::fs::remove_file(&temp);
+        if let Some(kept) = &kept {
+            let _ = std::fs::remove_file(kept);
+        }
+        return Err(io_error("move the restored database to", &target)(error));
+    }
     sync_dir(data_dir)?;
     Ok(kept)
+}
+
+/// Whether `path` names the live database file `database` (resolving the
+/// directories, so `./d/chatctl.redb` and `/srv/d/chatctl.redb` match): a
+/// backup renamed over it would unlink the file under the server.
+pub fn names_the_database(database: &Path, path: &Path) -> bool {
+    let resolve = |path: &Path| {
+        let dir = path
+            .parent()
+            .and_then(|d| std::fs::canonicalize(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok());
+        dir.zip(path.file_name()).map(|(dir, name)| dir.join(name))
+    };
+    matches!((resolve(database), resolve(path)), (Some(a), Some(b)) if a == b)
 }
 
 /// Creates the data dir owner-only (0700) when it is missing.
@@ -274,6 +293,17 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains("partial"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_read_only_open_keeps_a_server_off_the_file_being_replaced() {
+        // `chatctl restore` holds such an open while it swaps the file.
+        let (dir, store) = test_store();
+        drop(store);
+        let held = redb::ReadOnlyDatabase::open(dir.path().join(DB_FILE)).unwrap();
+        assert!(matches!(Store::open(dir.path(), SchemaCheck::RequireCurrent), Err(StorageError::Locked { .. })));
+        drop(held);
+        assert!(Store::open(dir.path(), SchemaCheck::RequireCurrent).is_ok());
     }
 
     #[test]
