@@ -116,7 +116,8 @@ fn open_error(error: StorageError, data_dir: &Path) -> anyhow::Error {
     match error {
         StorageError::Locked { path } => anyhow!(
             "the database {} is held by another process, but no chatctl server answers on {}/control.sock. \
-             If it is a chatctl from before the control socket, stop it and run this again",
+             A server that is starting or stopping holds it for a few seconds: run this again shortly. \
+             If it stays held, another program (or a chatctl from before the control socket) has it open: stop that and retry",
             path.display(),
             data_dir.display()
         ),
