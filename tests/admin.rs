@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use admin_support::{assert_ok, chatctl, code, dir_arg, stderr, stdout};
+use admin_support::{assert_ok, chatctl, closed, code, dir_arg, stderr, stdout};
 
-use chatctl::client::{Client, Event};
+use chatctl::client::Client;
 use chatctl::config::ServerConfig;
 use common::{create_users, join, password_of, spawn_app, spawn_app_with, spawn_unlimited_app, UserSpec, WAIT};
 use serde_json::Value;
@@ -29,16 +29,6 @@ async fn listed_users(dir: &Path) -> Vec<Value> {
 
 fn user<'a>(users: &'a [Value], name: &str) -> &'a Value {
     users.iter().find(|u| u["username"] == name).unwrap_or_else(|| panic!("{name} missing from {users:?}"))
-}
-
-/// Waits for the server to close the socket; returns (code, reason).
-async fn closed(ws: &mut chatctl::client::ChatSocket) -> (u16, String) {
-    loop {
-        match ws.next_event(WAIT).await.expect("the socket closes") {
-            Event::Closed { code, reason } => return (code, reason),
-            Event::Json(_) => continue,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,15 +12,15 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use admin_support::{assert_ok, chatctl, code, dir_arg, stderr};
-use chatctl::client::{Client, Event};
+use admin_support::{assert_ok, chatctl, closed, code, dir_arg, stderr};
+use chatctl::client::Client;
 use chatctl::config::ServerConfig;
 use chatctl::log::cluster::ClusterConfig;
 use chatctl::startup::RunningServer;
 use cluster_support::{
     broker, full_history, poll, sign_in, start_ready_node, wait_ready, ChildNode, TestStream, SETTLE,
 };
-use common::{join, password_of, say, WAIT};
+use common::{join, password_of, say};
 
 /// An in-process node on `dir` (which may hold a copy of another node's data).
 async fn start_node_on(dir: &Path, url: &str, stream: &str) -> RunningServer {
@@ -30,15 +30,6 @@ async fn start_node_on(dir: &Path, url: &str, stream: &str) -> RunningServer {
     config.cluster =
         Some(ClusterConfig { url: url.to_owned(), stream: stream.to_owned(), max_age: None, max_bytes: None });
     chatctl::startup::start(config).await.expect("a cluster node starts on the data dir")
-}
-
-async fn closed(ws: &mut chatctl::client::ChatSocket) -> (u16, String) {
-    loop {
-        match ws.next_event(WAIT).await.expect("the socket closes") {
-            Event::Closed { code, reason } => return (code, reason),
-            Event::Json(_) => continue,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

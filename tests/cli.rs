@@ -1,12 +1,13 @@
 //! The `chatctl` binary itself: `--version`, `migrate` on a data dir without
 //! a database, and the file-mode warnings an operator sees at start.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+
+use common::serve_process::ServeProcess;
 
 const CHATCTL: &str = env!("CARGO_BIN_EXE_chatctl");
 
@@ -83,47 +84,15 @@ fn migrate_warns_about_a_data_dir_open_to_others() {
     assert!(said.contains(&format!("chmod 700 {}", dir.path().display())), "{said}");
 }
 
-/// Starts `serve` on a port of its own and returns the first stderr line
-/// that contains `wanted` (or every line seen, on timeout), then stops it.
-fn serve_until_line(data_dir: &Path, wanted: &str) -> Result<String, Vec<String>> {
-    let mut child = Command::new(CHATCTL)
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting chatctl serve");
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    let found = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(wanted) => break Some(line),
-            Ok(line) => seen.push(line),
-            Err(_) => break None,
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    found.ok_or(seen)
-}
-
 #[test]
 fn serve_warns_at_start_about_a_database_open_to_others() {
     let dir = tempfile::tempdir().unwrap();
     assert!(chatctl(&["migrate", "--data-dir", dir.path().to_str().unwrap()]).status.success());
     let db = dir.path().join("chatctl.redb");
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let line = serve_until_line(dir.path(), "chmod 600").unwrap_or_else(|seen| panic!("no warning in {seen:#?}"));
+    let mut server = ServeProcess::start(dir.path(), &[]);
+    let line = server.wait_for("chmod 600");
+    server.stop();
     assert!(line.contains("WARN") && line.contains(&db.display().to_string()), "{line}");
     assert_eq!(mode_of(&db), 0o644, "serve warns; it does not change the mode itself");
 }

@@ -66,3 +66,13 @@ pub fn assert_ok(output: &Output, what: &str) {
 pub fn dir_arg(dir: &Path) -> String {
     dir.display().to_string()
 }
+
+/// Waits for the server to close the socket; returns (code, reason).
+pub async fn closed(ws: &mut chatctl::client::ChatSocket) -> (u16, String) {
+    loop {
+        match ws.next_event(crate::common::WAIT).await.expect("the socket closes") {
+            chatctl::client::Event::Closed { code, reason } => return (code, reason),
+            chatctl::client::Event::Json(_) => continue,
+        }
+    }
+}

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod serve_process;
 
 use std::time::Duration;
 
