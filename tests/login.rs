@@ -360,8 +360,9 @@ async fn a_deactivated_users_existing_session_stops_working() {
     assert_eq!(again.login("alice", &password_of("alice")).await.unwrap().status, 401);
 }
 
-/// Deactivates `username` through the admin page, as the superuser `root`.
-async fn deactivate(app: &TestApp, username: &str) {
+/// Deactivates `username` through the admin page, as the superuser `root`;
+/// returns the redirect.
+async fn deactivate(app: &TestApp, username: &str) -> Answer {
     let root = app.client("root");
     let token = input_value(&root.get("/").await.unwrap().text(), "csrf_token").unwrap();
     let answer = root
@@ -374,6 +375,33 @@ async fn deactivate(app: &TestApp, username: &str) {
         .await
         .unwrap();
     assert_eq!(answer.status, 303, "deactivating failed: {}", answer.text());
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_notice_comes_from_the_server_never_from_the_url() {
+    let app = spawn_app_with(&[UserSpec::new("root").superuser(), UserSpec::new("alice")], |_| {}).await;
+    let root = app.client("root");
+    let bait = "Your account is locked. Call 555-0100 now";
+    let crafted = root.get(&format!("/admin?notice={}", bait.replace(' ', "+"))).await.unwrap();
+    assert_eq!(crafted.status, 200, "{}", crafted.text());
+    assert!(!crafted.text().contains("Call 555-0100"), "a crafted link put its text on the admin page");
+
+    let redirect = deactivate(&app, "alice").await;
+    assert_eq!(location(&redirect.headers).as_deref(), Some("/admin"), "the notice must not travel in the URL");
+    let set_cookie = set_cookie_for(&redirect.headers, "chatctl_notice").expect("a chatctl_notice cookie");
+    let attributes = cookie_attributes(&set_cookie);
+    for wanted in ["httponly", "samesite=lax", "path=/admin"] {
+        assert!(attributes.iter().any(|a| a == wanted), "{wanted} missing from {set_cookie}");
+    }
+    let flash = format!("chatctl_notice={}", cookie_value(&redirect.headers, "chatctl_notice").unwrap());
+    let shown = root.send(Method::GET, "/admin", &[("cookie", &flash)], Bytes::new()).await.unwrap();
+    assert!(shown.text().contains("User alice was deactivated."), "the notice is missing:\n{}", shown.text());
+    assert_eq!(cookie_value(&shown.headers, "chatctl_notice").as_deref(), Some(""), "a shown notice is cleared");
+
+    let forged = "chatctl_notice=created:<b>evil</b>";
+    let page = root.send(Method::GET, "/admin", &[("cookie", forged)], Bytes::new()).await.unwrap();
+    assert!(!page.text().contains("evil"), "a cookie the server never writes was shown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

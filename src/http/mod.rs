@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod api;
 pub mod identity;
+pub mod notice;
 pub mod pages;
 pub mod peer;
 pub mod request;
@@ -152,13 +153,20 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, tcp_peer: SocketAd
         Route::ApiLogin => accounts::api_login(&app, request, &peer).await,
         Route::RoomSocket(room) => websocket::upgrade(&app, request, &peer, Target::Room(room)).await,
         Route::DirectSocket(other) => websocket::upgrade(&app, request, &peer, Target::Direct(other)).await,
-        signed_in => signed_in_route(&app, request, signed_in, is_api).await,
+        signed_in => signed_in_route(&app, request, signed_in, is_api, peer.secure_cookies(&app.config)).await,
     }
 }
 
 /// Routes that need a signed-in user: 401 JSON for the API, a redirect to
-/// the login page for pages.
-async fn signed_in_route(app: &Arc<App>, request: Request<Incoming>, route: Route, is_api: bool) -> Reply {
+/// the login page for pages. `secure` says whether cookies set in the
+/// answer must be `Secure`.
+async fn signed_in_route(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    route: Route,
+    is_api: bool,
+    secure: bool,
+) -> Reply {
     let user = match current_user(app, request.headers()).await {
         Ok(Some(user)) => user,
         Ok(None) if is_api => return json_error(StatusCode::UNAUTHORIZED, "sign in first (POST /api/login)"),
@@ -180,18 +188,24 @@ async fn signed_in_route(app: &Arc<App>, request: Request<Incoming>, route: Rout
             Ok(conversation) => api::history(app, &request, conversation).await,
             Err(reply) => reply,
         },
-        admin => admin_route(app, &user, request, admin).await,
+        admin => admin_route(app, &user, request, admin, secure).await,
     }
 }
 
-async fn admin_route(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>, route: Route) -> Reply {
+async fn admin_route(
+    app: &Arc<App>,
+    user: &CurrentUser,
+    request: Request<Incoming>,
+    route: Route,
+    secure: bool,
+) -> Reply {
     if !user.is_superuser {
         return error_page(StatusCode::FORBIDDEN, "Only administrators may open the admin pages.");
     }
     match route {
-        Route::Admin => pages::admin(app, user, &request).await,
-        Route::AdminCreateUser => pages::admin_create_user(app, user, request).await,
-        Route::AdminSetActive(name, active) => pages::admin_set_active(app, user, request, &name, active).await,
+        Route::Admin => pages::admin(app, user, &request, secure).await,
+        Route::AdminCreateUser => pages::admin_create_user(app, user, request, secure).await,
+        Route::AdminSetActive(name, active) => pages::admin_set_active(app, user, request, &name, active, secure).await,
         _ => error_page(StatusCode::NOT_FOUND, "No such page."),
     }
 }

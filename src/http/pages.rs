@@ -8,8 +8,9 @@ use hyper::{Request, StatusCode};
 
 use super::accounts::{log_failure_page, new_user_record, storage_failure_page};
 use super::identity::CurrentUser;
-use super::request::{self, form, query};
-use super::respond::{self, error_page, escape_html, see_other, Reply};
+use super::notice::{self, Notice};
+use super::request::{self, form};
+use super::respond::{self, error_page, escape_html, see_other, with_cookie, Reply};
 use super::templates::{self, Page};
 use crate::app::App;
 use crate::auth::csrf;
@@ -92,11 +93,15 @@ pub fn static_file(request: &Request<Incoming>, name: &str) -> Reply {
     reply
 }
 
-/// `GET /admin`: every user, a form to create one, buttons to deactivate.
-pub async fn admin(app: &Arc<App>, user: &CurrentUser, request: &Request<Incoming>) -> Reply {
-    let params = query(request);
-    let notice = params.get("notice").map(String::as_str).unwrap_or("");
-    admin_page(app, user, StatusCode::OK, "", notice).await
+/// `GET /admin`: every user, a form to create one, buttons to deactivate,
+/// and the notice an admin action left in its cookie (shown once).
+pub async fn admin(app: &Arc<App>, user: &CurrentUser, request: &Request<Incoming>, secure: bool) -> Reply {
+    let notice = Notice::from_headers(request.headers()).map(|n| n.text()).unwrap_or_default();
+    let page = admin_page(app, user, StatusCode::OK, "", &notice).await;
+    if request::cookie(request.headers(), notice::COOKIE_NAME).is_some() {
+        return with_cookie(page, &notice::cleared_cookie(secure));
+    }
+    page
 }
 
 async fn admin_page(app: &Arc<App>, user: &CurrentUser, status: StatusCode, error: &str, notice: &str) -> Reply {
@@ -138,7 +143,7 @@ async fn admin_page(app: &Arc<App>, user: &CurrentUser, status: StatusCode, erro
 }
 
 /// `POST /admin/users`: creates a user.
-pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>) -> Reply {
+pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>, secure: bool) -> Reply {
     let fields = match admin_form(user, request).await {
         Ok(fields) => fields,
         Err(reply) => return reply,
@@ -151,13 +156,17 @@ pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Requ
             Err(error) => return admin_page(app, user, StatusCode::BAD_REQUEST, &error, "").await,
         };
     let name = record.username.clone();
+    let created = Username::parse(&name);
     match app.log.apply(Write::CreateUser { user: record, only_if_first: false }).await {
         Ok(Outcome::UsernameTaken) => {
             admin_page(app, user, StatusCode::CONFLICT, "A user with that username already exists.", "").await
         }
         Ok(_) => {
             tracing::info!(by = %user.username.as_str(), username = %name, is_superuser, "user created from the admin page");
-            notice_redirect(&format!("User {name} was created."))
+            match created {
+                Ok(name) => notice_redirect(Notice::Created(name), secure),
+                Err(_) => see_other("/admin"),
+            }
         }
         Err(error) => log_failure_page(error),
     }
@@ -170,6 +179,7 @@ pub async fn admin_set_active(
     request: Request<Incoming>,
     target: &str,
     active: bool,
+    secure: bool,
 ) -> Reply {
     if let Err(reply) = admin_form(user, request).await {
         return reply;
@@ -182,17 +192,20 @@ pub async fn admin_set_active(
         Ok(Outcome::NoSuchUser) => error_page(StatusCode::NOT_FOUND, "There is no user with that name."),
         Ok(_) => {
             tracing::info!(by = %user.username.as_str(), username = %target, active, "user status changed");
-            let verb = if active { "activated" } else { "deactivated" };
-            notice_redirect(&format!("User {target} was {verb}."))
+            // A stored username is always valid; the fallback only skips the notice.
+            match Username::parse(target) {
+                Ok(name) if active => notice_redirect(Notice::Activated(name), secure),
+                Ok(name) => notice_redirect(Notice::Deactivated(name), secure),
+                Err(_) => see_other("/admin"),
+            }
         }
         Err(error) => log_failure_page(error),
     }
 }
 
-/// Back to the admin page, showing `notice` (post/redirect/get).
-fn notice_redirect(notice: &str) -> Reply {
-    let encoded: String = form_urlencoded::byte_serialize(notice.as_bytes()).collect();
-    see_other(&format!("/admin?notice={encoded}"))
+/// Back to the admin page (post/redirect/get), which shows `notice` once.
+fn notice_redirect(notice: Notice, secure: bool) -> Reply {
+    with_cookie(see_other("/admin"), &notice.cookie(secure))
 }
 
 /// Reads an admin form and checks its CSRF token.
