@@ -1,5 +1,6 @@
 //! The `chatctl` binary itself: `--version`, `migrate` on a data dir without
-//! a database, and the file-mode warnings an operator sees at start.
+//! a database, an empty database file refused by every command, and the
+//! file-mode warnings an operator sees at start.
 
 mod common;
 
@@ -95,4 +96,28 @@ fn serve_warns_at_start_about_a_database_open_to_others() {
     server.stop();
     assert!(line.contains("WARN") && line.contains(&db.display().to_string()), "{line}");
     assert_eq!(mode_of(&db), 0o644, "serve warns; it does not change the mode itself");
+}
+
+#[test]
+fn every_command_refuses_an_empty_database_file_and_says_how_to_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chatctl.redb");
+    std::fs::write(&db, b"").unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let backup = dir.path().join("copy.redb");
+    let commands: [&[&str]; 4] = [
+        &["serve", "--bind", "127.0.0.1:0", "--data-dir", data_dir],
+        &["migrate", "--data-dir", data_dir],
+        &["users", "list", "--data-dir", data_dir],
+        &["backup", "--data-dir", data_dir, "--to", backup.to_str().unwrap()],
+    ];
+    for args in commands {
+        let out = chatctl(args);
+        let said = both_streams(&out);
+        assert!(!out.status.success(), "{args:?} went ahead on an empty database file: {said}");
+        assert!(said.contains(&db.display().to_string()), "{args:?} does not name the file: {said}");
+        assert!(said.contains("chatctl restore --data-dir"), "{args:?} does not say what to do: {said}");
+        assert!(!said.contains("/setup"), "{args:?} offered a setup link: {said}");
+    }
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "the empty file was written to");
 }

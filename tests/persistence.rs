@@ -6,6 +6,7 @@ mod common;
 use bytes::Bytes;
 use chatctl::client::{Client, Event};
 use chatctl::config::ServerConfig;
+use chatctl::storage::{SchemaCheck, Store};
 use common::*;
 use hyper::Method;
 
@@ -121,6 +122,41 @@ async fn messages_echoed_before_shutdown_are_stored() {
     assert_eq!(page["messages"].as_array().unwrap(), &sent, "an echoed (durable) message was lost");
     server.shutdown().await;
     drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_waits_for_a_lock_released_by_a_process_that_is_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig::ephemeral(dir.path());
+    // Stands in for a killed server whose lock the kernel has not dropped yet.
+    let held = Store::open(dir.path(), SchemaCheck::RequireCurrent).unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        drop(held);
+    });
+    let server = chatctl::startup::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("start gave up on a lock released after a second: {e}"));
+    releaser.join().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_an_empty_database_file_instead_of_starting_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(chatctl::storage::DB_FILE);
+    std::fs::write(&db, b"").unwrap();
+    let error = match chatctl::startup::start(ServerConfig::ephemeral(dir.path())).await {
+        Ok(server) => {
+            let setup = server.setup_url.clone();
+            server.shutdown().await;
+            panic!("started on an empty database file (setup URL {setup:?})");
+        }
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains(&db.display().to_string()), "the error names the file: {error}");
+    assert!(error.contains("chatctl restore --data-dir") && error.contains("--force"), "{error}");
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "the empty file was written to");
 }
 
 // ------------------------------------------------------------------ first-run setup

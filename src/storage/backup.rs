@@ -301,7 +301,9 @@ mod tests {
         let (dir, store) = test_store();
         drop(store);
         let held = redb::ReadOnlyDatabase::open(dir.path().join(DB_FILE)).unwrap();
-        assert!(matches!(Store::open(dir.path(), SchemaCheck::RequireCurrent), Err(StorageError::Locked { .. })));
+        let short = std::time::Duration::from_millis(200);
+        let refused = Store::open_waiting(dir.path(), SchemaCheck::RequireCurrent, short);
+        assert!(matches!(refused, Err(StorageError::Locked { .. })));
         drop(held);
         assert!(Store::open(dir.path(), SchemaCheck::RequireCurrent).is_ok());
     }

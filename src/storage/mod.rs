@@ -12,6 +12,7 @@ pub(crate) mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase};
 
@@ -22,6 +23,13 @@ pub use rooms::ConversationSummary;
 /// The file name inside the data dir.
 pub const DB_FILE: &str = "chatctl.redb";
 
+/// How long `Store::open` waits for a lock held by another process. A
+/// process killed a moment ago (a restart after `kill -9`) can still hold
+/// it while the kernel tears it down; a live server holds it for good.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How often a held lock is tried again while waiting.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
+
 /// Everything that can go wrong with storage, worded with what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -31,6 +39,8 @@ pub enum StorageError {
     DataDirNotWritable { path: PathBuf, source: std::io::Error },
     #[error("the database {path} is in use by another running chatctl (redb holds a lock on it). Stop that process, or point this one at another --data-dir")]
     Locked { path: PathBuf },
+    #[error("the database {path} is an empty file: it holds no accounts or messages, and chatctl will not start a fresh database over it. Restore a backup with `chatctl restore --data-dir {dir} --from FILE --force`, or remove the empty file to start afresh", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
+    EmptyDatabaseFile { path: PathBuf },
     #[error("the database {path} was written by a newer chatctl (schema version {found}, this build knows up to {supported}). Run the newer chatctl, or restore a backup made with this version")]
     NewerSchema { path: PathBuf, found: u64, supported: u64 },
     #[error("the database {path} is at schema version {found} and this chatctl needs {current}. Run `chatctl migrate --data-dir {dir}` first", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
@@ -78,8 +88,15 @@ impl Store {
     /// Opens (creating if needed) the database in `data_dir`. A new data dir
     /// is made 0700 and a new database 0600 (`files`); existing ones whose
     /// mode lets group or others in are logged as warnings with their fix.
-    /// A new database is created at the current schema version.
+    /// A new database is created at the current schema version; only a
+    /// missing file is new, an empty one is refused. A database locked by
+    /// another process is waited for up to `LOCK_WAIT`.
     pub fn open(data_dir: &Path, check: SchemaCheck) -> Result<Store> {
+        Self::open_waiting(data_dir, check, LOCK_WAIT)
+    }
+
+    /// `open`, waiting up to `lock_wait` for a held lock.
+    pub fn open_waiting(data_dir: &Path, check: SchemaCheck, lock_wait: Duration) -> Result<Store> {
         let not_writable = |source| StorageError::DataDirNotWritable { path: data_dir.to_path_buf(), source };
         files::create_data_dir(data_dir).map_err(not_writable)?;
         let path = data_dir.join(DB_FILE);
@@ -88,12 +105,14 @@ impl Store {
         let probe = data_dir.join(".chatctl-write-probe");
         std::fs::write(&probe, b"ok").and_then(|_| std::fs::remove_file(&probe)).map_err(not_writable)?;
         // redb would create a missing file with the umask's mode (often 0644).
-        files::create_db_file(&path).map_err(not_writable)?;
-        let db = match Database::create(&path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StorageError::Locked { path }),
-            Err(e) => return Err(StorageError::Redb(e.into())),
-        };
+        let created = files::create_db_file(&path).map_err(not_writable)?;
+        // redb initialises an empty file as a new database: an existing one
+        // that is empty (truncated, or a bad copy) would silently start over
+        // without a single account.
+        if !created && std::fs::metadata(&path).map_err(not_writable)?.len() == 0 {
+            return Err(StorageError::EmptyDatabaseFile { path });
+        }
+        let db = create_waiting(&path, lock_wait)?;
         for loose in files::loose_permissions(data_dir) {
             tracing::warn!("{loose}");
         }
@@ -148,6 +167,33 @@ impl Store {
     }
 }
 
+/// Opens `path` with redb, retrying while another process holds its lock,
+/// for up to `wait`; says once that it waits.
+fn create_waiting(path: &Path, wait: Duration) -> Result<Database> {
+    let deadline = Instant::now() + wait;
+    let mut said = false;
+    loop {
+        match Database::create(path) {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                if !said {
+                    said = true;
+                    tracing::info!(
+                        "the database {} is locked by another process; waiting up to {}s in case it is one that is exiting",
+                        path.display(),
+                        wait.as_secs_f32()
+                    );
+                }
+                std::thread::sleep(LOCK_RETRY.min(deadline.saturating_duration_since(Instant::now())));
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StorageError::Locked { path: path.to_path_buf() })
+            }
+            Err(e) => return Err(StorageError::Redb(e.into())),
+        }
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
@@ -186,13 +232,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_second_open_of_the_same_dir_is_refused_as_locked() {
+    fn a_lock_held_past_the_wait_is_refused_as_locked() {
         let (dir, _store) = test_store();
-        match Store::open(dir.path(), SchemaCheck::RequireCurrent) {
+        let started = Instant::now();
+        match Store::open_waiting(dir.path(), SchemaCheck::RequireCurrent, Duration::from_millis(300)) {
             Err(StorageError::Locked { .. }) => {}
             Err(other) => panic!("expected Locked, got {other}"),
             Ok(_) => panic!("expected Locked, got a second handle"),
         }
+        assert!(started.elapsed() >= Duration::from_millis(300), "gave up before the wait was over");
+    }
+
+    #[test]
+    fn a_lock_released_while_waiting_lets_the_open_through() {
+        let (dir, store) = test_store();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            drop(store);
+        });
+        let started = Instant::now();
+        let reopened = Store::open(dir.path(), SchemaCheck::RequireCurrent);
+        releaser.join().unwrap();
+        assert!(reopened.is_ok(), "{}", reopened.err().unwrap());
+        assert!(started.elapsed() < LOCK_WAIT, "waited for the whole LOCK_WAIT");
+    }
+
+    #[test]
+    fn an_empty_database_file_is_refused_not_started_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), b"").unwrap();
+        let err = Store::open(dir.path(), SchemaCheck::RequireCurrent).err().expect("an empty file was opened");
+        assert!(matches!(err, StorageError::EmptyDatabaseFile { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains(&dir.path().join(DB_FILE).display().to_string()), "{message}");
+        assert!(message.contains("chatctl restore --data-dir"), "{message}");
+        assert_eq!(std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len(), 0, "the empty file was written to");
     }
 
     #[test]
