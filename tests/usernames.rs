@@ -98,3 +98,16 @@ async fn createsuperuser_on_a_stopped_data_dir_refuses_dot_names_and_names_taken
         stdout(&listed).lines().skip(1).filter_map(|line| line.split_whitespace().next()).map(str::to_owned).collect();
     assert_eq!(names, ["bob", "carol"], "{}", stdout(&listed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_account_made_only_of_dots_still_signs_in_and_can_chat() {
+    // Written straight to storage, as a version without the rule could.
+    let app = spawn_app_with(&[UserSpec::new("..").signed_out(), UserSpec::new("bob")], |_| {}).await;
+    let mut dots = app.anonymous();
+    assert_eq!(dots.login("..", &password_of("..")).await.unwrap().status, 200);
+    let (status, me) = dots.get_json("/api/me").await.unwrap();
+    assert_eq!((status.as_u16(), me["username"].as_str()), (200, Some("..")));
+    let (mut ws, _) = common::join(&dots, "/ws/chat/lobby/").await;
+    assert_eq!(common::say(&mut ws, "still here").await["author"], "..");
+    assert_eq!(app.anonymous().get("/direct/..").await.unwrap().status, 404);
+}
