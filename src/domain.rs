@@ -26,7 +26,10 @@ impl RoomName {
 }
 
 /// A username: 1 to 150 characters of `[A-Za-z0-9_.@+-]` (Django's rule),
-/// compared case-sensitively.
+/// not made only of dots (`.` and `..` are path segments a URL cannot carry),
+/// compared case-sensitively. That two names may not differ only in ASCII
+/// case is storage's rule (`storage::accounts`), checked where accounts are
+/// created.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Username(String);
 
@@ -40,7 +43,20 @@ impl Username {
         if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'+' | b'-')) {
             return Err(NameError::Characters { what: "username", allowed: "letters, digits and _ . @ + -" });
         }
+        if raw.bytes().all(|b| b == b'.') {
+            return Err(NameError::OnlyDots { what: "username" });
+        }
         Ok(Self(raw.to_owned()))
+    }
+
+    /// A name read back from storage. Accounts named only with dots could be
+    /// created before `parse` refused them; they keep signing in and
+    /// chatting, though no URL can name them.
+    pub fn from_stored(raw: &str) -> Result<Self, NameError> {
+        match Self::parse(raw) {
+            Err(NameError::OnlyDots { .. }) => Ok(Self(raw.to_owned())),
+            other => other,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -55,6 +71,8 @@ pub enum NameError {
     Length { what: &'static str, max: usize },
     #[error("a {what} may only contain {allowed}")]
     Characters { what: &'static str, allowed: &'static str },
+    #[error("a {what} cannot be made only of dots (. and .. would break its links)")]
+    OnlyDots { what: &'static str },
 }
 
 /// Where messages live: a group room or the private conversation of two users.
@@ -89,7 +107,7 @@ impl Conversation {
         match key.strip_prefix("dm:") {
             Some(pair) => {
                 let (a, b) = pair.split_once(':')?;
-                Some(Conversation::direct(Username::parse(a).ok()?, Username::parse(b).ok()?))
+                Some(Conversation::direct(Username::from_stored(a).ok()?, Username::from_stored(b).ok()?))
             }
             None => RoomName::parse(key).ok().map(Conversation::Room),
         }
@@ -191,6 +209,20 @@ mod tests {
         assert!(Username::parse("with space").is_err());
         assert!(Username::parse("colon:").is_err());
         assert_ne!(Username::parse("Bob").unwrap(), Username::parse("bob").unwrap());
+    }
+
+    #[test]
+    fn usernames_made_only_of_dots_are_refused_with_the_reason() {
+        for dots in [".", "..", "..."] {
+            let err = Username::parse(dots).unwrap_err();
+            assert_eq!(err, NameError::OnlyDots { what: "username" });
+            assert!(err.to_string().contains("only of dots"), "{err}");
+            // An account an older version created still reads back.
+            assert_eq!(Username::from_stored(dots).unwrap().as_str(), dots);
+        }
+        assert!(Username::parse(".a.").is_ok());
+        assert!(Username::parse("a..").is_ok());
+        assert!(Username::from_stored("with space").is_err());
     }
 
     #[test]

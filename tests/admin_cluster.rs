@@ -43,6 +43,12 @@ async fn createsuperuser_with_amqp_url_seeds_a_data_dir_that_serves_and_other_no
     let args = ["createsuperuser", "--no-input", "--username", "root", "--password-stdin", "--data-dir", &d];
     let output = chatctl(&[&args[..], &cluster_flags[..]].concat(), Some(&format!("{}\n", password_of("root")))).await;
     assert_ok(&output, "createsuperuser --amqp-url into a fresh data dir");
+    for (name, status, reason) in [("ROOT", 1, "already taken"), ("..", 2, "only of dots")] {
+        let args = ["createsuperuser", "--no-input", "--username", name, "--password-stdin", "--data-dir", &d];
+        let refused = chatctl(&[&args[..], &cluster_flags[..]].concat(), Some("Quiet-Harbor-2026\n")).await;
+        assert_eq!(code(&refused), status, "{name}: {}", stderr(&refused));
+        assert!(stderr(&refused).contains(reason), "{name}: {}", stderr(&refused));
+    }
 
     // Without --amqp-url the stopped node's data dir is refused with the fix.
     let refused = chatctl(&["users", "deactivate", "root", "--data-dir", &d], None).await;

@@ -333,6 +333,34 @@ async fn a_username_claimed_on_two_nodes_at_once_goes_to_exactly_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_differing_only_in_case_claimed_on_two_nodes_at_once_go_to_exactly_one() {
+    let test = "names_differing_only_in_case_claimed_on_two_nodes_at_once_go_to_exactly_one";
+    let Some(broker) = broker(test).await else { return };
+    let stream = TestStream::new(&broker.url);
+    let a = start_ready_node(&broker.url, &stream.name).await;
+    let b = start_ready_node(&broker.url, &stream.name).await;
+    let hash = chatctl::auth::password::hash("Amber-Window-71");
+    for round in 0..3 {
+        let names = [format!("Eve{round}"), format!("eve{round}")];
+        let (on_a, on_b) = tokio::join!(a.claim_username(&names[0], &hash), b.claim_username(&names[1], &hash));
+        let winner = match (on_a.unwrap(), on_b.unwrap()) {
+            (Outcome::Applied, Outcome::UsernameTaken) => 0,
+            (Outcome::UsernameTaken, Outcome::Applied) => 1,
+            other => panic!("round {round}: expected one Applied and one UsernameTaken, got {other:?}"),
+        };
+        for node in [&a, &b] {
+            assert_eq!(node.wait_for_user(&names[winner]).await.username, names[winner]);
+            let store = node.server.app().store.clone();
+            let loser = names[1 - winner].clone();
+            let stored = tokio::task::spawn_blocking(move || store.user(&loser)).await.unwrap().unwrap();
+            assert!(stored.is_none(), "round {round}: {} stores both {names:?}", node.url());
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_loses_the_broker_refuses_writes_and_recovers_by_itself() {
     let Some(broker) = broker("a_node_that_loses_the_broker_refuses_writes_and_recovers_by_itself").await else {
         return;

@@ -321,7 +321,7 @@ async fn setup_refuses_an_invalid_username_with_the_form_again() {
     let client = Client::new(&server.url()).unwrap();
     let password = "Violet-Lantern-42";
     let too_long = "u".repeat(151);
-    for username in ["", "with space", "colon:name", too_long.as_str()] {
+    for username in ["", "with space", "colon:name", too_long.as_str(), ".", ".."] {
         let answer = post_setup(
             &client,
             &[("token", &token), ("username", username), ("password", password), ("password2", password)],
@@ -329,6 +329,9 @@ async fn setup_refuses_an_invalid_username_with_the_form_again() {
         .await;
         assert_ne!(answer.status, 303, "username {username:?} was accepted");
         assert!(cookie_value(&answer.headers, "chatctl_session").is_none());
+        if username.starts_with('.') {
+            assert!(answer.text().contains("cannot be made only of dots"), "{username:?}: {}", answer.text());
+        }
     }
     assert_eq!(client.get(&path).await.unwrap().status, 200);
     server.shutdown().await;

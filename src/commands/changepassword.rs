@@ -49,7 +49,7 @@ async fn change(target: &Target, username: &str, piped: Option<String>) -> anyho
     if let Some(password) = piped {
         return target::done(target.call(set(password)).await?);
     }
-    match target.call(Command::UserExists { username: username.to_owned() }).await? {
+    match target.call(Command::UserExists { username: username.to_owned(), any_case: false }).await? {
         Reply::Exists { exists: true } => {}
         Reply::Exists { exists: false } => {
             return Err(usage(format!("there is no user named {username:?}; `chatctl users list` shows who exists")))

@@ -12,6 +12,7 @@ use anyhow::bail;
 use super::target::{self, Access, Target};
 use super::{usage, ClusterArgs, DataDir};
 use crate::auth::password;
+use crate::control::ops::TAKEN_WHY;
 use crate::control::protocol::{Command, ErrorKind, Reply, Secret};
 use crate::domain::Username;
 
@@ -61,7 +62,7 @@ async fn create(target: &Target, args: &Args, given: Option<(Username, String, S
         Command::CreateSuperuser { username: username.as_str().to_owned(), email, password: Secret(password) };
     match target.call(command).await? {
         Reply::Error { kind: ErrorKind::Taken, .. } => {
-            eprintln!("Error: the username {} is already taken; choose another.", username.as_str());
+            eprintln!("Error: the username {} is already taken ({TAKEN_WHY}); choose another.", username.as_str());
             Ok(ExitCode::FAILURE)
         }
         reply => target::done(reply),
@@ -95,9 +96,9 @@ async fn interactive(target: &Target, args: &Args) -> anyhow::Result<(Username, 
         };
         match Username::parse(&raw) {
             Ok(name) if taken(target, name.as_str()).await? => {
-                eprintln!("Error: That username is already taken.");
+                eprintln!("Error: That username is already taken ({TAKEN_WHY}).");
                 if args.username.is_some() {
-                    bail!("the username {raw} is already taken");
+                    bail!("the username {raw} is already taken ({TAKEN_WHY})");
                 }
             }
             Ok(name) => break name,
@@ -132,7 +133,7 @@ async fn interactive(target: &Target, args: &Args) -> anyhow::Result<(Username, 
 }
 
 async fn taken(target: &Target, username: &str) -> anyhow::Result<bool> {
-    match target.call(Command::UserExists { username: username.to_owned() }).await? {
+    match target.call(Command::UserExists { username: username.to_owned(), any_case: true }).await? {
         Reply::Exists { exists } => Ok(exists),
         other => Err(target::reply_error(other)),
     }

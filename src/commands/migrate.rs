@@ -78,6 +78,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         println!("applied {:>3}  {}", step.version, step.description);
     }
+    for (name, holder) in store.case_twins()? {
+        println!(
+            "note: the users {name} and {holder} differ only in case; both are kept and sign in as written, \
+             and no new account can take either name in any case"
+        );
+    }
     println!("{}: schema version {}", store.path().display(), migrations::CURRENT_VERSION);
     Ok(ExitCode::SUCCESS)
 }

@@ -20,8 +20,11 @@ pub async fn execute(store: &Store, log: Option<&WriteLog>, command: Command) ->
     let result = match command {
         Command::Ping => Ok(Reply::Done { message: "a chatctl server answers here".into() }),
         Command::ListUsers => list_users(store).await,
-        Command::UserExists { username } => {
+        Command::UserExists { username, any_case: false } => {
             blocking(store, move |store| store.user(&username)).await.map(|u| Reply::Exists { exists: u.is_some() })
+        }
+        Command::UserExists { username, any_case: true } => {
+            blocking(store, move |store| store.username_taken(&username)).await.map(|exists| Reply::Exists { exists })
         }
         Command::Backup { attached: true, .. } => Err(Reply::error(
             ErrorKind::BadRequest,
@@ -71,6 +74,9 @@ async fn apply(log: &WriteLog, write: Write) -> Result<Outcome, Reply> {
     })
 }
 
+/// Why a name that no account shows exactly can still be taken.
+pub const TAKEN_WHY: &str = "usernames that differ only in case count as the same";
+
 fn no_such_user(username: &str) -> Reply {
     Reply::error(
         ErrorKind::NotFound,
@@ -105,7 +111,7 @@ async fn create_superuser(log: &WriteLog, username: &str, email: &str, password:
         Outcome::Applied => Ok(Reply::Done { message: format!("Superuser {} created.", username.as_str()) }),
         Outcome::UsernameTaken => Err(Reply::error(
             ErrorKind::Taken,
-            format!("the username {} is already taken; choose another", username.as_str()),
+            format!("the username {} is already taken ({TAKEN_WHY}); choose another", username.as_str()),
         )),
         other => Err(unexpected(other)),
     }

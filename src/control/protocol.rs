@@ -46,9 +46,13 @@ pub enum Command {
         username: String,
         active: bool,
     },
-    /// Whether `username` exists (an interactive prompt asks before the password).
+    /// Whether `username` exists (an interactive prompt asks before the
+    /// password). With `any_case`, whether a new account could not take it:
+    /// some user holds it in this or another ASCII case.
     UserExists {
         username: String,
+        #[serde(default)]
+        any_case: bool,
     },
     /// A consistent copy of the database for `to` (an absolute path). With
     /// `attached`, the client sends an empty file it created next to `to`

@@ -44,7 +44,8 @@ pub async fn authenticate(
     password: &str,
     client: IpAddr,
 ) -> Result<SignIn, StorageError> {
-    let valid_name = Username::parse(username).ok();
+    // Lenient: an account made only of dots, from before the rule, signs in.
+    let valid_name = Username::from_stored(username).ok();
     let name = valid_name.as_ref().map(Username::as_str);
     let delay = match app.login_throttle.admit(name, client) {
         Ok(delay) => delay,

@@ -159,7 +159,9 @@ pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Requ
     let created = Username::parse(&name);
     match app.log.apply(Write::CreateUser { user: record, only_if_first: false }).await {
         Ok(Outcome::UsernameTaken) => {
-            admin_page(app, user, StatusCode::CONFLICT, "A user with that username already exists.", "").await
+            let error =
+                "A user with that username already exists; usernames that differ only in case count as the same.";
+            admin_page(app, user, StatusCode::CONFLICT, error, "").await
         }
         Ok(_) => {
             tracing::info!(by = %user.username.as_str(), username = %name, is_superuser, "user created from the admin page");

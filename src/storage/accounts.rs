@@ -24,25 +24,39 @@ pub struct SessionRecord {
     pub expires_at_ms: u64,
 }
 
+/// The key under which a username is unique: two names that differ only in
+/// ASCII case fold alike (`Bob`, `bob`), so only one of them can be created.
+pub(crate) fn folded(username: &str) -> String {
+    username.to_ascii_lowercase()
+}
+
 /// The write operations, inside a caller's transaction, so that a batch of
 /// writes (see `log::apply`) commits as one.
 pub(crate) mod in_txn {
     use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-    use super::{SessionRecord, UserRecord};
+    use super::{folded, SessionRecord, UserRecord};
     use crate::storage::{decode, encode, schema, Result, StorageError};
 
-    /// Adds a user; an existing username is an error, never an overwrite.
-    /// With `only_if_first`, only while there is no user at all.
+    /// Adds a user; a username already held, in any ASCII case, is an
+    /// error, never an overwrite. With `only_if_first`, only while there is
+    /// no user at all. Both checks run in the caller's transaction, so of two
+    /// writes racing for `Bob` and `bob` the one applied first wins on every
+    /// node.
     pub fn insert_user(txn: &WriteTransaction, user: &UserRecord, only_if_first: bool) -> Result<()> {
         let mut users = txn.open_table(schema::USERS)?;
         if only_if_first && users.len()? > 0 {
             return Err(StorageError::SetupClosed);
         }
-        if users.get(user.username.as_str())?.is_some() {
+        let mut folds = txn.open_table(schema::USERNAME_FOLDS)?;
+        let fold = folded(&user.username);
+        // The exact lookup too: a database migrated with two names that
+        // differ only in case indexes just one of them.
+        if folds.get(fold.as_str())?.is_some() || users.get(user.username.as_str())?.is_some() {
             return Err(StorageError::UsernameTaken);
         }
         users.insert(user.username.as_str(), encode(user).as_slice())?;
+        folds.insert(fold.as_str(), user.username.as_str())?;
         Ok(())
     }
 
@@ -117,6 +131,35 @@ impl Store {
         let users = txn.open_table(schema::USERS)?;
         let found = users.get(username)?;
         found.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Whether a new account could not take `username`: some user holds it
+    /// in this or another ASCII case.
+    pub fn username_taken(&self, username: &str) -> Result<bool> {
+        let txn = self.db().begin_read()?;
+        if txn.open_table(schema::USERNAME_FOLDS)?.get(folded(username).as_str())?.is_some() {
+            return Ok(true);
+        }
+        Ok(txn.open_table(schema::USERS)?.get(username)?.is_some())
+    }
+
+    /// Users whose name differs only in case from the one holding its folded
+    /// form, as (this user, the holder): possible only in a database created
+    /// before the rule. A scan, for `chatctl migrate` to report.
+    pub fn case_twins(&self) -> Result<Vec<(String, String)>> {
+        let txn = self.db().begin_read()?;
+        let folds = txn.open_table(schema::USERNAME_FOLDS)?;
+        let mut twins = Vec::new();
+        for entry in txn.open_table(schema::USERS)?.iter()? {
+            let (name, _) = entry?;
+            let name = name.value();
+            if let Some(holder) = folds.get(folded(name).as_str())? {
+                if holder.value() != name {
+                    twins.push((name.to_owned(), holder.value().to_owned()));
+                }
+            }
+        }
+        Ok(twins)
     }
 
     pub fn user_count(&self) -> Result<u64> {
@@ -195,7 +238,20 @@ mod tests {
         again.is_superuser = true;
         assert!(matches!(store.create_user(&again), Err(StorageError::UsernameTaken)));
         assert!(!store.user("alice").unwrap().unwrap().is_superuser);
-        store.create_user(&user("Alice")).unwrap();
+        assert_eq!(store.user_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_username_differing_only_in_case_is_taken_and_lookups_stay_exact() {
+        let (_dir, store) = test_store();
+        store.create_user(&user("bob")).unwrap();
+        for other in ["Bob", "BOB", "bOb"] {
+            assert!(matches!(store.create_user(&user(other)), Err(StorageError::UsernameTaken)), "{other}");
+            assert!(store.username_taken(other).unwrap());
+            assert!(store.user(other).unwrap().is_none(), "{other} is looked up exactly");
+        }
+        assert!(!store.username_taken("bobby").unwrap());
+        store.create_user(&user("bobby")).unwrap();
         assert_eq!(store.user_count().unwrap(), 2);
     }
 

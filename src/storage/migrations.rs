@@ -2,7 +2,7 @@
 //! also records the new version, so a step is applied entirely or not at all.
 //! A new database gets every step at once, in one transaction.
 
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::{schema, Result, StorageError};
 
@@ -17,13 +17,20 @@ pub struct Step {
 }
 
 /// Every step, in order. Append new steps; never edit a released one.
-pub static STEPS: &[Step] = &[Step {
-    version: 1,
-    description: "create the users, sessions, rooms, memberships and messages tables",
-    apply: create_initial_tables,
-}];
+pub static STEPS: &[Step] = &[
+    Step {
+        version: 1,
+        description: "create the users, sessions, rooms, memberships and messages tables",
+        apply: create_initial_tables,
+    },
+    Step {
+        version: 2,
+        description: "index usernames ignoring ASCII case, so that `Bob` cannot be created beside `bob`",
+        apply: index_folded_usernames,
+    },
+];
 
-pub const CURRENT_VERSION: u64 = 1;
+pub const CURRENT_VERSION: u64 = 2;
 
 fn create_initial_tables(txn: &WriteTransaction, _progress: Progress) -> Result<()> {
     txn.open_table(schema::USERS)?;
@@ -36,6 +43,27 @@ fn create_initial_tables(txn: &WriteTransaction, _progress: Progress) -> Result<
     }
     drop(meta);
     txn.open_table(schema::MESSAGES)?;
+    Ok(())
+}
+
+/// Fills `USERNAME_FOLDS` from the users. A database may already hold two
+/// names that differ only in case (older versions allowed it): both stay,
+/// and the first in byte order (`Bob` before `bob`) holds the folded name;
+/// the other keeps signing in, and neither case of it can be created again.
+/// `chatctl migrate` names them afterwards (`Store::case_twins`).
+fn index_folded_usernames(txn: &WriteTransaction, progress: Progress) -> Result<()> {
+    let users = txn.open_table(schema::USERS)?;
+    let mut folds = txn.open_table(schema::USERNAME_FOLDS)?;
+    let total = users.len()?;
+    for (done, entry) in users.iter()?.enumerate() {
+        let (name, _) = entry?;
+        let name = name.value();
+        let fold = super::accounts::folded(name);
+        if folds.get(fold.as_str())?.is_none() {
+            folds.insert(fold.as_str(), name)?;
+        }
+        progress(done as u64 + 1, total);
+    }
     Ok(())
 }
 
@@ -151,6 +179,49 @@ mod tests {
         let users = txn.open_table(schema::USERS).unwrap();
         assert!(users.get("marker").unwrap().is_some());
         assert!(users.get("half-done").unwrap().is_none());
+    }
+
+    /// A data dir as version 1 left it, holding `names`.
+    fn version_1_data_dir(names: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(crate::storage::DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        (STEPS[0].apply)(&txn, &|_, _| {}).unwrap();
+        set_version(&txn, 1).unwrap();
+        let mut users = txn.open_table(schema::USERS).unwrap();
+        for name in names {
+            let record = crate::storage::test_user(name);
+            users.insert(*name, crate::storage::encode(&record).as_slice()).unwrap();
+        }
+        drop(users);
+        txn.commit().unwrap();
+        dir
+    }
+
+    #[test]
+    fn migrating_indexes_existing_names_and_keeps_names_that_differ_only_in_case() {
+        let dir = version_1_data_dir(&["bob", "Bob", "alice", ".."]);
+        let store = Store::open(dir.path(), SchemaCheck::ForMigration).unwrap();
+        let seen = std::cell::Cell::new((0, 0));
+        for step in pending(store.db()).unwrap() {
+            apply(store.db(), step, &|done, total| seen.set((done, total))).unwrap();
+        }
+        assert_eq!(schema_version(store.db()).unwrap(), CURRENT_VERSION);
+        assert_eq!(seen.get(), (4, 4));
+        drop(store);
+        let store = Store::open(dir.path(), SchemaCheck::RequireCurrent).unwrap();
+        // Both old names stay, each found exactly as written.
+        assert_eq!(store.user("Bob").unwrap().unwrap().username, "Bob");
+        assert_eq!(store.user("bob").unwrap().unwrap().username, "bob");
+        assert_eq!(store.user("..").unwrap().unwrap().username, "..");
+        assert_eq!(store.user_count().unwrap(), 4);
+        assert_eq!(store.case_twins().unwrap(), [("bob".to_owned(), "Bob".to_owned())]);
+        for taken in ["BOB", "bob", "Bob", "ALICE", ".."] {
+            let err = store.create_user(&crate::storage::test_user(taken)).unwrap_err();
+            assert!(matches!(err, StorageError::UsernameTaken), "{taken}: {err}");
+        }
+        store.create_user(&crate::storage::test_user("carol")).unwrap();
+        assert!(store.username_taken("CAROL").unwrap());
     }
 
     #[test]

@@ -10,6 +10,10 @@ pub const NEXT_MESSAGE_ID_KEY: &str = "next_message_id";
 
 /// username -> `UserRecord`.
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// A username folded to ASCII lower case -> the username that holds it.
+/// Names unique in this table cannot differ only in case; lookups still
+/// go to `USERS`, exactly as written.
+pub const USERNAME_FOLDS: TableDefinition<&str, &str> = TableDefinition::new("username_folds");
 /// SHA-256 of the session token -> `SessionRecord`. The token itself is never stored.
 pub const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 /// conversation key -> `RoomRecord`.
@@ -43,6 +47,7 @@ pub trait TableVisitor {
 pub fn for_each_table<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error> {
     visitor.table(META)?;
     visitor.table(USERS)?;
+    visitor.table(USERNAME_FOLDS)?;
     visitor.table(SESSIONS)?;
     visitor.table(ROOMS)?;
     visitor.table(MEMBERSHIPS)?;
