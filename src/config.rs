@@ -34,7 +34,13 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Serve HTTPS and WSS with this certificate and key (cookies become Secure).
     pub tls: Option<TlsFiles>,
+    /// A WebSocket from which no frame arrives for this long is closed;
+    /// the server pings at 2/5 of it. Tests shorten it.
+    pub socket_idle_timeout: Duration,
 }
+
+/// PROTOCOL.md's idle limit: 75 s, with pings every 30 s.
+pub const SOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// `--tls-cert` and `--tls-key`: PEM files, read at start and on SIGHUP.
 #[derive(Clone, Debug)]
@@ -60,6 +66,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             cluster: None,
             tls: None,
+            socket_idle_timeout: SOCKET_IDLE_TIMEOUT,
         }
     }
 

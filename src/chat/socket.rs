@@ -29,9 +29,6 @@ const OUTBOUND_QUEUE: usize = 1024;
 const HISTORY_ON_CONNECT: usize = 50;
 /// Messages in the `history` frame of a `since=` recovery.
 const HISTORY_ON_RECOVERY: usize = 1000;
-const PING_EVERY: Duration = Duration::from_secs(30);
-/// A socket silent this long (no frame, not even a pong) is dead.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 type Reader = WebSocketRead<SharedIo>;
 type Writer = WebSocketWrite<LazyBufWriter<SharedIo>>;
@@ -79,7 +76,9 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
     app.metrics.sockets_accepted.fetch_add(1, Ordering::Relaxed);
     // One byte over the limit: fastwebsockets refuses lengths >= this.
     ws.set_max_message_size(MAX_FRAME_BYTES + 1);
-    ws.set_auto_pong(true);
+    // Pings come back from read_frame (and are answered there), so that
+    // each of them restarts the idle timer.
+    ws.set_auto_pong(false);
     ws.set_auto_close(true);
     let closer = std::cell::OnceCell::new();
     let (reader, writer) = ws.split(|io| {
@@ -114,7 +113,10 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
             if !signed_in {
                 subscriber.close(1008, "signed out");
             }
-            let writer_task = tokio::spawn(write_loop(writer, queue, urgent, frame, latest));
+            // Pings at 2/5 of the idle limit: a live client answers twice
+            // before it would count as silent.
+            let ping_every = app.config.socket_idle_timeout * 2 / 5;
+            let writer_task = tokio::spawn(write_loop(writer, queue, urgent, frame, latest, ping_every));
             let mut writer_task = AbortOnDrop(writer_task);
             let writer_finished = tokio::select! {
                 _ = read_loop(&app, reader, &subscriber, &request) => false,
@@ -152,37 +154,17 @@ impl Drop for AbortOnDrop {
 /// Reads client frames until the client closes, the socket dies, or a frame
 /// breaks a rule that closes it.
 async fn read_loop(app: &App, mut reader: Reader, me: &Arc<Subscriber>, request: &SocketRequest) {
-    // Protocol-obliged replies (pong, close echo) go through the writer.
-    let mut obliged = |frame: Frame<'_>| {
-        let owned = Frame::new(true, frame.opcode, None, Payload::Owned(frame.payload.to_vec()));
-        me.deliver(Outbound::Control(owned));
-        std::future::ready(Ok::<(), std::convert::Infallible>(()))
-    };
+    let idle = app.config.socket_idle_timeout;
     // A fragmented message being reassembled.
     let mut partial: Option<Vec<u8>> = None;
-    loop {
-        let frame = match tokio::time::timeout(IDLE_TIMEOUT, reader.read_frame(&mut obliged)).await {
-            Err(_) => {
-                me.deliver(Outbound::Close(1001, "idle timeout"));
-                return;
-            }
-            Ok(Err(WebSocketError::FrameTooLarge)) => {
-                me.deliver(Outbound::Close(1009, "message over 64 KiB"));
-                return;
-            }
-            Ok(Err(WebSocketError::InvalidUTF8)) => {
-                me.deliver(Outbound::Close(1007, "text frame is not UTF-8"));
-                return;
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "socket read ended");
-                return;
-            }
-            Ok(Ok(frame)) => frame,
-        };
+    while let Some(frame) = next_frame(&mut reader, idle, me).await {
         let complete: Bytes = match (frame.opcode, frame.fin, partial.as_mut()) {
             (OpCode::Close, _, _) => return,
-            (OpCode::Ping | OpCode::Pong, _, _) => continue,
+            (OpCode::Ping, _, _) => {
+                me.deliver(Outbound::Control(Frame::pong(Payload::Owned(frame.payload.to_vec()))));
+                continue;
+            }
+            (OpCode::Pong, _, _) => continue,
             (OpCode::Binary, _, _) => {
                 me.deliver(Outbound::Close(1003, "binary messages are not accepted"));
                 return;
@@ -217,6 +199,57 @@ async fn read_loop(app: &App, mut reader: Reader, me: &Arc<Subscriber>, request:
             return;
         }
     }
+}
+
+/// The next client frame, unmasked, once it proved masked. `None` once the
+/// socket is done: the read failed or timed out, or the frame broke a rule
+/// (its close is then queued). Every frame, a ping included, restarts the
+/// idle timer, since each one comes back from here.
+async fn next_frame<'r>(reader: &'r mut Reader, idle: Duration, me: &Subscriber) -> Option<Frame<'r>> {
+    // fastwebsockets answers a close itself; the answer is held until the
+    // frame it answers proved masked, and sent through the writer.
+    let mut obliged: Option<Frame<'static>> = None;
+    let mut hold = |frame: Frame<'_>| {
+        obliged = Some(Frame::new(true, frame.opcode, None, Payload::Owned(frame.payload.to_vec())));
+        std::future::ready(Ok::<(), std::convert::Infallible>(()))
+    };
+    let read = tokio::time::timeout(idle, reader.read_frame(&mut hold)).await;
+    let close = |code: u16, reason: &'static str| {
+        me.deliver(Outbound::Close(code, reason));
+        None
+    };
+    let mut frame = match read {
+        Ok(Ok(frame)) => frame,
+        Err(_) => return close(1001, "idle timeout"),
+        Ok(Err(WebSocketError::FrameTooLarge)) => return close(1009, "message over 64 KiB"),
+        Ok(Err(WebSocketError::InvalidUTF8)) => return close(1007, "text frame is not UTF-8"),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "socket read ended");
+            // A close frame with a code the protocol forbids is answered 1002.
+            if let Some(answer) = obliged {
+                me.deliver(Outbound::Control(answer));
+            }
+            return None;
+        }
+    };
+    // RFC 6455 section 5.1: a server must close on an unmasked frame.
+    if !is_masked(&mut frame) {
+        return close(1002, "client frames must be masked");
+    }
+    if let Some(answer) = obliged {
+        me.deliver(Outbound::Control(answer));
+    }
+    Some(frame)
+}
+
+/// Whether a frame read from the client carried a masking key.
+/// fastwebsockets unmasks the payload but keeps the key, and shows it only
+/// in the header it would write for the frame.
+fn is_masked(frame: &mut Frame<'_>) -> bool {
+    // The longest header: 2 bytes, an 8-byte length, a 4-byte key.
+    let mut head = [0u8; 14];
+    frame.fmt_head(&mut head);
+    head[1] & 0x80 != 0
 }
 
 /// Handles one complete text message. Returns false when the socket is
@@ -268,6 +301,7 @@ async fn write_loop(
     urgent: Arc<UrgentClose>,
     history: Bytes,
     history_covers: Option<MessageId>,
+    ping_every: Duration,
 ) {
     let sent = with_deadline(async {
         send_text(&mut ws, &history).await?;
@@ -278,7 +312,7 @@ async fn write_loop(
     }
     // Sent: do not keep up to 50 messages alive for the socket's whole life.
     drop(history);
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     loop {
         if let Some((code, reason)) = urgent.requested() {
             let _ = with_deadline(close(&mut ws, code, reason)).await;

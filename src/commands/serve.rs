@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::DataDir;
 use ipnet::IpNet;
 
-use crate::config::{ForwardedHeader, PublicUrl, ServerConfig, TlsFiles, TrustedProxies};
+use crate::config::{ForwardedHeader, PublicUrl, ServerConfig, TlsFiles, TrustedProxies, SOCKET_IDLE_TIMEOUT};
 use crate::log::cluster::ClusterConfig;
 use crate::telemetry::{self, LogFormat};
 
@@ -96,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         public_metrics: args.public_metrics,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
+        socket_idle_timeout: SOCKET_IDLE_TIMEOUT,
         cluster: args.amqp_url.map(|url| ClusterConfig {
             url,
             stream: args.amqp_stream,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, StatusCode};
 
 use super::identity::current_user;
@@ -56,9 +57,15 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
             Err(reply) => return reply,
         },
     };
-    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
-        return json_error(StatusCode::UPGRADE_REQUIRED, "this route speaks WebSocket only");
+    if let Some(refusal) = handshake_refusal(&request) {
+        return refusal;
     }
+    // Validated above, so this cannot fail; it still comes before the
+    // membership write, so that nothing is written for a refused upgrade.
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
+        Ok(pair) => pair,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, &format!("bad WebSocket handshake: {error}")),
+    };
     let member = user.username.as_str().to_owned();
     let joined = conversation.clone();
     // Rooms are created and memberships recorded through the log; an
@@ -73,11 +80,81 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
         }
         Err(error) => return super::accounts::storage_failure_json(error),
     }
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
-        Ok(pair) => pair,
-        Err(error) => return json_error(StatusCode::BAD_REQUEST, &format!("bad WebSocket handshake: {error}")),
-    };
     let socket_request = SocketRequest { session: user.session_hash(), user: user.username, conversation, since };
     tokio::spawn(socket::serve(app.clone(), upgrade, socket_request));
     response.map(|_| Body::default())
+}
+
+/// The answer to a request that breaks RFC 6455's handshake rules (section
+/// 4.2.1), if it does. Checked in full before anything is written:
+/// fastwebsockets checks only that a key is present and the version is 13,
+/// and answers a wrong version with a plain 400.
+fn handshake_refusal(request: &Request<Incoming>) -> Option<Reply> {
+    if !fastwebsockets::upgrade::is_upgrade_request(request) {
+        return Some(json_error(StatusCode::UPGRADE_REQUIRED, "this route speaks WebSocket only"));
+    }
+    let headers = request.headers();
+    if only_value(headers, "sec-websocket-version") != Some(b"13".as_slice()) {
+        let mut reply = json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "this server speaks WebSocket version 13 only: send Sec-WebSocket-Version: 13",
+        );
+        reply.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("13"));
+        return Some(reply);
+    }
+    if !only_value(headers, "sec-websocket-key").is_some_and(is_websocket_key) {
+        return Some(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad WebSocket handshake: Sec-WebSocket-Key must be the base64 of 16 random bytes",
+        ));
+    }
+    None
+}
+
+/// The value of a header sent exactly once; a repeated handshake header is
+/// as bad as a missing one.
+fn only_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => Some(value.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Whether `key` is the base64 of exactly 16 bytes: 22 characters of the
+/// standard alphabet, the last of which carries 2 bits (so its low 4 bits
+/// are zero: `A`, `Q`, `g` or `w`), then `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let is_base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    match key.split_last_chunk::<3>() {
+        Some((body, [last, b'=', b'='])) => {
+            body.len() == 21 && body.iter().all(is_base64) && matches!(last, b'A' | b'Q' | b'g' | b'w')
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_websocket_key;
+
+    #[test]
+    fn only_the_base64_of_16_bytes_is_a_websocket_key() {
+        assert!(is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "RFC 6455's sample key");
+        assert!(is_websocket_key(b"AAAAAAAAAAAAAAAAAAAAAA=="));
+        assert!(is_websocket_key(b"/////////////////////w=="));
+        for bad in [
+            &b"short"[..],
+            b"",
+            b"dGhlIHNhbXBsZSBub25jZQ",     // unpadded
+            b"dGhlIHNhbXBsZSBub25jZR==",   // trailing bits set
+            b"dGhlIHNhbXBsZSBub25jZQ==\0", // too long
+            b"dGhlIHNhbXBsZSBub25j",       // 15 bytes
+            b"dGhlIHNhbXBsZSBub25jZXM=",   // 17 bytes
+            b"dGhlIHNhbXBsZSBub25j*Q==",   // not the alphabet
+            b"dGhlIHNhbXBsZSBub25jZ-_==",  // base64url
+        ] {
+            assert!(!is_websocket_key(bad), "{:?} was taken as a key", String::from_utf8_lossy(bad));
+        }
+    }
 }
