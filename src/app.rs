@@ -26,6 +26,9 @@ pub struct App {
     pub login_throttle: LoginThrottle,
     /// Password checks (argon2) allowed to run at once.
     pub password_checks: tokio::sync::Semaphore,
+    /// History frames and pages built (and, for sockets, sent) at once:
+    /// each may hold up to 1 MiB (see `chat::socket::HISTORY_FRAMES_AT_ONCE`).
+    pub history_frames: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
     /// Flips to true when the server begins to shut down.
     pub shutdown: watch::Receiver<bool>,

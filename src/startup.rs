@@ -92,6 +92,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let app = Arc::new(App {
         message_rate: MessageRateLimit::new(config.message_rate, config.message_burst),
         login_throttle: LoginThrottle::default(),
+        history_frames: Arc::new(tokio::sync::Semaphore::new(crate::chat::socket::HISTORY_FRAMES_AT_ONCE)),
         // Leave a core to the chat: a login storm must not stall fan-out.
         password_checks: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1),

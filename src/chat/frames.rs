@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::domain::{MessageText, TextError};
-use crate::storage::Message;
+use crate::storage::{Message, PageEnd, PageFrom};
 
 /// The most bytes one client message may have, whole or reassembled.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -145,18 +145,91 @@ pub fn with_client_id(frame: &Bytes, client_id: &str) -> Bytes {
     Bytes::from(out)
 }
 
-#[derive(Serialize)]
-struct HistoryFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    messages: &'a [MessageFrame],
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    more: bool,
+/// The most bytes of JSON in one `history` frame or history API page
+/// (PROTOCOL.md): a page stops before the message that would pass it.
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
+/// What `"more": true` adds at the end of a page; room for it is kept from
+/// the start, so a page never passes the cap whatever it ends with.
+const MORE_TAIL: &[u8] = b"],\"more\":true}";
+
+/// A page of message frames (a `history` frame or a history API page) built
+/// as storage reads it: each message is serialised once, and refused once it
+/// would take the page past `MAX_PAGE_BYTES`, so the reader stops there.
+pub struct PageBuilder {
+    head: &'static [u8],
+    /// Messages arrive newest first (a `before` page) and are put back in
+    /// oldest-first order at the end.
+    newest_first: bool,
+    /// The serialised frames in arrival order, without separators.
+    body: Vec<u8>,
+    /// Where each frame of `body` ends.
+    ends: Vec<usize>,
 }
 
-pub fn history_bytes(messages: &[Message], more: bool) -> Bytes {
-    let frames: Vec<MessageFrame> = messages.iter().map(|m| MessageFrame::of(m, None)).collect();
-    to_bytes(&HistoryFrame { kind: "history", messages: &frames, more })
+impl PageBuilder {
+    /// `{"type":"history","messages":[...]}` for a socket.
+    pub fn history(from: PageFrom) -> Self {
+        Self::new(b"{\"type\":\"history\",\"messages\":[", from)
+    }
+
+    /// `{"messages":[...]}` for the history API.
+    pub fn api(from: PageFrom) -> Self {
+        Self::new(b"{\"messages\":[", from)
+    }
+
+    fn new(head: &'static [u8], from: PageFrom) -> Self {
+        let newest_first = matches!(from, PageFrom::Before(_));
+        PageBuilder { head, newest_first, body: Vec::new(), ends: Vec::new() }
+    }
+
+    /// Adds `message` if the page stays within `MAX_PAGE_BYTES`; false (and
+    /// the page unchanged) when it does not fit.
+    pub fn push(&mut self, message: &Message) -> bool {
+        let start = self.body.len();
+        serde_json::to_writer(&mut self.body, &MessageFrame::of(message, None)).expect("frames serialise infallibly");
+        let commas = self.ends.len();
+        if self.head.len() + self.body.len() + commas + MORE_TAIL.len() > MAX_PAGE_BYTES {
+            self.body.truncate(start);
+            return false;
+        }
+        self.ends.push(self.body.len());
+        true
+    }
+
+    /// The page's JSON, oldest first, with `"more": true` when `more`.
+    pub fn finish(self, more: bool) -> Bytes {
+        let tail: &[u8] = if more { MORE_TAIL } else { b"]}" };
+        let mut out = Vec::with_capacity(self.head.len() + self.body.len() + self.ends.len() + tail.len());
+        out.extend_from_slice(self.head);
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        let mut frames: Vec<_> = starts.zip(self.ends.iter().copied()).collect();
+        if self.newest_first {
+            frames.reverse();
+        }
+        for (i, (start, end)) in frames.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.body[start..end]);
+        }
+        out.extend_from_slice(tail);
+        Bytes::from(out)
+    }
+}
+
+/// Whether a page says `"more": true`. Read oldest first (`since`, `after`),
+/// a page says so whenever newer messages are left, whether `limit` or the
+/// byte cap stopped it: the client goes on with `after=<last id>`. Read
+/// newest first (no `since`, `before`), it says so only when the byte cap
+/// left out older messages that `limit` would have served: the client goes
+/// on with `before=<first id>`; a page that got its `limit` says nothing of
+/// older messages, as before the cap existed.
+pub fn page_has_more(from: PageFrom, end: PageEnd) -> bool {
+    match from {
+        PageFrom::After(_) => end != PageEnd::Exhausted,
+        PageFrom::Before(_) => end == PageEnd::Full,
+    }
 }
 
 /// An `error` frame; it carries the refused frame's `client_id` when known.
@@ -221,6 +294,62 @@ mod tests {
             let spliced = with_client_id(&message_bytes(&m, None), client_id);
             assert_eq!(spliced, message_bytes(&m, Some(client_id)), "{client_id}");
         }
+    }
+
+    fn numbered(id: u64, text: &str) -> Message {
+        Message { id: MessageId(id), conversation: "r".into(), author: "a".into(), text: text.into(), ts_ms: 1 }
+    }
+
+    #[test]
+    fn a_page_is_oldest_first_whichever_way_it_was_read() {
+        let (one, two) = (numbered(1, "one"), numbered(2, "two"));
+        let expected = format!(
+            "{{\"type\":\"history\",\"messages\":[{},{}]}}",
+            std::str::from_utf8(&message_bytes(&one, None)).unwrap(),
+            std::str::from_utf8(&message_bytes(&two, None)).unwrap()
+        );
+        let mut newest_first = PageBuilder::history(PageFrom::Before(None));
+        assert!(newest_first.push(&two) && newest_first.push(&one));
+        assert_eq!(newest_first.finish(false), expected.as_bytes());
+        let mut oldest_first = PageBuilder::api(PageFrom::After(MessageId(0)));
+        assert!(oldest_first.push(&one) && oldest_first.push(&two));
+        let v: serde_json::Value = serde_json::from_slice(&oldest_first.finish(true)).unwrap();
+        assert_eq!(ids(&v), ["00000000000000000001", "00000000000000000002"]);
+        assert_eq!(v["more"], true);
+        let empty = PageBuilder::history(PageFrom::Before(None)).finish(false);
+        assert_eq!(empty, &b"{\"type\":\"history\",\"messages\":[]}"[..]);
+    }
+
+    fn ids(page: &serde_json::Value) -> Vec<&str> {
+        page["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_page_refuses_the_message_that_would_pass_1_mib() {
+        // Quotes and control characters grow under JSON escaping: the cap
+        // counts the escaped bytes.
+        let text: String = "\u{1F600}\"\u{1}".repeat(4096 / 3);
+        let mut page = PageBuilder::history(PageFrom::After(MessageId(0)));
+        let mut taken = 0;
+        while page.push(&numbered(taken + 1, &text)) {
+            taken += 1;
+        }
+        assert!(taken > 10, "only {taken} messages fit");
+        let bytes = page.finish(true);
+        assert!(bytes.len() <= MAX_PAGE_BYTES, "{} bytes", bytes.len());
+        assert!(bytes.len() > MAX_PAGE_BYTES - message_bytes(&numbered(1, &text), None).len() - 16);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["messages"].as_array().unwrap().len() as u64, taken);
+        assert_eq!(v["messages"][0]["message"], text.as_str());
+    }
+
+    #[test]
+    fn more_means_newer_left_after_and_cut_short_before() {
+        let (after, before) = (PageFrom::After(MessageId(3)), PageFrom::Before(None));
+        assert!(!page_has_more(after, PageEnd::Exhausted));
+        assert!(page_has_more(after, PageEnd::Limit) && page_has_more(after, PageEnd::Full));
+        assert!(!page_has_more(before, PageEnd::Exhausted) && !page_has_more(before, PageEnd::Limit));
+        assert!(page_has_more(before, PageEnd::Full));
     }
 
     #[test]

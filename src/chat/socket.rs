@@ -13,7 +13,7 @@ use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
 use tokio::sync::mpsc;
 
-use super::frames::{self, Refusal, MAX_FRAME_BYTES};
+use super::frames::{self, PageBuilder, Refusal, MAX_FRAME_BYTES};
 use super::hub::{Outbound, Subscriber, UrgentClose};
 use super::shared_io::SharedIo;
 use super::write_buffer::LazyBufWriter;
@@ -21,7 +21,7 @@ use crate::app::App;
 use crate::domain::{Conversation, MessageId, Username};
 use crate::log::write::Write;
 use crate::log::{Pending, Reply};
-use crate::storage::now_ms;
+use crate::storage::{now_ms, PageFrom};
 
 /// Frames queued for one socket before it counts as a slow consumer.
 const OUTBOUND_QUEUE: usize = 1024;
@@ -29,6 +29,9 @@ const OUTBOUND_QUEUE: usize = 1024;
 const HISTORY_ON_CONNECT: usize = 50;
 /// Messages in the `history` frame of a `since=` recovery.
 const HISTORY_ON_RECOVERY: usize = 1000;
+/// History frames built or being sent at once across the server, each at
+/// most `frames::MAX_PAGE_BYTES`: bounds their memory to a few MiB.
+pub const HISTORY_FRAMES_AT_ONCE: usize = 8;
 
 type Reader = WebSocketRead<SharedIo>;
 type Writer = WebSocketWrite<LazyBufWriter<SharedIo>>;
@@ -95,16 +98,26 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
     // then in both, and the writer skips the live copy by id.
     app.hub.subscribe(&key, subscriber.clone());
 
-    let (since, session, history_key) = (request.since, request.session, key.clone());
+    // At most HISTORY_FRAMES_AT_ONCE history frames are built or being sent
+    // across the server: a burst of sockets asking for 1 MiB each waits here
+    // instead of holding that much each. The writer drops the permit once
+    // the frame is sent (or the socket is gone).
+    let permit = Arc::clone(&app.history_frames).acquire_owned().await.expect("the semaphore is never closed");
+    let (session, history_key) = (request.session, key.clone());
+    let (from, limit) = match request.since {
+        Some(since) => (PageFrom::After(since), HISTORY_ON_RECOVERY),
+        None => (PageFrom::Before(None), HISTORY_ON_CONNECT),
+    };
     let history = app
         .storage(move |store| {
             // Checked again now that the socket is registered: a sign-out
             // between the upgrade's check and the registration is not missed.
             let signed_in = store.session_user(&session, now_ms())?.is_some();
-            let history = store.socket_history(&history_key, since, HISTORY_ON_CONNECT, HISTORY_ON_RECOVERY)?;
-            // Serialised here so that the messages themselves are not kept
-            // alive in this task for as long as the socket is open.
-            Ok((signed_in, frames::history_bytes(&history.messages, history.more), history.latest))
+            // Serialised as read, so that storage stops at the byte cap and
+            // the messages themselves are not kept alive in this task.
+            let mut page = PageBuilder::history(from);
+            let history = store.socket_history(&history_key, from, limit, |m| page.push(&m))?;
+            Ok((signed_in, page.finish(frames::page_has_more(from, history.end)), history.latest))
         })
         .await;
 
@@ -116,7 +129,8 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
             // Pings at 2/5 of the idle limit: a live client answers twice
             // before it would count as silent.
             let ping_every = app.config.socket_idle_timeout * 2 / 5;
-            let writer_task = tokio::spawn(write_loop(writer, queue, urgent, frame, latest, ping_every));
+            let history = History { frame, covers: latest, permit };
+            let writer_task = tokio::spawn(write_loop(writer, queue, urgent, history, ping_every));
             let mut writer_task = AbortOnDrop(writer_task);
             let writer_finished = tokio::select! {
                 _ = read_loop(&app, reader, &subscriber, &request) => false,
@@ -299,19 +313,20 @@ async fn write_loop(
     mut ws: Writer,
     mut queue: mpsc::Receiver<Outbound>,
     urgent: Arc<UrgentClose>,
-    history: Bytes,
-    history_covers: Option<MessageId>,
+    history: History,
     ping_every: Duration,
 ) {
     let sent = with_deadline(async {
-        send_text(&mut ws, &history).await?;
+        send_text(&mut ws, &history.frame).await?;
         ws.flush().await
     });
     if !matches!(sent.await, Ok(())) {
         return;
     }
-    // Sent: do not keep up to 50 messages alive for the socket's whole life.
-    drop(history);
+    // Sent: do not keep up to 1 MiB alive for the socket's whole life, and
+    // let the next socket build its history.
+    let History { frame, covers: history_covers, permit } = history;
+    drop((frame, permit));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     loop {
         if let Some((code, reason)) = urgent.requested() {
@@ -340,6 +355,15 @@ async fn write_loop(
             Ok(false) | Err(_) => return,
         }
     }
+}
+
+/// A socket's `history` frame on its way out.
+struct History {
+    frame: Bytes,
+    /// The newest id when the frame was read: live copies up to it are skipped.
+    covers: Option<MessageId>,
+    /// Held until the frame is sent; see `serve`.
+    permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// What the writer does next.

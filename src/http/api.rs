@@ -8,10 +8,11 @@ use hyper::{Request, StatusCode};
 use super::accounts::storage_failure_json;
 use super::identity::CurrentUser;
 use super::request::query;
-use super::respond::{json, json_error, Reply};
+use super::respond::{json, json_bytes, json_error, Reply};
 use crate::app::App;
-use crate::chat::frames::MessageFrame;
+use crate::chat::frames::{self, MessageFrame, PageBuilder};
 use crate::domain::{Conversation, MessageId, Username};
+use crate::storage::PageFrom;
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -51,17 +52,21 @@ pub async fn history(app: &Arc<App>, request: &Request<Incoming>, conversation: 
         Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
     };
     let key = conversation.key();
-    let messages = app
-        .storage(move |store| match page {
-            Page::Before(before, limit) => store.messages_before(&key, before, limit),
-            Page::After(after, limit) => store.messages_after(&key, after, limit).map(|(messages, _)| messages),
+    let (from, limit) = match page {
+        Page::Before(before, limit) => (PageFrom::Before(before), limit),
+        Page::After(after, limit) => (PageFrom::After(after), limit),
+    };
+    // Shares the sockets' bound on pages being built at once (1 MiB each).
+    let _building = app.history_frames.acquire().await.expect("the semaphore is never closed");
+    let body = app
+        .storage(move |store| {
+            let mut page = PageBuilder::api(from);
+            let end = store.walk_messages(&key, from, limit, |m| page.push(&m))?;
+            Ok(page.finish(frames::page_has_more(from, end)))
         })
         .await;
-    match messages {
-        Ok(messages) => {
-            let frames: Vec<MessageFrame> = messages.iter().map(|m| MessageFrame::of(m, None)).collect();
-            json(StatusCode::OK, &serde_json::json!({ "messages": frames }))
-        }
+    match body {
+        Ok(body) => json_bytes(StatusCode::OK, body),
         Err(error) => storage_failure_json(error),
     }
 }

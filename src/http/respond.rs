@@ -11,7 +11,12 @@ pub type Reply = Response<Body>;
 
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Reply {
     let body = serde_json::to_vec(value).expect("JSON values serialise infallibly");
-    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    json_bytes(status, Bytes::from(body))
+}
+
+/// A JSON answer already serialised (a history page, built under its cap).
+pub fn json_bytes(status: StatusCode, body: Bytes) -> Reply {
+    let mut reply = Response::new(Full::new(body));
     *reply.status_mut() = status;
     reply.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     reply.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

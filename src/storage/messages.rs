@@ -93,15 +93,38 @@ impl Store {
     /// The newest `limit` messages older than `before` (or the newest of all),
     /// oldest first.
     pub fn messages_before(&self, conversation: &str, before: Option<MessageId>, limit: usize) -> Result<Vec<Message>> {
-        let txn = self.db().begin_read()?;
-        before_in(&txn.open_table(schema::MESSAGES)?, conversation, before, limit)
+        let mut out = Vec::with_capacity(limit.min(512));
+        self.walk_messages(conversation, PageFrom::Before(before), limit, |m| {
+            out.push(m);
+            true
+        })?;
+        out.reverse();
+        Ok(out)
     }
 
     /// The oldest `limit` messages newer than `after`, oldest first, and
     /// whether there are more after them.
     pub fn messages_after(&self, conversation: &str, after: MessageId, limit: usize) -> Result<(Vec<Message>, bool)> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let end = self.walk_messages(conversation, PageFrom::After(after), limit, |m| {
+            out.push(m);
+            true
+        })?;
+        Ok((out, end != PageEnd::Exhausted))
+    }
+
+    /// Reads a page one message at a time, handing each to `take` (which
+    /// refuses it when a byte budget is full) and stopping there, so a reader
+    /// never loads more than it keeps, plus one.
+    pub fn walk_messages(
+        &self,
+        conversation: &str,
+        from: PageFrom,
+        limit: usize,
+        take: impl FnMut(Message) -> bool,
+    ) -> Result<PageEnd> {
         let txn = self.db().begin_read()?;
-        after_in(&txn.open_table(schema::MESSAGES)?, conversation, after, limit)
+        walk_in(&txn.open_table(schema::MESSAGES)?, conversation, from, limit, take)
     }
 
     /// The conversation's newest message, if any.
@@ -109,66 +132,101 @@ impl Store {
         Ok(self.messages_before(conversation, None, 1)?.pop())
     }
 
-    /// A new socket's `history` frame: the newest `recent` messages, or with
-    /// `since` the oldest `recovery` after it, and the newest id at that
-    /// moment, all from one snapshot so that live delivery can skip exactly
-    /// what the frame covers.
+    /// A new socket's `history` frame: the page `from`, handed to `take` as
+    /// `walk_messages` does, and the newest id at that moment, all from one
+    /// snapshot so that live delivery can skip exactly what the frame covers.
     pub fn socket_history(
         &self,
         conversation: &str,
-        since: Option<MessageId>,
-        recent: usize,
-        recovery: usize,
+        from: PageFrom,
+        limit: usize,
+        take: impl FnMut(Message) -> bool,
     ) -> Result<SocketHistory> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(schema::MESSAGES)?;
-        let (messages, more) = match since {
-            Some(after) => after_in(&table, conversation, after, recovery)?,
-            None => (before_in(&table, conversation, None, recent)?, false),
-        };
-        let latest = before_in(&table, conversation, None, 1)?.pop().map(|m| m.id);
-        Ok(SocketHistory { messages, more, latest })
+        let end = walk_in(&table, conversation, from, limit, take)?;
+        let mut latest = None;
+        walk_in(&table, conversation, PageFrom::Before(None), 1, |m| {
+            latest = Some(m.id);
+            true
+        })?;
+        Ok(SocketHistory { end, latest })
     }
+}
+
+/// Where a page of messages starts, and so which way it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageFrom {
+    /// Newest first, from just below this id (or from the newest of all).
+    Before(Option<MessageId>),
+    /// Oldest first, from just above this id.
+    After(MessageId),
+}
+
+/// Why a page read stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageEnd {
+    /// No message is left that way.
+    Exhausted,
+    /// `limit` messages were taken and more are left.
+    Limit,
+    /// The taker refused a message; it, and any past it, are left.
+    Full,
 }
 
 /// See `Store::socket_history`.
 pub struct SocketHistory {
-    pub messages: Vec<Message>,
-    pub more: bool,
+    pub end: PageEnd,
     /// The conversation's newest id when the snapshot was taken.
     pub latest: Option<MessageId>,
 }
 
 type MessagesTable = redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>;
 
-fn before_in(
+fn walk_in(
     table: &MessagesTable,
     conversation: &str,
-    before: Option<MessageId>,
+    from: PageFrom,
     limit: usize,
-) -> Result<Vec<Message>> {
-    let upper = before.map(|id| id.0).unwrap_or(u64::MAX);
-    let mut out = Vec::with_capacity(limit.min(512));
-    for entry in table.range((conversation, 0)..(conversation, upper))?.rev().take(limit) {
-        let (key, value) = entry?;
-        out.push(message_from(conversation, key.value().1, value.value())?);
+    take: impl FnMut(Message) -> bool,
+) -> Result<PageEnd> {
+    match from {
+        PageFrom::Before(before) => {
+            let upper = before.map(|id| id.0).unwrap_or(u64::MAX);
+            take_until(table.range((conversation, 0)..(conversation, upper))?.rev(), conversation, limit, take)
+        }
+        PageFrom::After(after) => match after.0.checked_add(1) {
+            None => Ok(PageEnd::Exhausted),
+            Some(lower) => {
+                let range = table.range((conversation, lower)..=(conversation, u64::MAX))?;
+                take_until(range, conversation, limit, take)
+            }
+        },
     }
-    out.reverse();
-    Ok(out)
 }
 
-fn after_in(table: &MessagesTable, conversation: &str, after: MessageId, limit: usize) -> Result<(Vec<Message>, bool)> {
-    let Some(lower) = after.0.checked_add(1) else {
-        return Ok((Vec::new(), false));
-    };
-    let mut out = Vec::with_capacity(limit.min(1024));
-    let mut range = table.range((conversation, lower)..=(conversation, u64::MAX))?;
-    for entry in range.by_ref().take(limit) {
+type Entry<'a> = std::result::Result<
+    (redb::AccessGuard<'a, (&'static str, u64)>, redb::AccessGuard<'a, &'static [u8]>),
+    redb::StorageError,
+>;
+
+fn take_until<'a>(
+    entries: impl Iterator<Item = Entry<'a>>,
+    conversation: &str,
+    limit: usize,
+    mut take: impl FnMut(Message) -> bool,
+) -> Result<PageEnd> {
+    // `taken` messages were kept before this entry.
+    for (taken, entry) in entries.enumerate() {
+        if taken == limit {
+            return Ok(PageEnd::Limit);
+        }
         let (key, value) = entry?;
-        out.push(message_from(conversation, key.value().1, value.value())?);
+        if !take(message_from(conversation, key.value().1, value.value())?) {
+            return Ok(PageEnd::Full);
+        }
     }
-    let more = range.next().is_some();
-    Ok((out, more))
+    Ok(PageEnd::Exhausted)
 }
 
 #[cfg(test)]
@@ -201,6 +259,30 @@ mod tests {
         assert!(!more);
         assert_eq!(store.latest_message("other").unwrap().unwrap().text, "x");
         assert!(store.latest_message("empty").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_walk_stops_where_the_taker_refuses_and_says_why() {
+        let (_dir, store) = test_store();
+        let stored = store.append_messages((0..5).map(|i| new("room", &i.to_string())).collect()).unwrap();
+        let mut seen = Vec::new();
+        let end = store
+            .walk_messages("room", PageFrom::After(stored[0].id), 10, |m| {
+                seen.push(m.text);
+                seen.len() < 3
+            })
+            .unwrap();
+        assert_eq!(end, PageEnd::Full);
+        assert_eq!(seen, ["1", "2", "3"], "the walk stops at the refused message");
+        let mut newest = Vec::new();
+        let end = store.walk_messages("room", PageFrom::Before(None), 2, |m| {
+            newest.push(m.text);
+            true
+        });
+        assert_eq!(end.unwrap(), PageEnd::Limit);
+        assert_eq!(newest, ["4", "3"], "a before walk reads newest first");
+        let end = store.walk_messages("room", PageFrom::Before(Some(stored[2].id)), 2, |_| true).unwrap();
+        assert_eq!(end, PageEnd::Exhausted, "exactly limit left is not more");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableDatabase};
 
 pub use accounts::{SessionRecord, UserRecord};
-pub use messages::{Message, NewMessage, SocketHistory};
+pub use messages::{Message, NewMessage, PageEnd, PageFrom, SocketHistory};
 pub use rooms::ConversationSummary;
 
 /// The file name inside the data dir.
