@@ -65,6 +65,12 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for LazyBufWriter<W> {
         if full && this.poll_drain(cx)?.is_pending() {
             return Poll::Pending;
         }
+        if total > MAX_BUFFERED {
+            // A large frame (a history frame) goes straight out rather than
+            // being copied: a client that does not read would otherwise keep
+            // a second copy of it alive here until the write deadline.
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, slices);
+        }
         for slice in slices {
             this.buffer.extend_from_slice(slice);
         }
@@ -109,5 +115,14 @@ mod tests {
         out.write_all(&vec![b'y'; MAX_BUFFERED]).await.unwrap();
         out.write_all(b"z").await.unwrap();
         assert_eq!(out.inner.len(), 2006 + MAX_BUFFERED, "a full buffer is written before more is added");
+    }
+
+    #[tokio::test]
+    async fn a_write_larger_than_the_buffer_is_not_copied_into_it() {
+        let mut out = LazyBufWriter::new(Vec::new());
+        out.write_all(b"head").await.unwrap();
+        out.write_all(&vec![b'x'; MAX_BUFFERED + 1]).await.unwrap();
+        assert_eq!(out.inner.len(), 4 + MAX_BUFFERED + 1, "what was buffered goes first, then the large write");
+        assert!(out.buffer.capacity() <= KEEP_CAPACITY, "the large write never lands in the buffer");
     }
 }
