@@ -96,6 +96,72 @@ async fn history_after_pages_forwards_from_the_oldest_newer_message() {
     assert_eq!(everything, ids);
 }
 
+/// A page and its raw size, asserting it is within the 1 MiB cap.
+async fn capped_page(client: &Client, path: &str) -> (Vec<String>, bool) {
+    let answer = client.get(path).await.unwrap();
+    assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+    assert!(answer.body.len() <= 1024 * 1024, "{path}: {} bytes", answer.body.len());
+    let body = answer.json().unwrap();
+    (ids_of(&body["messages"]), body["more"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_pages_stop_at_1_mib_and_continue_to_everything_once() {
+    let app = spawn_unlimited_app(&["alice"]).await;
+    let alice = app.client("alice");
+    let (mut ws, _) = join(&alice, "/ws/chat/big/").await;
+    let ids = frame_ids(&send_large(&mut ws, 300).await);
+
+    let (first, more) = capped_page(&alice, "/api/rooms/big/messages?after=0&limit=500").await;
+    assert!(more, "a page cut at 1 MiB does not say more");
+    assert!(first.len() > 40 && first.len() < 300, "{} messages in the first page", first.len());
+    let mut got = first;
+    loop {
+        let path = format!("/api/rooms/big/messages?limit=500&after={}", got.last().unwrap());
+        let (next, more) = capped_page(&alice, &path).await;
+        assert!(!next.is_empty(), "{path}: an empty page said more before it");
+        got.extend(next);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(got, ids, "paging forwards with after does not give every message once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_pages_stop_at_1_mib_keeping_the_newest_and_page_back_with_before() {
+    let app = spawn_unlimited_app(&["alice"]).await;
+    let alice = app.client("alice");
+    let (mut ws, _) = join(&alice, "/ws/chat/big/").await;
+    let ids = frame_ids(&send_large(&mut ws, 300).await);
+
+    let (newest, more) = capped_page(&alice, "/api/rooms/big/messages?limit=500").await;
+    assert!(more, "a page cut at 1 MiB does not say more");
+    assert_eq!(newest, ids[ids.len() - newest.len()..].to_vec(), "the cut did not keep the newest");
+    let mut got = newest;
+    while got[0] != ids[0] {
+        let (older, _) = capped_page(&alice, &format!("/api/rooms/big/messages?limit=500&before={}", got[0])).await;
+        assert!(!older.is_empty());
+        got.splice(0..0, older);
+    }
+    assert_eq!(got, ids, "paging back with before does not give every message once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_within_the_cap_say_more_only_when_newer_messages_are_left() {
+    let app = spawn_unlimited_app(&["alice"]).await;
+    let alice = app.client("alice");
+    let ids = seed(&alice, "small", 5).await;
+    for path in ["/api/rooms/small/messages", "/api/rooms/small/messages?limit=2", "/api/rooms/small/messages?after=0"]
+    {
+        let (_, body) = alice.get_json(path).await.unwrap();
+        assert!(body.get("more").is_none(), "{path}: {body}");
+    }
+    let (_, body) = alice.get_json(&format!("/api/rooms/small/messages?limit=2&after={}", ids[0])).await.unwrap();
+    assert_eq!(ids_of(&body["messages"]), ids[1..3].to_vec());
+    assert_eq!(body["more"], true, "an after page that left newer messages does not say more");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_limit_above_500_is_taken_as_500() {
     let app = spawn_unlimited_app(&["alice"]).await;

@@ -244,6 +244,29 @@ async fn since_with_more_than_1000_missed_returns_the_oldest_1000_and_more_true(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_frame_past_1_mib_holds_the_oldest_missed_and_more_true() {
+    let app = spawn_unlimited_app(&["alice", "bob"]).await;
+    let (mut ws, _) = join(&app.client("alice"), "/ws/chat/big/").await;
+    // 300 messages of 12 KiB: about 3.6 MiB, far past one frame.
+    let ids = frame_ids(&send_large(&mut ws, 300).await);
+    // The newest 50 (600 KiB) still fit whole, and say nothing of more.
+    let (_, recent) = join(&app.client("bob"), "/ws/chat/big/").await;
+    assert_eq!(ids_of(&recent["messages"]), ids[250..].to_vec());
+    assert!(recent.get("more").is_none_or(|m| m == false), "more on an uncut frame");
+
+    for (since, missed) in [("0", &ids[..]), (ids[9].as_str(), &ids[10..])] {
+        let (mut bob_ws, history) = join(&app.client("bob"), &format!("/ws/chat/big/?since={since}")).await;
+        assert!(json_len(&history) <= 1024 * 1024, "since={since}: {} bytes", json_len(&history));
+        assert_eq!(history["more"], true, "since={since}: the cut frame does not say more");
+        let got = ids_of(&history["messages"]);
+        assert!(got.len() > 40, "since={since}: only {} messages in 1 MiB", got.len());
+        assert_eq!(got, missed[..got.len()].to_vec(), "since={since}: not the oldest missed, in order");
+        // The socket then carries on live, past what the frame covered.
+        say(&mut bob_ws, "after the cut").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_sees_live_messages_after_its_history_once_each() {
     let app = spawn_unlimited_app(&["alice", "bob"]).await;
     let (mut alice_ws, _) = join(&app.client("alice"), "/ws/chat/lobby/").await;

@@ -345,6 +345,30 @@ pub async fn send_many(ws: &mut ChatSocket, prefix: &str, count: usize) -> Vec<V
     frames
 }
 
+/// Sends `count` messages of 4,096 characters of 3 bytes each (12 KiB of
+/// UTF-8 apiece), numbered at their start, reading the echoes in chunks;
+/// returns the frames in order. Enough of them pass a page's 1 MiB cap.
+pub async fn send_large(ws: &mut ChatSocket, count: usize) -> Vec<Value> {
+    const CHUNK: usize = 50;
+    let text = |i: usize| format!("{i:04}{}", "\u{20ac}".repeat(4092));
+    let mut frames = Vec::with_capacity(count);
+    for start in (0..count).step_by(CHUNK) {
+        let end = (start + CHUNK).min(count);
+        for i in start..end {
+            ws.send_message(&text(i), None).await.expect("sending a message");
+        }
+        frames.extend(collect_messages(ws, end - start).await.expect("every message echoes back"));
+    }
+    assert!(frames.iter().enumerate().all(|(i, f)| text_of(f) == text(i)), "the echoes are not the messages sent");
+    frames
+}
+
+/// The bytes of a frame or page as the server sent it: serde_json writes a
+/// value back compactly, with the same escapes, so the length is the same.
+pub fn json_len(value: &Value) -> usize {
+    serde_json::to_vec(value).expect("a JSON value serialises").len()
+}
+
 /// The `id`s of a list of frames.
 pub fn ids_of(messages: &Value) -> Vec<String> {
     messages
