@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,8 +100,23 @@ pub async fn accept_loop(
 /// Closes a connection whose address is at its cap. A plain-HTTP client
 /// first gets a 503, written only if the socket takes it at once (a TLS
 /// client could not read it): the loop never waits on a refused client.
+/// Warns at most once a minute, naming the address: usually an attacker,
+/// but an undeclared reverse proxy looks the same.
 fn refuse_at_cap(stream: TcpStream, client: SocketAddr, tls: bool) {
-    tracing::debug!(%client, "connection refused: its address is at --max-connections-per-address");
+    static LAST_WARNED_MS: AtomicU64 = AtomicU64::new(0);
+    const EVERY_MS: u64 = 60 * 1000;
+    let now = crate::storage::now_ms();
+    let last = LAST_WARNED_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= EVERY_MS
+        && LAST_WARNED_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(
+            peer = %client.ip(),
+            "refusing connections from {}: it holds --max-connections-per-address already; if it is your reverse proxy, start serve with --trusted-proxy {}",
+            client.ip(),
+            client.ip()
+        );
+    }
     if !tls {
         let _ = stream.try_write(AT_CAP_ANSWER);
     }
