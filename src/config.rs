@@ -37,10 +37,27 @@ pub struct ServerConfig {
     /// A WebSocket from which no frame arrives for this long is closed;
     /// the server pings at 2/5 of it. Tests shorten it.
     pub socket_idle_timeout: Duration,
+    /// Open connections (HTTP, and the sockets upgraded from them) one
+    /// address may hold (IPv6: one /64); 0 turns the cap off. Trusted
+    /// proxies are exempt: every client behind them shares their address.
+    pub max_connections_per_address: u32,
+    /// How long a client may take to send a request body, once its header
+    /// is in; past it the request gets 408 and its connection is closed.
+    pub body_deadline: Duration,
 }
 
 /// PROTOCOL.md's idle limit: 75 s, with pings every 30 s.
 pub const SOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// `--max-connections-per-address`'s default: plenty for one household or
+/// office behind NAT with several tabs each, far below a file-descriptor
+/// limit.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 64;
+
+/// The time a client has to send a whole request body (at most 1 MiB). A
+/// trickled body would otherwise hold its connection, and a file
+/// descriptor, forever: hyper's header timeout covers the header only.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// `--tls-cert` and `--tls-key`: PEM files, read at start and on SIGHUP.
 #[derive(Clone, Debug)]
@@ -67,6 +84,8 @@ impl ServerConfig {
             cluster: None,
             tls: None,
             socket_idle_timeout: SOCKET_IDLE_TIMEOUT,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            body_deadline: BODY_DEADLINE,
         }
     }
 

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub logins_failed: AtomicU64,
     pub logins_throttled: AtomicU64,
     pub logins_busy: AtomicU64,
+    /// Connections closed at accept: their address held its
+    /// `--max-connections-per-address` already.
+    pub connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -62,6 +65,12 @@ impl Metrics {
             "Sign-ins not checked because every password check slot stayed taken (retry).",
             "counter",
             get(&self.logins_busy),
+        );
+        counter(
+            "connections_refused_total",
+            "Connections refused at accept: their address held --max-connections-per-address already.",
+            "counter",
+            get(&self.connections_refused),
         );
         out
     }

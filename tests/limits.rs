@@ -1,15 +1,17 @@
 //! Request limits of PROTOCOL.md: headers over 16 KiB get 431, bodies over
-//! 1 MiB get 413, and a client slow to send its request header is cut off.
+//! 1 MiB get 413, a client slow to send its request header or body is cut
+//! off, and one address may hold only so many connections.
 
 mod common;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
 use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// A GET of `/healthz` with one `X-Padding` header of `padding` bytes.
 fn padded_request(addr: std::net::SocketAddr, padding: usize) -> String {
@@ -147,4 +149,175 @@ async fn clients_that_do_not_finish_their_request_header_are_disconnected() {
     assert!(silent, "a client that sent nothing was not disconnected");
     // The server is fine afterwards.
     assert_eq!(app.anonymous().get("/healthz").await.unwrap().status, 200);
+}
+
+/// Sends a request header promising 1,000 bytes of body, then one byte a
+/// second; returns the answer and how long until the server closed.
+async fn trickle_body(addr: SocketAddr, path: &str, content_type: &str) -> (String, Duration) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head =
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n");
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..20 {
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    trickle.abort();
+    assert!(read.is_ok(), "the connection was still open after {WAIT:?}");
+    (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_past_the_deadline_gets_408_and_its_connection_closed() {
+    let app = spawn_app_with(&[], |config| config.body_deadline = Duration::from_secs(2)).await;
+    let (api, api_took) = trickle_body(app.server.addr, "/api/login", "application/json").await;
+    let (page, page_took) = trickle_body(app.server.addr, "/login", "application/x-www-form-urlencoded").await;
+    for (answer, took, what) in [(&api, api_took, "/api/login"), (&page, page_took, "/login")] {
+        assert_eq!(raw_status(answer), Some(408), "{what}: {answer}");
+        assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(5), "{what} closed after {took:?}");
+    }
+    assert!(api.contains("application/json") && api.contains("\"error\""), "an /api/ route answers JSON: {api}");
+    assert_eq!(app.anonymous().get("/healthz").await.unwrap().status, 200);
+}
+
+/// A connection from 127.0.0.1 (or `from`) that asked for `/healthz`, was
+/// answered, and stays open (keep-alive).
+async fn held_connection(addr: SocketAddr, from: Option<[u8; 4]>) -> TcpStream {
+    let mut stream = match from {
+        None => TcpStream::connect(addr).await.unwrap(),
+        Some(ip) => {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((ip, 0))).unwrap();
+            socket.connect(addr).await.unwrap()
+        }
+    };
+    stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !received.ends_with(b"\r\n\r\nok") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("an answer").unwrap();
+        assert!(n > 0, "closed instead of answering: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(raw_status(&String::from_utf8_lossy(&received)), Some(200));
+    stream
+}
+
+/// Connects and, sending nothing, reads what the server says before it
+/// closes: a refused connection gets a 503 (or just the close) at once.
+async fn refused_promptly(addr: SocketAddr) -> Result<String, String> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => return Err("still open after 2 s: not refused".to_owned()),
+        }
+    }
+    let answer = String::from_utf8_lossy(&received).into_owned();
+    if !(answer.is_empty() || raw_status(&answer) == Some(503)) {
+        return Err(format!("not a refusal: {answer}"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "refused only after {:?}", started.elapsed());
+    Ok(answer)
+}
+
+/// Retries `/healthz` on fresh connections for up to 5 s until one is served.
+async fn served_again(addr: SocketAddr) -> bool {
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    for _ in 0..50 {
+        if raw_exchange(addr, request.as_bytes()).await.ok().and_then(|a| raw_status(&a)) == Some(200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn trusting(range: &str) -> chatctl::config::TrustedProxies {
+    chatctl::config::TrustedProxies::new(vec![chatctl::config::TrustedProxies::parse_range(range).unwrap()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_past_its_connection_cap_is_refused_until_one_closes() {
+    let app = spawn_app_with(&[], |config| {
+        config.max_connections_per_address = 3;
+        config.trusted_proxies = trusting("10.0.0.0/8");
+    })
+    .await;
+    let addr = app.server.addr;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(held_connection(addr, None).await);
+    }
+    let answer = refused_promptly(addr).await.unwrap();
+    assert!(answer.is_empty() || answer.contains("too many open connections"), "{answer}");
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let answer = raw_exchange(addr, request.as_bytes()).await.unwrap_or_default();
+    assert!(raw_status(&answer) != Some(200), "a 4th connection was served: {answer}");
+    // Another address has its own count (all of 127/8 is loopback on Linux).
+    drop(held_connection(addr, Some([127, 0, 0, 2])).await);
+    // The held connections are still served.
+    for stream in &mut held {
+        stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(raw_status(&String::from_utf8_lossy(&buf[..n])), Some(200));
+    }
+    drop(held.pop());
+    assert!(served_again(addr).await, "closing a connection did not free its place");
+    let refused = app.server.app().metrics.connections_refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(refused >= 2, "refusals counted: {refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_is_not_capped() {
+    let app = spawn_app_with(&[], |config| {
+        config.max_connections_per_address = 3;
+        config.trusted_proxies = trusting("127.0.0.1/32");
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(held_connection(app.server.addr, None).await);
+    }
+    assert!(served_again(app.server.addr).await, "a trusted proxy was capped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_keeps_its_connections_place_until_it_closes() {
+    let app = spawn_app_with(&[UserSpec::new("alice")], |config| {
+        config.max_connections_per_address = 2;
+        config.trusted_proxies = trusting("10.0.0.0/8");
+    })
+    .await;
+    let addr = app.server.addr;
+    let (ws, _) = join(&app.client("alice"), "/ws/chat/lobby/").await;
+    let _held = held_connection(addr, None).await;
+    // Let the sign-in's connection and the upgrade's HTTP task finish: only
+    // the socket and the held connection may count now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    refused_promptly(addr).await.expect("the socket still counts after its HTTP connection ended");
+    leave(ws).await;
+    assert!(served_again(addr).await, "closing the socket did not free its place");
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 use super::DataDir;
 use ipnet::IpNet;
 
-use crate::config::{ForwardedHeader, PublicUrl, ServerConfig, TlsFiles, TrustedProxies, SOCKET_IDLE_TIMEOUT};
+use crate::config::{
+    ForwardedHeader, PublicUrl, ServerConfig, TlsFiles, TrustedProxies, BODY_DEADLINE,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, SOCKET_IDLE_TIMEOUT,
+};
 use crate::log::cluster::ClusterConfig;
 use crate::telemetry::{self, LogFormat};
 
@@ -50,6 +53,11 @@ pub struct Args {
     /// Mark cookies Secure; set this when users reach chatctl over HTTPS.
     #[arg(long, env = "CHATCTL_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Open connections (HTTP and WebSocket) one client address may hold; an
+    /// IPv6 client counts by its /64. Past it new connections are refused.
+    /// Trusted proxies are exempt. 0 turns the cap off.
+    #[arg(long, env = "CHATCTL_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: u32,
     /// Serve /metrics to every client, not only loopback ones.
     #[arg(long, env = "CHATCTL_PUBLIC_METRICS")]
     pub public_metrics: bool,
@@ -81,6 +89,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
     tracing::info!("chatctl {} starting", crate::VERSION);
+    raise_open_file_limit();
     // Plain-text banners are for a person at a terminal; JSON logs carry
     // the same facts as log lines only, so every line parses.
     let banners = args.log_format == LogFormat::Text;
@@ -97,6 +106,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
         socket_idle_timeout: SOCKET_IDLE_TIMEOUT,
+        max_connections_per_address: args.max_connections_per_address,
+        body_deadline: BODY_DEADLINE,
         cluster: args.amqp_url.map(|url| ClusterConfig {
             url,
             stream: args.amqp_stream,
@@ -138,6 +149,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// Raises the soft limit on open files to the hard one: every connection
+/// and socket is a file descriptor, and the usual soft default (1,024) runs
+/// out long before the per-address caps or `MAX_CONNECTIONS` would. Not
+/// being allowed to is worth a warning, not a refusal to start.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let shown = |value: Option<u64>| value.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        tracing::info!(limit = %shown(limit.current), "open file limit already at its hard limit");
+        return;
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum }) {
+        Ok(()) => {
+            let now = getrlimit(Resource::Nofile).current;
+            tracing::info!(limit = %shown(now), "raised the open file limit to its hard limit");
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            soft = %shown(limit.current),
+            hard = %shown(limit.maximum),
+            "could not raise the open file limit; raise it (ulimit -n, LimitNOFILE=) if accepts fail with too many open files"
+        ),
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
 
 /// The signals `serve` acts on. They are registered before the server
 /// starts: a SIGHUP (a certificate renewal hook) or SIGTERM that arrives

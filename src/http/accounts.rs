@@ -159,7 +159,7 @@ fn render_login(
 pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, peer: &Peer) -> Reply {
     let secure = peer.secure_cookies(&app.config);
     let headers = request.headers().clone();
-    let body = match request::body(request).await {
+    let body = match request::body(request, app.config.body_deadline).await {
         Ok(body) => body,
         Err(e) => return error_page(e.status(), "The form could not be read."),
     };
@@ -197,7 +197,7 @@ pub async fn logout(app: &Arc<App>, request: Request<Incoming>, peer: &Peer) -> 
         Ok(user) => user,
         Err(error) => return storage_failure_page(error),
     };
-    let body = match request::body(request).await {
+    let body = match request::body(request, app.config.body_deadline).await {
         Ok(body) => body,
         Err(e) => return error_page(e.status(), "The form could not be read."),
     };
@@ -234,9 +234,9 @@ pub async fn api_login(app: &Arc<App>, request: Request<Incoming>, peer: &Peer) 
         tracing::warn!(target: SECURITY, client = %peer.address, reason = "origin", "sign-in refused");
         return json_error(StatusCode::FORBIDDEN, "cross-origin sign-in is not allowed");
     }
-    let body = match request::body(request).await {
+    let body = match request::body(request, app.config.body_deadline).await {
         Ok(body) => body,
-        Err(e) => return json_error(e.status(), "the request body could not be read"),
+        Err(e) => return json_error(e.status(), e.explain()),
     };
     let Ok(credentials) = serde_json::from_slice::<ApiCredentials>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "send JSON {\"username\": ..., \"password\": ...}");
@@ -295,7 +295,7 @@ fn setup_refusal(app: &App, token: &str) -> Option<Reply> {
 
 /// `POST /setup`: creates the first superuser and signs them in.
 pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>, peer: &Peer) -> Reply {
-    let body = match request::body(request).await {
+    let body = match request::body(request, app.config.body_deadline).await {
         Ok(body) => body,
         Err(e) => return error_page(e.status(), "The form could not be read."),
     };

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod notice;
 pub mod pages;
 pub mod peer;
+pub mod per_address;
 pub mod request;
 pub mod respond;
 pub mod server;

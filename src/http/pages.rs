@@ -144,7 +144,7 @@ async fn admin_page(app: &Arc<App>, user: &CurrentUser, status: StatusCode, erro
 
 /// `POST /admin/users`: creates a user.
 pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>, secure: bool) -> Reply {
-    let fields = match admin_form(user, request).await {
+    let fields = match admin_form(app, user, request).await {
         Ok(fields) => fields,
         Err(reply) => return reply,
     };
@@ -183,7 +183,7 @@ pub async fn admin_set_active(
     active: bool,
     secure: bool,
 ) -> Reply {
-    if let Err(reply) = admin_form(user, request).await {
+    if let Err(reply) = admin_form(app, user, request).await {
         return reply;
     }
     if target == user.username.as_str() {
@@ -212,10 +212,13 @@ fn notice_redirect(notice: Notice, secure: bool) -> Reply {
 
 /// Reads an admin form and checks its CSRF token.
 async fn admin_form(
+    app: &Arc<App>,
     user: &CurrentUser,
     request: Request<Incoming>,
 ) -> Result<std::collections::HashMap<String, String>, Reply> {
-    let body = request::body(request).await.map_err(|e| error_page(e.status(), "The form could not be read."))?;
+    let body = request::body(request, app.config.body_deadline)
+        .await
+        .map_err(|e| error_page(e.status(), "The form could not be read."))?;
     let fields = form(&body);
     let submitted = fields.get("csrf_token").map(String::as_str).unwrap_or("");
     if !csrf::matches(submitted, &user.csrf_token()) {

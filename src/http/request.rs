@@ -2,6 +2,7 @@
 //! `Origin` check.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -33,6 +34,8 @@ pub fn query(request: &Request<Incoming>) -> HashMap<String, String> {
 pub enum BodyError {
     TooLarge,
     Unreadable,
+    /// Not all in within the deadline (`ServerConfig::body_deadline`).
+    TooSlow,
 }
 
 impl BodyError {
@@ -40,19 +43,35 @@ impl BodyError {
         match self {
             BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Unreadable => StatusCode::BAD_REQUEST,
+            BodyError::TooSlow => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The `/api/` error message: what went wrong and what to do.
+    pub fn explain(&self) -> &'static str {
+        match self {
+            BodyError::TooLarge => "the request body is over 1 MiB; send less",
+            BodyError::Unreadable => "the request body could not be read; send it again",
+            BodyError::TooSlow => "the request body did not arrive in time; send it again, all at once",
         }
     }
 }
 
-/// Reads the whole body, refusing more than `MAX_BODY_BYTES` (early, when
-/// `Content-Length` says so).
-pub async fn body(request: Request<Incoming>) -> Result<bytes::Bytes, BodyError> {
+/// Reads the whole body within `deadline`, refusing more than
+/// `MAX_BODY_BYTES` (early, when `Content-Length` says so). On an error the
+/// rest of the body is never read, so hyper closes the connection after the
+/// answer: a client trickling its body frees its connection at the deadline.
+pub async fn body(request: Request<Incoming>, deadline: Duration) -> Result<bytes::Bytes, BodyError> {
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(BodyError::TooLarge);
     }
-    match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+    let collect = Limited::new(request.into_body(), MAX_BODY_BYTES).collect();
+    let Ok(collected) = tokio::time::timeout(deadline, collect).await else {
+        return Err(BodyError::TooSlow);
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge),
         Err(_) => Err(BodyError::Unreadable),

@@ -1,10 +1,12 @@
 //! The accept loop: one task per connection, capped by a semaphore, with
 //! hyper's limits set to PROTOCOL.md's (headers 16 KiB, 10 s to send them).
 //! With TLS, each connection first completes its handshake (within the same
-//! 10 s) in its own task, so a slow client never holds up the loop.
+//! 10 s) in its own task, so a slow client never holds up the loop. An
+//! address over `--max-connections-per-address` is refused at accept.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,16 +14,25 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::per_address::{AddressSlot, ConnectionCaps, HeldSlot};
 use crate::app::App;
 
 /// Connections served at once; past this, new ones wait in the backlog.
 const MAX_CONNECTIONS: usize = 50_000;
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait after failed accepts (out of file descriptors, say):
+/// each failure doubles the wait from 10 ms up to this, so the loop never
+/// spins, and connections already accepted keep being served meanwhile.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// What a plain-HTTP client over its address's cap reads before the close.
+const AT_CAP_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 66\r\nConnection: close\r\nRetry-After: 5\r\n\r\n\
+too many open connections from your address; close some and retry\n";
 
 /// Accepts until `shutdown` flips, then lets each connection finish its
 /// current request. Returns once no HTTP connection task is left.
@@ -32,6 +43,7 @@ pub async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let caps = ConnectionCaps::new(app.config.max_connections_per_address, app.config.trusted_proxies.clone());
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
@@ -45,13 +57,24 @@ pub async fn accept_loop(
                 Err(error) => {
                     // Out of file descriptors and the like: wait instead of spinning.
                     tracing::warn!(%error, "accept failed; backing off for {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = crate::app::App::stopping(&mut shutdown) => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                     continue;
                 }
             },
         };
         backoff = Duration::from_millis(10);
+        let slot = match caps.admit(client.ip()) {
+            Ok(slot) => slot.map(Arc::new),
+            Err(_) => {
+                refuse_at_cap(stream, client, tls.is_some());
+                app.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let mut shutdown = shutdown.clone();
@@ -59,14 +82,14 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let Some(acceptor) = tls else {
-                return serve(stream, app, client, shutdown).await;
+                return serve(stream, app, client, slot, shutdown).await;
             };
             let stream = tokio::select! {
                 _ = crate::app::App::stopping(&mut shutdown) => return,
                 stream = super::tls::accept(&acceptor, stream, client, HEADER_TIMEOUT) => stream,
             };
             if let Some(stream) = stream {
-                serve(stream, app, client, shutdown).await;
+                serve(stream, app, client, slot, shutdown).await;
             }
         });
     }
@@ -74,13 +97,47 @@ pub async fn accept_loop(
     let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(MAX_CONNECTIONS as u32)).await;
 }
 
+/// Closes a connection whose address is at its cap. A plain-HTTP client
+/// first gets a 503, written only if the socket takes it at once (a TLS
+/// client could not read it): the loop never waits on a refused client.
+/// Warns at most once a minute, naming the address: usually an attacker,
+/// but an undeclared reverse proxy looks the same.
+fn refuse_at_cap(stream: TcpStream, client: SocketAddr, tls: bool) {
+    static LAST_WARNED_MS: AtomicU64 = AtomicU64::new(0);
+    const EVERY_MS: u64 = 60 * 1000;
+    let now = crate::storage::now_ms();
+    let last = LAST_WARNED_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= EVERY_MS
+        && LAST_WARNED_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(
+            peer = %client.ip(),
+            "refusing connections from {}: it holds --max-connections-per-address already; if it is your reverse proxy, start serve with --trusted-proxy {}",
+            client.ip(),
+            client.ip()
+        );
+    }
+    if !tls {
+        let _ = stream.try_write(AT_CAP_ANSWER);
+    }
+}
+
 /// Serves HTTP/1.1 (and upgrades) on one connection, plain or TLS, until it
-/// ends or shutdown lets its current request finish.
-async fn serve<S>(stream: S, app: Arc<App>, client: SocketAddr, mut shutdown: watch::Receiver<bool>)
-where
+/// ends or shutdown lets its current request finish. `slot` (its address's
+/// count) rides on each request, so an upgraded socket keeps it.
+async fn serve<S>(
+    stream: S,
+    app: Arc<App>,
+    client: SocketAddr,
+    slot: Option<Arc<AddressSlot>>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        if let Some(slot) = &slot {
+            request.extensions_mut().insert(HeldSlot(slot.clone()));
+        }
         let app = app.clone();
         async move { Ok::<_, Infallible>(super::route(app, request, client).await) }
     });
@@ -101,5 +158,15 @@ where
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_at_cap_answer_declares_its_own_length() {
+        let text = std::str::from_utf8(super::AT_CAP_ANSWER).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())), "{head}");
     }
 }

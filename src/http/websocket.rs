@@ -9,6 +9,7 @@ use hyper::{Request, StatusCode};
 
 use super::identity::current_user;
 use super::peer::Peer;
+use super::per_address::HeldSlot;
 use super::request::{origin_allowed, query};
 use super::respond::{json_error, Body, Reply};
 use crate::app::App;
@@ -81,7 +82,14 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
         Err(error) => return super::accounts::storage_failure_json(error),
     }
     let socket_request = SocketRequest { session: user.session_hash(), user: user.username, conversation, since };
-    tokio::spawn(socket::serve(app.clone(), upgrade, socket_request));
+    // The socket outlives its HTTP connection: it keeps the connection's
+    // place under --max-connections-per-address until it closes.
+    let held = request.extensions_mut().remove::<HeldSlot>();
+    let socket = socket::serve(app.clone(), upgrade, socket_request);
+    tokio::spawn(async move {
+        let _held = held;
+        socket.await
+    });
     response.map(|_| Body::default())
 }
 

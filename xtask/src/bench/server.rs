@@ -66,6 +66,9 @@ impl Server {
             .args(["serve", "--bind", &addr.to_string(), "--data-dir"])
             .arg(data_dir.path())
             .args(["--message-rate", "0"])
+            // Every simulated client connects from 127.0.0.1: the per-address
+            // cap would refuse all but the first 64.
+            .args(["--max-connections-per-address", "0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
