@@ -13,7 +13,7 @@ use crate::chat::rate_limit::MessageRateLimit;
 use crate::config::ServerConfig;
 use crate::log::WriteLog;
 use crate::metrics::Metrics;
-use crate::storage::{self, Store};
+use crate::storage::{self, StorageError, Store};
 
 pub struct App {
     pub config: ServerConfig,
@@ -34,6 +34,9 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// The first-run setup token, while the database has no user.
     pub setup: Arc<SetupToken>,
+    /// Set when a storage call panicked: the node says it is not ready
+    /// (`/readyz`) until restarted, since the database may be damaged.
+    pub storage_failed: std::sync::OnceLock<String>,
 }
 
 impl App {
@@ -47,7 +50,16 @@ impl App {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || call(&store)).await {
             Ok(result) => result,
-            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+            // A panic in the database layer (a damaged file, a bug) fails
+            // this request with a 503, not the worker or the connection.
+            Err(join_error) => {
+                let what = panic_text(join_error);
+                let error = StorageError::Panicked(what.clone());
+                if self.storage_failed.set(what).is_ok() {
+                    tracing::error!(%error, "storage call panicked; this node now reports itself unready");
+                }
+                Err(error)
+            }
         }
     }
 
@@ -56,4 +68,17 @@ impl App {
         // The guard `wait_for` returns is not `Send`: drop it at once.
         let _ = shutdown.wait_for(|stopping| *stopping).await.map(|_| ());
     }
+}
+
+/// What a failed blocking task said, for the log and `/readyz`.
+fn panic_text(join_error: tokio::task::JoinError) -> String {
+    if !join_error.is_panic() {
+        return "the storage task was cancelled".to_owned();
+    }
+    let payload = join_error.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

@@ -105,6 +105,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         metrics,
         shutdown: shutdown.clone(),
         setup,
+        storage_failed: std::sync::OnceLock::new(),
     });
     // Compute the unknown-user hash now, so the first failed login for an
     // unknown name takes no longer than one for a known name.

@@ -40,6 +40,9 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    // A panic is reported as a log event, so JSON logs stay JSON and the
+    // report reaches journald with the rest.
+    std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "a task panicked")));
 }
 
 #[cfg(test)]

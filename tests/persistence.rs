@@ -344,3 +344,27 @@ async fn a_data_dir_with_users_offers_no_setup() {
     assert!(app.server.setup_url.is_none());
     assert_eq!(app.anonymous().get("/setup?token=anything").await.unwrap().status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_panic_fails_its_call_and_marks_the_node_unready_while_it_keeps_serving() {
+    let app = spawn_app(&["alice"]).await;
+    assert_eq!(app.anonymous().get("/readyz").await.unwrap().status, 200);
+    // What a damaged file does to redb: a panic inside a storage call.
+    let failed = app
+        .server
+        .app()
+        .storage(|_| -> chatctl::storage::Result<()> { panic!("simulated damage in the database file") })
+        .await;
+    match failed {
+        Err(chatctl::storage::StorageError::Panicked(what)) => assert!(what.contains("simulated damage"), "{what}"),
+        other => panic!("expected a Panicked error, got {other:?}"),
+    }
+    let (status, me) = app.client("alice").get_json("/api/me").await.unwrap();
+    assert_eq!(status, 200, "the node keeps serving what it can: {me}");
+    let ready = app.anonymous().get("/readyz").await.unwrap();
+    assert_eq!(ready.status, 503);
+    let body = ready.json().unwrap();
+    assert_eq!(body["status"], "unavailable");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("simulated damage") && reason.contains("chatctl restore"), "{reason}");
+}

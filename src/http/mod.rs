@@ -215,9 +215,10 @@ async fn admin_route(
 /// broker: connected and caught up on the stream).
 async fn readiness(app: &Arc<App>) -> Reply {
     let storage = app.storage(|store| store.check_readable()).await;
-    let reason = match storage {
-        Err(error) => Some(format!("storage: {error}")),
-        Ok(()) => app.log.readiness().err(),
+    let reason = match (app.storage_failed.get(), storage) {
+        (Some(what), _) => Some(format!("storage: {}", crate::storage::StorageError::Panicked(what.clone()))),
+        (None, Err(error)) => Some(format!("storage: {error}")),
+        (None, Ok(())) => app.log.readiness().err(),
     };
     match reason {
         None => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),

@@ -51,6 +51,8 @@ pub enum StorageError {
     SetupClosed,
     #[error("stored record is unreadable ({0}); restore the data dir from a backup")]
     Corrupt(String),
+    #[error("the database layer failed unexpectedly ({0}); the file may be damaged. Take a copy with `chatctl backup`, stop the server, and restart it; if it will not start, restore a backup with `chatctl restore`")]
+    Panicked(String),
     #[error("storage error: {0}. If the disk is full, free space and retry")]
     Redb(#[from] redb::Error),
 }
