@@ -72,13 +72,8 @@ impl App {
 
 /// What a failed blocking task said, for the log and `/readyz`.
 fn panic_text(join_error: tokio::task::JoinError) -> String {
-    if !join_error.is_panic() {
-        return "the storage task was cancelled".to_owned();
+    match join_error.try_into_panic() {
+        Ok(payload) => storage::panic_text(&*payload),
+        Err(_) => "the storage task was cancelled".to_owned(),
     }
-    let payload = join_error.into_panic();
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

@@ -368,3 +368,38 @@ async fn a_storage_panic_fails_its_call_and_marks_the_node_unready_while_it_keep
     let reason = body["reason"].as_str().unwrap();
     assert!(reason.contains("simulated damage") && reason.contains("chatctl restore"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_with_damaged_pages_is_refused_at_start_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), SchemaCheck::RequireCurrent).unwrap();
+        for i in 0..3000 {
+            let record = chatctl::storage::UserRecord {
+                username: format!("user{i:05}_{}", "x".repeat(100)),
+                email: String::new(),
+                password_hash: "$argon2id$x".into(),
+                is_superuser: false,
+                is_active: true,
+                created_at_ms: 1,
+            };
+            store.create_user(&record).unwrap();
+        }
+    }
+    // 64 KiB of noise in the middle of the file, as a failing disk leaves it.
+    let path = dir.path().join("chatctl.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 256 * 1024, "the test database is too small: {}", bytes.len());
+    let middle = bytes.len() / 2;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for byte in &mut bytes[middle..middle + 65536] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = x as u8;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let refused = chatctl::startup::start(ServerConfig::ephemeral(dir.path())).await.err().expect("refused");
+    let message = refused.to_string();
+    assert!(message.contains("is damaged") && message.contains("chatctl restore"), "{message}");
+}

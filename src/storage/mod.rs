@@ -51,6 +51,8 @@ pub enum StorageError {
     SetupClosed,
     #[error("stored record is unreadable ({0}); restore the data dir from a backup")]
     Corrupt(String),
+    #[error("the database {path} is damaged ({detail}) and was not opened. Restore your last backup: stop chatctl, then `chatctl restore --data-dir {dir} --from BACKUP --force` (the damaged file is kept beside it)", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
+    Damaged { path: PathBuf, detail: String },
     #[error("the database layer failed unexpectedly ({0}); the file may be damaged. Take a copy with `chatctl backup`, stop the server, and restart it; if it will not start, restore a backup with `chatctl restore`")]
     Panicked(String),
     #[error("storage error: {0}. If the disk is full, free space and retry")]
@@ -114,7 +116,7 @@ impl Store {
         if !created && std::fs::metadata(&path).map_err(not_writable)?.len() == 0 {
             return Err(StorageError::EmptyDatabaseFile { path });
         }
-        let db = create_waiting(&path, lock_wait)?;
+        let db = checked(create_waiting_unwinding(&path, lock_wait), &path)?;
         for loose in files::loose_permissions(data_dir) {
             tracing::warn!("{loose}");
         }
@@ -167,6 +169,43 @@ impl Store {
         meta.get(schema::SCHEMA_VERSION_KEY)?;
         Ok(())
     }
+}
+
+/// `create_waiting`, with a panic of redb's (a damaged file can make it
+/// panic while opening) turned into `Damaged`.
+fn create_waiting_unwinding(path: &Path, wait: Duration) -> Result<Database> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| create_waiting(path, wait)))
+        .unwrap_or_else(|panic| Err(StorageError::Damaged { path: path.to_path_buf(), detail: panic_text(&*panic) }))
+}
+
+/// Checks every page of the opened database (redb's checksums) before
+/// anything reads or writes it: a damaged file is refused at start instead
+/// of serving, and then panicking on, the damaged part. Takes time in
+/// proportion to the file (about a second per few hundred MB).
+fn checked(db: Result<Database>, path: &Path) -> Result<Database> {
+    let mut db = db?;
+    let damaged = |detail: String| StorageError::Damaged { path: path.to_path_buf(), detail };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check_integrity())) {
+        Ok(Ok(true)) => Ok(db),
+        Ok(Ok(false)) => {
+            tracing::error!(
+                path = %path.display(),
+                "the database failed its integrity check and redb repaired it; the latest changes may be lost. Compare with your last backup"
+            );
+            Ok(db)
+        }
+        Ok(Err(error)) => Err(damaged(error.to_string())),
+        Err(panic) => Err(damaged(panic_text(&*panic))),
+    }
+}
+
+/// What a caught panic said, for logs and errors.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Opens `path` with redb, retrying while another process holds its lock,
