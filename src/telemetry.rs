@@ -31,6 +31,17 @@ pub fn log_safe(text: &str) -> String {
     out
 }
 
+/// Whether a warning that repeats (one per refused client, say) may be
+/// logged now: true at most once per `every`, across threads. `last` keeps
+/// when it was last logged, in ms since the epoch.
+pub fn due(last: &std::sync::atomic::AtomicU64, every: std::time::Duration) -> bool {
+    use std::sync::atomic::Ordering;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let then = last.load(Ordering::Relaxed);
+    now.saturating_sub(then) >= every.as_millis() as u64
+        && last.compare_exchange(then, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal, not in log files or journald.

@@ -253,12 +253,7 @@ fn metrics(app: &Arc<App>, peer: &Peer) -> Reply {
 /// names the proxy.
 fn warn_of_untrusted_proxy(tcp_peer: SocketAddr) {
     static LAST_WARNED_MS: AtomicU64 = AtomicU64::new(0);
-    const EVERY_MS: u64 = 10 * 60 * 1000;
-    let now = crate::storage::now_ms();
-    let last = LAST_WARNED_MS.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= EVERY_MS
-        && LAST_WARNED_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-    {
+    if crate::telemetry::due(&LAST_WARNED_MS, std::time::Duration::from_secs(10 * 60)) {
         tracing::warn!(
             peer = %tcp_peer.ip(),
             "requests carry X-Forwarded-For or Forwarded from {}, which is not a trusted proxy: every client behind it looks like it; if it is your reverse proxy, start serve with --trusted-proxy {}",

@@ -104,12 +104,7 @@ pub async fn accept_loop(
 /// but an undeclared reverse proxy looks the same.
 fn refuse_at_cap(stream: TcpStream, client: SocketAddr, tls: bool) {
     static LAST_WARNED_MS: AtomicU64 = AtomicU64::new(0);
-    const EVERY_MS: u64 = 60 * 1000;
-    let now = crate::storage::now_ms();
-    let last = LAST_WARNED_MS.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= EVERY_MS
-        && LAST_WARNED_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-    {
+    if crate::telemetry::due(&LAST_WARNED_MS, Duration::from_secs(60)) {
         tracing::warn!(
             peer = %client.ip(),
             "refusing connections from {}: it holds --max-connections-per-address already; if it is your reverse proxy, start serve with --trusted-proxy {}",
