@@ -214,10 +214,6 @@ impl TrustedProxies {
         self.ranges.iter().any(|range| range.contains(&address))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
     /// Parses one `--trusted-proxy` value: a CIDR range, or a single address.
     pub fn parse_range(raw: &str) -> Result<IpNet, String> {
         let raw = raw.trim();

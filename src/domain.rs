@@ -177,6 +177,24 @@ pub enum TextError {
     TooLong,
 }
 
+/// Whom per-client limits (sign-in throttling, connection caps) count
+/// against: an IPv4 address, or the /64 of an IPv6 one (a host is given a
+/// whole /64 and picks addresses in it freely).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientHost {
+    V4(u32),
+    V6Prefix(u64),
+}
+
+impl ClientHost {
+    pub fn of(address: std::net::IpAddr) -> ClientHost {
+        match canonical_ip(address) {
+            std::net::IpAddr::V4(v4) => ClientHost::V4(u32::from(v4)),
+            std::net::IpAddr::V6(v6) => ClientHost::V6Prefix((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
 /// An IPv4 address seen as IPv6 (`::ffff:a.b.c.d`, from dual-stack
 /// sockets) is the IPv4 address, for every rule that looks at addresses.
 pub fn canonical_ip(address: std::net::IpAddr) -> std::net::IpAddr {

@@ -23,6 +23,8 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::domain::ClientHost;
+
 /// Failures from one address, in one window, before it gets 429.
 pub const PER_ADDRESS: u32 = 20;
 /// Failures from one address against one name before that pair gets 429.
@@ -49,12 +51,12 @@ pub struct LoginThrottle {
 
 #[derive(Default)]
 struct State {
-    addresses: Windows<u128>,
-    pairs: Windows<(u128, String)>,
+    addresses: Windows<ClientHost>,
+    pairs: Windows<(ClientHost, String)>,
     names: Windows<String>,
     /// Attempts between `reserve` and their outcome, per address and pair.
-    checking_address: HashMap<u128, u32>,
-    checking_pair: HashMap<(u128, String), u32>,
+    checking_address: HashMap<ClientHost, u32>,
+    checking_pair: HashMap<(ClientHost, String), u32>,
 }
 
 struct Window {
@@ -130,14 +132,6 @@ impl Throttled {
     }
 }
 
-/// IPv4 addresses whole, IPv6 by /64: one host usually owns a /64.
-fn address_bits(address: IpAddr) -> u128 {
-    match crate::domain::canonical_ip(address) {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6) & !((1u128 << 64) - 1),
-    }
-}
-
 impl LoginThrottle {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -148,7 +142,7 @@ impl LoginThrottle {
     pub fn admit(&self, name: Option<&str>, address: IpAddr) -> Result<Duration, Throttled> {
         let now = Instant::now();
         let state = self.lock();
-        state.refusal(name, address_bits(address), 0, 0, now)?;
+        state.refusal(name, ClientHost::of(address), 0, 0, now)?;
         let name_failures = name.and_then(|n| state.names.live(&n.to_owned(), now)).map_or(0, |(f, _)| f);
         Ok(delay_after(name_failures))
     }
@@ -159,38 +153,38 @@ impl LoginThrottle {
     /// neither.
     pub fn reserve<'a>(&'a self, name: Option<&str>, address: IpAddr) -> Result<Attempt<'a>, Throttled> {
         let now = Instant::now();
-        let bits = address_bits(address);
-        let pair = name.map(|n| (bits, n.to_owned()));
+        let host = ClientHost::of(address);
+        let pair = name.map(|n| (host, n.to_owned()));
         let mut state = self.lock();
-        let checking_address = state.checking_address.get(&bits).copied().unwrap_or(0);
+        let checking_address = state.checking_address.get(&host).copied().unwrap_or(0);
         let checking_pair = pair.as_ref().and_then(|p| state.checking_pair.get(p)).copied().unwrap_or(0);
-        state.refusal(name, bits, checking_address, checking_pair, now)?;
-        *state.checking_address.entry(bits).or_insert(0) += 1;
+        state.refusal(name, host, checking_address, checking_pair, now)?;
+        *state.checking_address.entry(host).or_insert(0) += 1;
         if let Some(pair) = &pair {
             *state.checking_pair.entry(pair.clone()).or_insert(0) += 1;
         }
-        Ok(Attempt { throttle: self, bits, name: name.map(str::to_owned), settled: false })
+        Ok(Attempt { throttle: self, host, name: name.map(str::to_owned), settled: false })
     }
 }
 
 impl State {
-    /// The refusal for `bits` (and the pair with `name`), counting
+    /// The refusal for `host` (and the pair with `name`), counting
     /// `checking` attempts in progress as failures.
     fn refusal(
         &self,
         name: Option<&str>,
-        bits: u128,
+        host: ClientHost,
         checking_address: u32,
         checking_pair: u32,
         now: Instant,
     ) -> Result<(), Throttled> {
-        let (failures, left) = self.addresses.live(&bits, now).unwrap_or((0, WINDOW));
+        let (failures, left) = self.addresses.live(&host, now).unwrap_or((0, WINDOW));
         if failures >= PER_ADDRESS {
             return Err(Throttled::Address { retry_after: left });
         }
         let mut pending = failures + checking_address >= PER_ADDRESS;
         if let Some(name) = name {
-            let (failures, left) = self.pairs.live(&(bits, name.to_owned()), now).unwrap_or((0, WINDOW));
+            let (failures, left) = self.pairs.live(&(host, name.to_owned()), now).unwrap_or((0, WINDOW));
             if failures >= PER_ADDRESS_AND_NAME {
                 return Err(Throttled::AddressAndName { retry_after: left });
             }
@@ -202,7 +196,7 @@ impl State {
         Ok(())
     }
 
-    fn release(&mut self, bits: u128, name: Option<&String>) {
+    fn release(&mut self, host: ClientHost, name: Option<&String>) {
         fn decrement<K: Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
             if let Some(count) = map.get_mut(key) {
                 *count -= 1;
@@ -211,9 +205,9 @@ impl State {
                 }
             }
         }
-        decrement(&mut self.checking_address, &bits);
+        decrement(&mut self.checking_address, &host);
         if let Some(name) = name {
-            decrement(&mut self.checking_pair, &(bits, name.clone()));
+            decrement(&mut self.checking_pair, &(host, name.clone()));
         }
     }
 }
@@ -221,7 +215,7 @@ impl State {
 /// An attempt whose password is being checked; see `LoginThrottle::reserve`.
 pub struct Attempt<'a> {
     throttle: &'a LoginThrottle,
-    bits: u128,
+    host: ClientHost,
     name: Option<String>,
     settled: bool,
 }
@@ -232,10 +226,10 @@ impl Attempt<'_> {
     pub fn failed(mut self) {
         let now = Instant::now();
         let mut state = self.throttle.lock();
-        state.release(self.bits, self.name.as_ref());
-        state.addresses.count(self.bits, now);
+        state.release(self.host, self.name.as_ref());
+        state.addresses.count(self.host, now);
         if let Some(name) = &self.name {
-            state.pairs.count((self.bits, name.clone()), now);
+            state.pairs.count((self.host, name.clone()), now);
             state.names.count(name.clone(), now);
         }
         self.settled = true;
@@ -246,9 +240,9 @@ impl Attempt<'_> {
     /// a success must not buy a guesser on the same address a fresh start.
     pub fn succeeded(mut self) {
         let mut state = self.throttle.lock();
-        state.release(self.bits, self.name.as_ref());
+        state.release(self.host, self.name.as_ref());
         if let Some(name) = &self.name {
-            state.pairs.forget(&(self.bits, name.clone()));
+            state.pairs.forget(&(self.host, name.clone()));
         }
         self.settled = true;
     }
@@ -259,7 +253,7 @@ impl Drop for Attempt<'_> {
     /// read failed) counts as nothing, but must not stay "in progress".
     fn drop(&mut self) {
         if !self.settled {
-            self.throttle.lock().release(self.bits, self.name.as_ref());
+            self.throttle.lock().release(self.host, self.name.as_ref());
         }
     }
 }

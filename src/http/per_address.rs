@@ -8,30 +8,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::config::TrustedProxies;
-use crate::domain::canonical_ip;
-
-/// Whom a connection is counted against: an IPv4 address, or the /64 of an
-/// IPv6 one (a host is given a whole /64 and picks addresses in it freely).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum AddressKey {
-    V4(u32),
-    V6Prefix(u64),
-}
-
-impl AddressKey {
-    fn of(address: IpAddr) -> AddressKey {
-        match canonical_ip(address) {
-            IpAddr::V4(v4) => AddressKey::V4(u32::from(v4)),
-            IpAddr::V6(v6) => AddressKey::V6Prefix((u128::from(v6) >> 64) as u64),
-        }
-    }
-}
+use crate::domain::ClientHost;
 
 /// Open connections per address. The lock is held for one map update.
 pub struct ConnectionCaps {
     limit: u32,
     trusted: TrustedProxies,
-    open: Arc<Mutex<HashMap<AddressKey, u32>>>,
+    open: Arc<Mutex<HashMap<ClientHost, u32>>>,
 }
 
 /// Why a connection was not admitted.
@@ -51,7 +34,7 @@ impl ConnectionCaps {
         if self.limit == 0 || self.trusted.contains(address) {
             return Ok(None);
         }
-        let key = AddressKey::of(address);
+        let key = ClientHost::of(address);
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = open.entry(key).or_insert(0);
         if *count >= self.limit {
@@ -73,8 +56,8 @@ impl ConnectionCaps {
 /// place is freed when the last of them ends.
 #[derive(Debug)]
 pub struct AddressSlot {
-    key: AddressKey,
-    open: Arc<Mutex<HashMap<AddressKey, u32>>>,
+    key: ClientHost,
+    open: Arc<Mutex<HashMap<ClientHost, u32>>>,
 }
 
 impl Drop for AddressSlot {
