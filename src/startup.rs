@@ -111,6 +111,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     // unknown name takes no longer than one for a known name.
     tokio::task::spawn_blocking(|| crate::auth::password::dummy_hash().len());
     tokio::spawn(sweep_expired_sessions(app.clone(), shutdown.clone()));
+    tokio::spawn(crate::storage::recovery::run(app.store.clone(), shutdown.clone()));
     match crate::control::server::listen(app.clone(), shutdown.clone()) {
         Ok(path) => tracing::debug!(path = %path.display(), "control socket listening"),
         Err(error) => {

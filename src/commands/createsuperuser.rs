@@ -20,8 +20,10 @@ use crate::domain::Username;
 pub struct Args {
     #[command(flatten)]
     pub data_dir: DataDir,
+    /// The new account's name (asked for when missing, unless --no-input).
     #[arg(long)]
     pub username: Option<String>,
+    /// The new account's email address; optional, as in Django.
     #[arg(long)]
     pub email: Option<String>,
     /// Ask nothing: needs --username and a password from

@@ -49,8 +49,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let pending = migrations::pending(store.db())?;
-    let found = migrations::schema_version(store.db())?;
+    let db = store.db()?;
+    let pending = migrations::pending(&db)?;
+    let found = migrations::schema_version(&db)?;
     if pending.is_empty() {
         println!("{}: schema version {found} is current; nothing to apply", store.path().display());
         return Ok(ExitCode::SUCCESS);
@@ -74,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bar.set_length(total);
             bar.set_position(done);
         };
-        migrations::apply(store.db(), step, &report)?;
+        migrations::apply(&db, step, &report)?;
         bar.finish_and_clear();
         println!("applied {:>3}  {}", step.version, step.description);
     }

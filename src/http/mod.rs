@@ -211,10 +211,11 @@ async fn admin_route(
     }
 }
 
-/// `GET /readyz`: storage readable and the log taking writes (with a
+/// `GET /readyz`: storage readable, able to write (no failed write since
+/// it was opened, space left on its disk) and the log taking writes (with a
 /// broker: connected and caught up on the stream).
 async fn readiness(app: &Arc<App>) -> Reply {
-    let storage = app.storage(|store| store.check_readable()).await;
+    let storage = app.storage(|store| store.check_ready()).await;
     let reason = match (app.storage_failed.get(), storage) {
         (Some(what), _) => Some(format!("storage: {}", crate::storage::StorageError::Panicked(what.clone()))),
         (None, Err(error)) => Some(format!("storage: {error}")),

@@ -222,8 +222,16 @@ async fn supervise(
             }
             return;
         }
-        tracing::warn!(%error, "RabbitMQ connection lost; reconnecting");
         *lock(&state.problem) = Some(error.to_string());
+        if matches!(error, LinkError::Storage(_)) && store.write_failure().is_some() {
+            // Reconnecting cannot apply anything until the database takes
+            // writes again (`storage::recovery`); then resume at once.
+            tracing::warn!(%error, "storage cannot write; reconnecting once it can");
+            store.until_writable().await;
+            backoff = Duration::from_millis(100);
+            continue;
+        }
+        tracing::warn!(%error, "RabbitMQ connection lost; reconnecting");
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_millis(100);
         }

@@ -109,11 +109,15 @@ pub(crate) mod in_txn {
 
 impl Store {
     /// Runs `write` in one durable transaction.
+    /// A write that fails on the file (disk full) is noted, so that
+    /// `recovery` reopens the database once the disk takes writes again.
     pub(crate) fn write<T>(&self, write: impl FnOnce(&redb::WriteTransaction) -> Result<T>) -> Result<T> {
-        let txn = self.db().begin_write()?;
-        let value = write(&txn)?;
-        txn.commit()?;
-        Ok(value)
+        self.noting_failure((|| {
+            let txn = self.db()?.begin_write()?;
+            let value = write(&txn)?;
+            txn.commit()?;
+            Ok(value)
+        })())
     }
 
     /// Adds a user; an existing username is an error, never an overwrite.
@@ -127,7 +131,7 @@ impl Store {
     }
 
     pub fn user(&self, username: &str) -> Result<Option<UserRecord>> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let users = txn.open_table(schema::USERS)?;
         let found = users.get(username)?;
         found.map(|v| decode(v.value())).transpose()
@@ -136,7 +140,7 @@ impl Store {
     /// Whether a new account could not take `username`: some user holds it
     /// in this or another ASCII case.
     pub fn username_taken(&self, username: &str) -> Result<bool> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         if txn.open_table(schema::USERNAME_FOLDS)?.get(folded(username).as_str())?.is_some() {
             return Ok(true);
         }
@@ -147,7 +151,7 @@ impl Store {
     /// form, as (this user, the holder): possible only in a database created
     /// before the rule. A scan, for `chatctl migrate` to report.
     pub fn case_twins(&self) -> Result<Vec<(String, String)>> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let folds = txn.open_table(schema::USERNAME_FOLDS)?;
         let mut twins = Vec::new();
         for entry in txn.open_table(schema::USERS)?.iter()? {
@@ -163,13 +167,13 @@ impl Store {
     }
 
     pub fn user_count(&self) -> Result<u64> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn.open_table(schema::USERS)?.len()?)
     }
 
     /// Every user, by username.
     pub fn users(&self) -> Result<Vec<UserRecord>> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let users = txn.open_table(schema::USERS)?;
         let mut out = Vec::new();
         for entry in users.iter()? {
@@ -188,7 +192,7 @@ impl Store {
     }
 
     pub fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let sessions = txn.open_table(schema::SESSIONS)?;
         let found = sessions.get(token_hash.as_slice())?;
         found.map(|v| decode(v.value())).transpose()

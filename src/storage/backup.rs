@@ -65,7 +65,7 @@ pub fn write_backup(store: &Store, to: &Path, overwrite: bool) -> Result<BackupS
 /// returns. Blocking.
 pub fn snapshot_into(store: &Store, file: File) -> Result<BackupSummary, BackupError> {
     // The snapshot is taken first: everything committed before this line is in the copy.
-    let snapshot = store.db().begin_read().map_err(StorageError::from)?;
+    let snapshot = store.db()?.begin_read().map_err(StorageError::from)?;
     let known = schema::table_names();
     for table in snapshot.list_tables().map_err(StorageError::from)? {
         if !known.iter().any(|name| name == table.name()) {

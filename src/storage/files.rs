@@ -1,4 +1,4 @@
-//! File modes of the data dir and the database. chatctl creates both
+//! File modes of the data dir and the database, and the space left for it. chatctl creates both
 //! owner-only (0700 and 0600, set as they are created, so they are never
 //! open to others even for a moment). Existing ones are left as they are: a
 //! loose mode is reported with the `chmod` that fixes it, never refused.
@@ -43,6 +43,21 @@ pub(super) fn create_db_file(path: &Path) -> io::Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Bytes an unprivileged writer may still use in the file system holding
+/// `path`; `None` where that cannot be read.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let stats = rustix::fs::statvfs(path).ok()?;
+        Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

@@ -123,7 +123,7 @@ impl Store {
         limit: usize,
         take: impl FnMut(Message) -> bool,
     ) -> Result<PageEnd> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         walk_in(&txn.open_table(schema::MESSAGES)?, conversation, from, limit, take)
     }
 
@@ -142,7 +142,7 @@ impl Store {
         limit: usize,
         take: impl FnMut(Message) -> bool,
     ) -> Result<SocketHistory> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(schema::MESSAGES)?;
         let end = walk_in(&table, conversation, from, limit, take)?;
         let mut latest = None;

@@ -132,8 +132,8 @@ mod tests {
     #[test]
     fn a_new_database_is_created_at_the_current_version() {
         let (_dir, store) = crate::storage::test_store();
-        assert_eq!(schema_version(store.db()).unwrap(), CURRENT_VERSION);
-        assert!(pending(store.db()).unwrap().is_empty());
+        assert_eq!(schema_version(&store.db().unwrap()).unwrap(), CURRENT_VERSION);
+        assert!(pending(&store.db().unwrap()).unwrap().is_empty());
     }
 
     #[test]
@@ -203,10 +203,10 @@ mod tests {
         let dir = version_1_data_dir(&["bob", "Bob", "alice", ".."]);
         let store = Store::open(dir.path(), SchemaCheck::ForMigration).unwrap();
         let seen = std::cell::Cell::new((0, 0));
-        for step in pending(store.db()).unwrap() {
-            apply(store.db(), step, &|done, total| seen.set((done, total))).unwrap();
+        for step in pending(&store.db().unwrap()).unwrap() {
+            apply(&store.db().unwrap(), step, &|done, total| seen.set((done, total))).unwrap();
         }
-        assert_eq!(schema_version(store.db()).unwrap(), CURRENT_VERSION);
+        assert_eq!(schema_version(&store.db().unwrap()).unwrap(), CURRENT_VERSION);
         assert_eq!(seen.get(), (4, 4));
         drop(store);
         let store = Store::open(dir.path(), SchemaCheck::RequireCurrent).unwrap();

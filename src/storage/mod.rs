@@ -7,11 +7,12 @@ pub mod backup;
 pub mod files;
 pub(crate) mod messages;
 pub mod migrations;
+pub mod recovery;
 pub(crate) mod rooms;
 pub(crate) mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase};
@@ -27,6 +28,9 @@ pub const DB_FILE: &str = "chatctl.redb";
 /// process killed a moment ago (a restart after `kill -9`) can still hold
 /// it while the kernel tears it down; a live server holds it for good.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Below this much free space in the data dir's file system a commit is
+/// likely to fail, so `/readyz` says the node is not ready before one does.
+pub const MIN_FREE_BYTES: u64 = 512 * 1024;
 /// How often a held lock is tried again while waiting.
 const LOCK_RETRY: Duration = Duration::from_millis(100);
 
@@ -55,8 +59,25 @@ pub enum StorageError {
     Damaged { path: PathBuf, detail: String },
     #[error("the database layer failed unexpectedly ({0}); the file may be damaged. Take a copy with `chatctl backup`, stop the server, and restart it; if it will not start, restore a backup with `chatctl restore`")]
     Panicked(String),
+    #[error("storage cannot write ({0}); the node reopens its database by itself once the disk takes writes again. If the disk is full, free space in the data dir's file system")]
+    Unavailable(String),
     #[error("storage error: {0}. If the disk is full, free space and retry")]
     Redb(#[from] redb::Error),
+}
+
+impl StorageError {
+    /// Whether this is the file failing (disk full, an I/O error), after
+    /// which redb refuses every later call until the database is reopened,
+    /// rather than a refusal or a bad record.
+    pub fn is_io_failure(&self) -> bool {
+        match self {
+            StorageError::Unavailable(_) => true,
+            StorageError::Redb(error) => {
+                matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed)
+            }
+            _ => false,
+        }
+    }
 }
 
 macro_rules! redb_error_from {
@@ -72,11 +93,20 @@ redb_error_from!(redb::TransactionError, redb::TableError, redb::StorageError, r
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-/// A handle on the open database; cheap to clone.
+/// A handle on the open database; cheap to clone. Every clone sees the
+/// same database, also after `recovery` has reopened it.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     path: PathBuf,
+    /// The open database; `None` while a reopen is under way or has failed.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Why writes fail, from the first failed write until a reopen
+    /// succeeds; `recovery` waits on it.
+    write_failure: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// How `Store::open` treats the schema version it finds.
@@ -120,32 +150,71 @@ impl Store {
         for loose in files::loose_permissions(data_dir) {
             tracing::warn!("{loose}");
         }
-        let store = Store { db: Arc::new(db), path };
-        migrations::initialise_if_new(&store.db)?;
-        let found = migrations::schema_version(&store.db)?;
+        migrations::initialise_if_new(&db)?;
+        let found = migrations::schema_version(&db)?;
         let current = migrations::CURRENT_VERSION;
         if found > current {
-            return Err(StorageError::NewerSchema { path: store.path, found, supported: current });
+            return Err(StorageError::NewerSchema { path, found, supported: current });
         }
         if check == SchemaCheck::RequireCurrent && found < current {
-            return Err(StorageError::NeedsMigration { path: store.path, found, current });
+            return Err(StorageError::NeedsMigration { path, found, current });
         }
-        Ok(store)
+        let shared =
+            Shared { path, db: RwLock::new(Some(Arc::new(db))), write_failure: tokio::sync::watch::Sender::new(None) };
+        Ok(Store { shared: Arc::new(shared) })
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
-    /// The raw database, for the storage modules and `chatctl migrate`.
-    pub fn db(&self) -> &Database {
-        &self.db
+    /// The raw database, for the storage modules and `chatctl migrate`;
+    /// `Unavailable` while it is being reopened after a write failure.
+    pub fn db(&self) -> Result<Arc<Database>> {
+        let slot = self.shared.db.read().unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or_else(|| {
+            let why = self.write_failure().unwrap_or_else(|| "the database is being reopened".to_owned());
+            StorageError::Unavailable(why)
+        })
+    }
+
+    /// Why writes are failing (disk full, an I/O error), until the database
+    /// has been reopened; `None` while they work.
+    pub fn write_failure(&self) -> Option<String> {
+        self.shared.write_failure.borrow().clone()
+    }
+
+    /// Resolves once no write failure is outstanding (at once if none is).
+    pub async fn until_writable(&self) {
+        let mut failures = self.shared.write_failure.subscribe();
+        // The sender lives in `self`, so waiting cannot fail.
+        let _ = failures.wait_for(Option::is_none).await;
+    }
+
+    /// Notes `result`'s I/O failure, if it is one: redb refuses every call
+    /// after one, so the database must be reopened (`recovery`).
+    fn noting_failure<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result {
+            if error.is_io_failure() {
+                let reason = error.to_string();
+                self.shared.write_failure.send_if_modified(|failure| {
+                    if failure.is_some() {
+                        return false;
+                    }
+                    tracing::error!(%error, "storage cannot write; writes are refused until the database is reopened");
+                    *failure = Some(reason);
+                    true
+                });
+            }
+        }
+        result
     }
 
     /// Cluster nodes: the next stream offset to apply; `None` for a node
     /// that has applied nothing from a stream.
     pub fn stream_next_offset(&self) -> Result<Option<u64>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(schema::META)?;
         let next = meta.get(schema::STREAM_NEXT_OFFSET_KEY)?.map(|v| v.value());
         Ok(next)
@@ -155,19 +224,28 @@ impl Store {
     /// messages with ids from the local counter), which never went through
     /// a cluster's stream and so must not be mixed into one.
     pub fn has_single_node_data(&self) -> Result<bool> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(schema::META)?;
         let next_local = meta.get(schema::NEXT_MESSAGE_ID_KEY)?.map_or(1, |v| v.value());
         let users = txn.open_table(schema::USERS)?;
         Ok(self.stream_next_offset()?.is_none() && (next_local > 1 || redb::ReadableTableMetadata::len(&users)? > 0))
     }
 
-    /// A cheap read that proves the file is readable; `/readyz` uses it.
-    pub fn check_readable(&self) -> Result<()> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(schema::META)?;
-        meta.get(schema::SCHEMA_VERSION_KEY)?;
-        Ok(())
+    /// A cheap read that proves the file is readable and no write has
+    /// failed since it was opened; `/readyz` uses it.
+    pub fn check_ready(&self) -> Result<()> {
+        if let Some(failure) = self.write_failure() {
+            return Err(StorageError::Unavailable(failure));
+        }
+        if let Some(free) = files::free_bytes(self.path()).filter(|free| *free < MIN_FREE_BYTES) {
+            return Err(StorageError::Unavailable(format!("the data dir's file system has only {free} bytes free")));
+        }
+        self.noting_failure((|| {
+            let txn = self.db()?.begin_read()?;
+            let meta = txn.open_table(schema::META)?;
+            meta.get(schema::SCHEMA_VERSION_KEY)?;
+            Ok(())
+        })())
     }
 }
 

@@ -61,7 +61,7 @@ impl Store {
     /// of every socket upgrade, which then writes nothing.
     pub fn is_member(&self, user: &str, conversation: &Conversation) -> Result<bool> {
         let key = conversation.key();
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let memberships = txn.open_table(schema::MEMBERSHIPS)?;
         for member in members(user, conversation) {
             if memberships.get((member, key.as_str()))?.is_none() {
@@ -78,7 +78,7 @@ impl Store {
     /// The owner of a room, if it exists.
     #[cfg(test)]
     pub fn room_owner(&self, conversation: &Conversation) -> Result<Option<String>> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let rooms = txn.open_table(schema::ROOMS)?;
         let found = rooms.get(conversation.key().as_str())?;
         Ok(found.map(|v| super::decode::<RoomRecord>(v.value())).transpose()?.map(|r| r.owner))
@@ -87,7 +87,7 @@ impl Store {
     /// The user's conversations, most recently active first.
     pub fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
         let keys: Vec<String> = {
-            let txn = self.db().begin_read()?;
+            let txn = self.db()?.begin_read()?;
             let memberships = txn.open_table(schema::MEMBERSHIPS)?;
             let mut keys = Vec::new();
             for entry in memberships.range((user, "")..)? {

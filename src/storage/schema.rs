@@ -80,7 +80,7 @@ mod tests {
     #[test]
     fn the_table_list_names_every_table_of_a_fresh_database() {
         let (_dir, store) = crate::storage::test_store();
-        let txn = store.db().begin_read().unwrap();
+        let txn = store.db().unwrap().begin_read().unwrap();
         let mut in_db: Vec<String> = txn.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
         in_db.sort();
         let mut listed = super::table_names();
