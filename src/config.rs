@@ -41,6 +41,10 @@ pub struct ServerConfig {
     /// address may hold (IPv6: one /64); 0 turns the cap off. Trusted
     /// proxies are exempt: every client behind them shares their address.
     pub max_connections_per_address: u32,
+    /// Open WebSockets one user may hold, on this node, across all their
+    /// sessions and addresses; 0 turns the cap off. Behind a proxy, where
+    /// the per-address cap does not apply, this is what bounds one account.
+    pub max_sockets_per_user: u32,
     /// How long a client may take to send a request body, once its header
     /// is in; past it the request gets 408 and its connection is closed.
     pub body_deadline: Duration,
@@ -53,6 +57,10 @@ pub const SOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// office behind NAT with several tabs each, far below a file-descriptor
 /// limit.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 64;
+
+/// `--max-sockets-per-user`'s default: a socket per tab for dozens of tabs
+/// and devices, while one account cannot hold thousands.
+pub const DEFAULT_MAX_SOCKETS_PER_USER: u32 = 64;
 
 /// The time a client has to send a whole request body (at most 1 MiB). A
 /// trickled body would otherwise hold its connection, and a file
@@ -85,6 +93,7 @@ impl ServerConfig {
             tls: None,
             socket_idle_timeout: SOCKET_IDLE_TIMEOUT,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_sockets_per_user: DEFAULT_MAX_SOCKETS_PER_USER,
             body_deadline: BODY_DEADLINE,
         }
     }

@@ -1,6 +1,7 @@
 //! Request limits of PROTOCOL.md: headers over 16 KiB get 431, bodies over
 //! 1 MiB get 413, a client slow to send its request header or body is cut
-//! off, and one address may hold only so many connections.
+//! off, one address may hold only so many connections, and one user only
+//! so many sockets.
 
 mod common;
 
@@ -320,4 +321,40 @@ async fn a_websocket_keeps_its_connections_place_until_it_closes() {
     refused_promptly(addr).await.expect("the socket still counts after its HTTP connection ended");
     leave(ws).await;
     assert!(served_again(addr).await, "closing the socket did not free its place");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_past_their_socket_cap_is_refused_until_one_closes() {
+    let app = spawn_app_with(&[UserSpec::new("alice"), UserSpec::new("bob")], |config| {
+        config.max_sockets_per_user = 3;
+    })
+    .await;
+    let alice = app.client("alice");
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(join(&alice, "/ws/chat/lobby/").await.0);
+    }
+    // A fourth socket, from another session of hers, into a room she is not
+    // in: refused before anything is written, so she does not join it.
+    let mut second_session = app.anonymous();
+    second_session.login("alice", &password_of("alice")).await.expect("POST /api/login answers");
+    let refused = second_session.connect("/ws/chat/elsewhere/", None).await;
+    assert_refused(refused, 429, "alice's fourth socket");
+    let (_, lobby) = alice.get_json("/api/lobby").await.expect("GET /api/lobby answers");
+    assert!(!lobby.to_string().contains("elsewhere"), "a refused upgrade joined its room: {lobby}");
+    // Another user has places of their own.
+    let (_bob, _) = join(&app.client("bob"), "/ws/chat/lobby/").await;
+    leave(open.pop().unwrap()).await;
+    // The server ends the socket's task just after its close echo.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match second_session.connect("/ws/chat/elsewhere/", None).await {
+            Ok(_socket) => break,
+            Err(error) if Instant::now() < deadline => {
+                assert!(matches!(error, chatctl::client::ConnectError::Refused(429)), "{error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("closing a socket did not free its place: {error}"),
+        }
+    }
 }

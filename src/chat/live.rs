@@ -1,6 +1,6 @@
 //! Every open socket, by user and session, so that signing out or
 //! deactivating a user closes their sockets at once instead of at the next
-//! reconnect.
+//! reconnect; and how many each user holds, for `--max-sockets-per-user`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,8 @@ struct Registry {
     by_id: HashMap<SocketId, Entry>,
     /// Set by `close_all` (shutdown): a socket registered later is closed at once.
     closed_with: Option<(u16, &'static str)>,
+    /// Sockets each user holds or is opening (`UserSocketSlot`s).
+    per_user: HashMap<String, u32>,
 }
 
 struct Entry {
@@ -37,7 +39,38 @@ impl Drop for Registration<'_> {
     }
 }
 
+/// One of a user's places under `--max-sockets-per-user`, taken before the
+/// upgrade is answered and held by the socket's task until it ends.
+pub struct UserSocketSlot {
+    live: Arc<LiveSockets>,
+    username: String,
+}
+
+impl Drop for UserSocketSlot {
+    fn drop(&mut self) {
+        let mut registry = self.live.lock();
+        if let Some(count) = registry.per_user.get_mut(&self.username) {
+            *count -= 1;
+            if *count == 0 {
+                registry.per_user.remove(&self.username);
+            }
+        }
+    }
+}
+
 impl LiveSockets {
+    /// Takes one of `username`'s `cap` socket places (`0`: no cap), or
+    /// `None` when they are all taken.
+    pub fn reserve(self: &Arc<Self>, username: &str, cap: u32) -> Option<UserSocketSlot> {
+        let mut registry = self.lock();
+        let count = registry.per_user.entry(username.to_owned()).or_default();
+        if cap != 0 && *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(UserSocketSlot { live: Arc::clone(self), username: username.to_owned() })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -98,6 +131,18 @@ impl LiveSockets {
 mod tests {
     use super::*;
     use crate::chat::hub::Outbound;
+
+    #[test]
+    fn a_users_socket_places_are_capped_and_freed_as_sockets_end() {
+        let live = Arc::new(LiveSockets::default());
+        let first = live.reserve("alice", 2).expect("a first place");
+        let _second = live.reserve("alice", 2).expect("a second place");
+        assert!(live.reserve("alice", 2).is_none(), "a third place under a cap of 2");
+        assert!(live.reserve("bob", 2).is_some(), "another user has places of their own");
+        drop(first);
+        assert!(live.reserve("alice", 2).is_some(), "an ended socket frees its place");
+        assert!(live.reserve("alice", 0).is_some(), "0 means no cap");
+    }
 
     #[test]
     fn closing_a_session_reaches_only_its_sockets() {

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use crate::config::{
     ForwardedHeader, PublicUrl, ServerConfig, TlsFiles, TrustedProxies, BODY_DEADLINE,
-    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, SOCKET_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_SOCKETS_PER_USER, SOCKET_IDLE_TIMEOUT,
 };
 use crate::log::cluster::ClusterConfig;
 use crate::telemetry::{self, LogFormat};
@@ -58,6 +58,10 @@ pub struct Args {
     /// Trusted proxies are exempt. 0 turns the cap off.
     #[arg(long, env = "CHATCTL_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
     pub max_connections_per_address: u32,
+    /// Open WebSockets one user may hold on this node, across sessions and
+    /// addresses; past it an upgrade gets 429. 0 turns the cap off.
+    #[arg(long, env = "CHATCTL_MAX_SOCKETS_PER_USER", default_value_t = DEFAULT_MAX_SOCKETS_PER_USER)]
+    pub max_sockets_per_user: u32,
     /// Serve /metrics to every client, not only loopback ones.
     #[arg(long, env = "CHATCTL_PUBLIC_METRICS")]
     pub public_metrics: bool,
@@ -107,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
         socket_idle_timeout: SOCKET_IDLE_TIMEOUT,
         max_connections_per_address: args.max_connections_per_address,
+        max_sockets_per_user: args.max_sockets_per_user,
         body_deadline: BODY_DEADLINE,
         cluster: args.amqp_url.map(|url| ClusterConfig {
             url,

@@ -61,6 +61,15 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
     if let Some(refusal) = handshake_refusal(&request) {
         return refusal;
     }
+    // Taken before anything is written, so a refused upgrade joins nothing.
+    let cap = app.config.max_sockets_per_user;
+    let Some(user_slot) = app.live.reserve(user.username.as_str(), cap) else {
+        tracing::warn!(target: SECURITY, client = %peer.address, username = %log_safe(user.username.as_str()), reason = "sockets per user", "upgrade refused");
+        return json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("this account already has {cap} open sockets on this server, the most one user may hold (--max-sockets-per-user); close other tabs or windows and retry"),
+        );
+    };
     // Validated above, so this cannot fail; it still comes before the
     // membership write, so that nothing is written for a refused upgrade.
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
@@ -87,7 +96,7 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
     let held = request.extensions_mut().remove::<HeldSlot>();
     let socket = socket::serve(app.clone(), upgrade, socket_request);
     tokio::spawn(async move {
-        let _held = held;
+        let _places = (held, user_slot);
         socket.await
     });
     response.map(|_| Body::default())

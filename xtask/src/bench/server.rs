@@ -68,7 +68,7 @@ impl Server {
             .args(["--message-rate", "0"])
             // Every simulated client connects from 127.0.0.1: the per-address
             // cap would refuse all but the first 64.
-            .args(["--max-connections-per-address", "0"])
+            .args(["--max-connections-per-address", "0", "--max-sockets-per-user", "0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
