@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::auth::setup::SetupToken;
 use crate::auth::throttle::LoginThrottle;
+use crate::chat::fanout::FanOut;
 use crate::chat::hub::Hub;
 use crate::chat::live::LiveSockets;
 use crate::chat::rate_limit::MessageRateLimit;
@@ -22,6 +23,8 @@ pub struct App {
     pub live: Arc<LiveSockets>,
     /// Every write to shared state goes through here (see `crate::log`).
     pub log: WriteLog,
+    /// Turns the log's events into frames and closes (see `chat::fanout`).
+    pub fan_out: FanOut,
     pub message_rate: MessageRateLimit,
     pub login_throttle: LoginThrottle,
     /// Password checks (argon2) allowed to run at once.

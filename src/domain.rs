@@ -3,8 +3,11 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A room name: 1 to 64 characters of `[A-Za-z0-9_]` (the seed's ASCII `\w+`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct RoomName(String);
 
 impl RoomName {
@@ -30,7 +33,10 @@ impl RoomName {
 /// compared case-sensitively. That two names may not differ only in ASCII
 /// case is storage's rule (`storage::accounts`), checked where accounts are
 /// created.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Read back (from storage, or a cluster's stream) with `from_stored`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Username(String);
 
 impl Username {
@@ -64,6 +70,32 @@ impl Username {
     }
 }
 
+/// A username reads as the text it is wherever a `&str` is expected.
+impl std::ops::Deref for Username {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for Username {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Username {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Why a name was refused, worded for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -78,7 +110,9 @@ pub enum NameError {
 /// Where messages live: a group room or the private conversation of two users.
 /// Its key (`lobby`, `dm:alice:bob`) is the `room` field of every frame and the
 /// storage key; room names cannot contain `:`, so the two kinds never collide.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// It is serialised as its key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Conversation {
     Room(RoomName),
     Direct { low: Username, high: Username },
@@ -144,7 +178,8 @@ impl fmt::Display for MessageId {
 }
 
 /// A chat message's text: trimmed of Unicode white space, 1 to 4096 scalar values.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MessageText(String);
 
 impl MessageText {
@@ -175,6 +210,113 @@ impl MessageText {
 pub enum TextError {
     Empty,
     TooLong,
+}
+
+/// The SHA-256 of a session cookie's token: the key a session is stored
+/// and ended under (the token itself is never stored). Written as 64 hex
+/// digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SessionHash(pub [u8; 32]);
+
+impl SessionHash {
+    /// Parses 64 hex digits.
+    pub fn from_hex(hex: &str) -> Option<SessionHash> {
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(SessionHash(out))
+    }
+
+    /// The 64 hex digits.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A serialised value that breaks its type's rules (a record from a broken
+/// or hostile writer), refused as it is read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {detail}")]
+pub struct InvalidValue {
+    what: &'static str,
+    detail: String,
+}
+
+impl InvalidValue {
+    fn new(what: &'static str, detail: impl fmt::Display) -> Self {
+        InvalidValue { what, detail: detail.to_string() }
+    }
+}
+
+impl TryFrom<String> for RoomName {
+    type Error = InvalidValue;
+    fn try_from(raw: String) -> Result<Self, InvalidValue> {
+        RoomName::parse(&raw).map_err(|e| InvalidValue::new("room name", e))
+    }
+}
+
+impl From<RoomName> for String {
+    fn from(name: RoomName) -> String {
+        name.0
+    }
+}
+
+impl TryFrom<String> for Username {
+    type Error = InvalidValue;
+    fn try_from(raw: String) -> Result<Self, InvalidValue> {
+        Username::from_stored(&raw).map_err(|e| InvalidValue::new("username", e))
+    }
+}
+
+impl From<Username> for String {
+    fn from(name: Username) -> String {
+        name.0
+    }
+}
+
+impl TryFrom<String> for Conversation {
+    type Error = InvalidValue;
+    fn try_from(key: String) -> Result<Self, InvalidValue> {
+        Conversation::from_key(&key).ok_or_else(|| InvalidValue::new("conversation", key))
+    }
+}
+
+impl From<Conversation> for String {
+    fn from(conversation: Conversation) -> String {
+        conversation.key()
+    }
+}
+
+impl TryFrom<String> for MessageText {
+    type Error = InvalidValue;
+    fn try_from(raw: String) -> Result<Self, InvalidValue> {
+        // Text is stored trimmed, so a valid one parses back unchanged.
+        MessageText::parse(&raw).map_err(|e| InvalidValue::new("message text", format!("{e:?}")))
+    }
+}
+
+impl From<MessageText> for String {
+    fn from(text: MessageText) -> String {
+        text.0
+    }
+}
+
+impl TryFrom<String> for SessionHash {
+    type Error = InvalidValue;
+    fn try_from(hex: String) -> Result<Self, InvalidValue> {
+        SessionHash::from_hex(&hex).ok_or_else(|| InvalidValue::new("session hash", "not 64 hex digits"))
+    }
+}
+
+impl From<SessionHash> for String {
+    fn from(hash: SessionHash) -> String {
+        hash.to_hex()
+    }
 }
 
 /// Whom per-client limits (sign-in throttling, connection caps) count

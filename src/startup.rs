@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::auth::setup::SetupToken;
 use crate::auth::throttle::LoginThrottle;
+use crate::chat::fanout::{FanOut, Targets};
 use crate::chat::hub::Hub;
 use crate::chat::live::LiveSockets;
 use crate::chat::rate_limit::MessageRateLimit;
@@ -21,7 +22,7 @@ use crate::config::ServerConfig;
 use crate::http::tls::{Tls, TlsError};
 use crate::log::cluster::{Cluster, ClusterConfig};
 use crate::log::embedded::Embedded;
-use crate::log::{Sinks, WriteLog};
+use crate::log::WriteLog;
 use crate::metrics::Metrics;
 use crate::storage::{now_ms, SchemaCheck, StorageError, Store};
 
@@ -84,9 +85,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let setup_url =
         setup_token.as_ref().filter(|_| config.cluster.is_none()).map(|token| setup_link(&config, addr, token));
     let setup = Arc::new(SetupToken::new(setup_token));
-    let sinks =
-        Arc::new(Sinks { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone() });
-    let log = start_log(&config, &store, sinks).await?;
+    let targets = Targets { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone() };
+    let (log, fan_out) = start_log(&config, &store, targets).await?;
     let (stop, shutdown) = watch::channel(false);
 
     let app = Arc::new(App {
@@ -102,6 +102,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         hub,
         live,
         log,
+        fan_out,
         metrics,
         shutdown: shutdown.clone(),
         setup,
@@ -137,6 +138,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 pub struct Core {
     pub store: Store,
     pub log: WriteLog,
+    /// Answers the log's tickets (there are no sockets to tell).
+    fan_out: FanOut,
 }
 
 /// Opens `data_dir` and starts its log: the embedded writer, or (with
@@ -154,9 +157,9 @@ pub async fn open_core(data_dir: PathBuf, cluster: Option<ClusterConfig>) -> Res
         .expect("opening storage does not panic")?;
     let metrics = Arc::new(Metrics::default());
     let hub = Arc::new(Hub::new(metrics.clone()));
-    let sinks = Arc::new(Sinks { hub, live: Arc::default(), setup: Arc::default(), metrics });
-    let log = start_log(&config, &store, sinks).await?;
-    Ok(Core { store, log })
+    let targets = Targets { hub, live: Arc::default(), setup: Arc::default(), metrics };
+    let (log, fan_out) = start_log(&config, &store, targets).await?;
+    Ok(Core { store, log, fan_out })
 }
 
 impl Core {
@@ -168,7 +171,7 @@ impl Core {
         let mut deadline = Instant::now() + patience;
         let mut next_note = Instant::now() + Duration::from_secs(5);
         loop {
-            let reason = match self.log.readiness() {
+            let reason = match self.log.readiness().and_then(|()| self.fan_out.readiness()) {
                 Ok(()) => return Ok(()),
                 Err(reason) => reason,
             };
@@ -193,9 +196,10 @@ impl Core {
     }
 }
 
-/// The single node's writer, or the cluster's stream; a data dir stays
-/// with the mode it was made in (message ids of the two do not mix).
-async fn start_log(config: &ServerConfig, store: &Store, sinks: Arc<Sinks>) -> Result<WriteLog, StartError> {
+/// The single node's writer, or the cluster's stream, and the fan-out that
+/// consumes its events; a data dir stays with the mode it was made in
+/// (message ids of the two do not mix).
+async fn start_log(config: &ServerConfig, store: &Store, targets: Targets) -> Result<(WriteLog, FanOut), StartError> {
     let probe = store.clone();
     let (cluster_dir, single_node_dir) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
         Ok((probe.stream_next_offset()?.is_some(), probe.has_single_node_data()?))
@@ -203,11 +207,18 @@ async fn start_log(config: &ServerConfig, store: &Store, sinks: Arc<Sinks>) -> R
     .await
     .expect("reading storage does not panic")?;
     match &config.cluster {
-        None if cluster_dir => Err(StartError::ClusterDataDir(config.data_dir.clone())),
-        None => Ok(WriteLog::Embedded(Embedded::start(store.clone(), sinks))),
-        Some(_) if single_node_dir => Err(StartError::SingleNodeDataDir(config.data_dir.clone())),
-        Some(cluster) => Ok(WriteLog::Cluster(Cluster::start(cluster.clone(), store.clone(), sinks))),
+        None if cluster_dir => return Err(StartError::ClusterDataDir(config.data_dir.clone())),
+        Some(_) if single_node_dir => return Err(StartError::SingleNodeDataDir(config.data_dir.clone())),
+        _ => {}
     }
+    let (events, received) = crate::log::events();
+    let metrics = targets.metrics.clone();
+    let fan_out = crate::chat::fanout::start(received, targets);
+    let log = match &config.cluster {
+        None => WriteLog::Embedded(Embedded::start(store.clone(), events, metrics)),
+        Some(cluster) => WriteLog::Cluster(Cluster::start(cluster.clone(), store.clone(), events, metrics)),
+    };
+    Ok((log, fan_out))
 }
 
 /// A URL a browser on this machine can open: `0.0.0.0` is not one.
@@ -253,7 +264,7 @@ impl RunningServer {
         if self.app.config.cluster.is_none() {
             return self.setup_url.clone();
         }
-        while self.app.log.readiness().is_err() {
+        while self.app.log.readiness().and_then(|()| self.app.fan_out.readiness()).is_err() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.app.setup.get().map(|token| setup_link(&self.app.config, self.addr, &token))

@@ -112,7 +112,7 @@ async fn create_users(data_dir: &Path, names: &[&str]) -> anyhow::Result<()> {
         let store = Store::open(&data_dir, SchemaCheck::RequireCurrent)?;
         for name in names {
             store.create_user(&UserRecord {
-                username: name,
+                username: chatctl::domain::Username::parse(&name).expect("a valid test username"),
                 email: String::new(),
                 password_hash: chatctl::auth::password::hash(PASSWORD),
                 is_superuser: false,

@@ -349,7 +349,7 @@ async fn names_differing_only_in_case_claimed_on_two_nodes_at_once_go_to_exactly
             other => panic!("round {round}: expected one Applied and one UsernameTaken, got {other:?}"),
         };
         for node in [&a, &b] {
-            assert_eq!(node.wait_for_user(&names[winner]).await.username, names[winner]);
+            assert_eq!(node.wait_for_user(&names[winner]).await.username.as_str(), names[winner]);
             let store = node.server.app().store.clone();
             let loser = names[1 - winner].clone();
             let stored = tokio::task::spawn_blocking(move || store.user(&loser)).await.unwrap().unwrap();

@@ -376,7 +376,7 @@ async fn a_database_with_damaged_pages_is_refused_at_start_with_the_fix() {
         let store = Store::open(dir.path(), SchemaCheck::RequireCurrent).unwrap();
         for i in 0..3000 {
             let record = chatctl::storage::UserRecord {
-                username: format!("user{i:05}_{}", "x".repeat(100)),
+                username: chatctl::domain::Username::parse(&format!("user{i:05}_{}", "x".repeat(100))).unwrap(),
                 email: String::new(),
                 password_hash: "$argon2id$x".into(),
                 is_superuser: false,

@@ -39,7 +39,7 @@ async fn the_admin_form_refuses_dot_names_and_names_taken_in_another_case_and_ke
         assert!(answer.text().contains("csrf_token"), "{taken}: the admin form is not shown again");
     }
     let store = app.server.app().store.clone();
-    let names: Vec<String> = store.users().unwrap().into_iter().map(|u| u.username).collect();
+    let names: Vec<String> = store.users().unwrap().into_iter().map(|u| u.username.into()).collect();
     assert_eq!(names, ["bob", "root"]);
     assert_eq!(admin_creates(&root, "carol").await.status, 303, "the form stopped working after a refusal");
     assert!(store.user("carol").unwrap().is_some());
@@ -83,7 +83,7 @@ async fn createsuperuser_refuses_dots_and_other_cases(dir: &str, running: &str) 
 async fn createsuperuser_on_a_running_server_refuses_dot_names_and_names_taken_in_another_case() {
     let app = spawn_app_with(&[UserSpec::new("bob")], |_| {}).await;
     createsuperuser_refuses_dots_and_other_cases(&dir_arg(app.dir.path()), "running").await;
-    let names: Vec<String> = app.server.app().store.users().unwrap().into_iter().map(|u| u.username).collect();
+    let names: Vec<String> = app.server.app().store.users().unwrap().into_iter().map(|u| u.username.into()).collect();
     assert_eq!(names, ["bob", "carol"]);
 }
 

@@ -95,6 +95,12 @@ impl LiveSockets {
         }
     }
 
+    /// Queues `item` for the socket with this id, if it is still open.
+    pub fn deliver_to(&self, id: SocketId, item: super::hub::Outbound) -> bool {
+        let subscriber = self.lock().by_id.get(&id).map(|entry| entry.subscriber.clone());
+        subscriber.is_some_and(|subscriber| subscriber.deliver(item))
+    }
+
     /// Closes every socket opened with this session; returns how many.
     pub fn close_session(&self, session: &[u8; 32]) -> usize {
         self.close_where(|entry| &entry.session == session, "signed out")

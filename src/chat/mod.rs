@@ -1,6 +1,8 @@
-//! Live chat: frames, the per-socket tasks and the in-process hub. Messages
-//! are stored through `crate::log` before the hub fans them out.
+//! Live chat: frames, the per-socket tasks and the in-process hub. A
+//! message goes socket -> frames -> `crate::log` (stored), then the log's
+//! event -> `fanout` -> hub -> sockets.
 
+pub mod fanout;
 pub mod frames;
 pub mod hub;
 pub mod live;

@@ -20,7 +20,7 @@ use super::write_buffer::LazyBufWriter;
 use crate::app::App;
 use crate::domain::{Conversation, MessageId, Username};
 use crate::log::write::Write;
-use crate::log::{Pending, Reply};
+use crate::log::{Pending, Ticket};
 use crate::storage::{now_ms, PageFrom};
 
 /// Frames queued for one socket before it counts as a slow consumer.
@@ -290,14 +290,15 @@ async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &
         return true;
     }
     let write = Write::Message {
-        conversation: request.conversation.key(),
-        author: request.user.as_str().to_owned(),
-        text: inbound.text.into_string(),
+        conversation: request.conversation.clone(),
+        author: request.user.clone(),
+        text: inbound.text,
         ts_ms: now_ms(),
     };
-    // Stored first; the log's fan-out then brings it to every socket, this
-    // one included (with its client_id). A refusal comes back as `unavailable`.
-    app.log.submit(Pending { write, reply: Reply::Socket { origin: me.clone(), client_id: inbound.client_id } }).await;
+    // Stored first; the fan-out then brings it to every socket, this one
+    // included (with its client_id). A refusal comes back as `unavailable`.
+    let ticket = Ticket::Connection { connection: me.id, client_id: inbound.client_id };
+    app.log.submit(Pending { write, ticket }).await;
     true
 }
 

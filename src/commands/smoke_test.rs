@@ -90,7 +90,7 @@ impl Account {
     /// A new, active, non-admin account record (hashing takes a moment).
     fn record(&self) -> UserRecord {
         UserRecord {
-            username: self.name.clone(),
+            username: crate::domain::Username::parse(&self.name).expect("smoke-test account names are valid"),
             email: String::new(),
             password_hash: crate::auth::password::hash(&self.password),
             is_superuser: false,

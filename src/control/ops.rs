@@ -100,7 +100,7 @@ async fn create_superuser(log: &WriteLog, username: &str, email: &str, password:
         .map_err(|e| Reply::error(ErrorKind::Invalid, format!("invalid username {username:?}: {e}")))?;
     let password_hash = checked_hash(password, username.as_str(), email).await?;
     let user = UserRecord {
-        username: username.as_str().to_owned(),
+        username: username.clone(),
         email: email.to_owned(),
         password_hash,
         is_superuser: true,
@@ -118,12 +118,13 @@ async fn create_superuser(log: &WriteLog, username: &str, email: &str, password:
 }
 
 async fn set_password(store: &Store, log: &WriteLog, username: &str, password: Secret) -> Result<Reply, Reply> {
+    let Ok(account) = Username::from_stored(username) else { return Err(no_such_user(username)) };
     let name = username.to_owned();
     let Some(user) = blocking(store, move |store| store.user(&name)).await? else {
         return Err(no_such_user(username));
     };
     let password_hash = checked_hash(password, username, &user.email).await?;
-    match apply(log, Write::SetPassword { username: username.to_owned(), password_hash }).await? {
+    match apply(log, Write::SetPassword { username: account, password_hash }).await? {
         Outcome::Applied => Ok(Reply::Done {
             message: format!("Password changed successfully for user {username}; their sessions have ended."),
         }),
@@ -133,7 +134,8 @@ async fn set_password(store: &Store, log: &WriteLog, username: &str, password: S
 }
 
 async fn set_active(log: &WriteLog, username: &str, active: bool) -> Result<Reply, Reply> {
-    match apply(log, Write::SetUserActive { username: username.to_owned(), active }).await? {
+    let Ok(account) = Username::from_stored(username) else { return Err(no_such_user(username)) };
+    match apply(log, Write::SetUserActive { username: account, active }).await? {
         Outcome::Applied if active => Ok(Reply::Done { message: format!("User {username} activated.") }),
         Outcome::Applied => {
             Ok(Reply::Done { message: format!("User {username} deactivated; their sessions have ended.") })
@@ -152,7 +154,7 @@ async fn list_users(store: &Store) -> Result<Reply, Reply> {
     let users = users
         .into_iter()
         .map(|u| UserInfo {
-            username: u.username,
+            username: u.username.into(),
             email: u.email,
             is_superuser: u.is_superuser,
             is_active: u.is_active,

@@ -17,8 +17,8 @@ use super::templates::{self, Page};
 use crate::app::App;
 use crate::auth::throttle::Throttled;
 use crate::auth::{csrf, password, session};
-use crate::domain::Username;
-use crate::log::write::{hash_to_hex, Outcome, Write};
+use crate::domain::{SessionHash, Username};
+use crate::log::write::{Outcome, Write};
 use crate::log::LogError;
 use crate::storage::{now_ms, StorageError, UserRecord};
 use crate::telemetry::{log_safe, SECURITY};
@@ -214,7 +214,7 @@ pub async fn logout(app: &Arc<App>, request: Request<Incoming>, peer: &Peer) -> 
 
 async fn end_session(app: &Arc<App>, user: &CurrentUser, secure: bool) -> Reply {
     // Applying the delete also closes this session's sockets, on every node.
-    let token_hash = hash_to_hex(&user.session_hash());
+    let token_hash = SessionHash(user.session_hash());
     if let Err(error) = app.log.apply(Write::DeleteSession { token_hash }).await {
         return log_failure_page(error);
     }
@@ -360,7 +360,7 @@ pub async fn new_user_record(
         .await
         .map_err(|_| "Hashing the password failed; try again.".to_owned())?;
     Ok(UserRecord {
-        username: username.as_str().to_owned(),
+        username: username.clone(),
         email: email.to_owned(),
         password_hash: hash,
         is_superuser,

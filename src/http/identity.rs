@@ -7,8 +7,8 @@ use hyper::header::HeaderMap;
 use super::request::cookie;
 use crate::app::App;
 use crate::auth::{csrf, session};
-use crate::domain::Username;
-use crate::log::write::{hash_to_hex, Write};
+use crate::domain::{SessionHash, Username};
+use crate::log::write::Write;
 use crate::log::LogError;
 use crate::storage::{self, now_ms, SessionRecord};
 
@@ -48,12 +48,12 @@ pub async fn current_user(app: &Arc<App>, headers: &HeaderMap) -> storage::Resul
 
 /// Starts a session for `username` (through the log, so every node knows
 /// it); returns the cookie token.
-pub async fn start_session(app: &Arc<App>, username: &str) -> Result<String, LogError> {
+pub async fn start_session(app: &Arc<App>, username: &Username) -> Result<String, LogError> {
     let token = session::new_token();
     let now = now_ms();
     let session =
-        SessionRecord { username: username.to_owned(), created_at_ms: now, expires_at_ms: now + session::LIFETIME_MS };
-    let token_hash = hash_to_hex(&session::token_hash(&token));
+        SessionRecord { username: username.clone(), created_at_ms: now, expires_at_ms: now + session::LIFETIME_MS };
+    let token_hash = SessionHash(session::token_hash(&token));
     app.log.apply(Write::CreateSession { token_hash, session }).await?;
     Ok(token)
 }

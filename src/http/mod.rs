@@ -54,7 +54,7 @@ enum Route {
     // Superusers only.
     Admin,
     AdminCreateUser,
-    AdminSetActive(String, bool),
+    AdminSetActive(Username, bool),
 }
 
 /// Why no route matched.
@@ -111,8 +111,8 @@ fn parse_route(method: &Method, segments: &[&str]) -> Result<Route, Miss> {
         ["api", "direct", name, "messages"] => only(get, Route::DirectHistory(user(name)?)),
         ["admin"] | ["admin", ""] => only(get, Route::Admin),
         ["admin", "users"] => only(post, Route::AdminCreateUser),
-        ["admin", "users", name, "deactivate"] => only(post, Route::AdminSetActive((*name).to_owned(), false)),
-        ["admin", "users", name, "activate"] => only(post, Route::AdminSetActive((*name).to_owned(), true)),
+        ["admin", "users", name, "deactivate"] => only(post, Route::AdminSetActive(user(name)?, false)),
+        ["admin", "users", name, "activate"] => only(post, Route::AdminSetActive(user(name)?, true)),
         _ if segments.first() == Some(&"api") => Err(Miss::NotFound("no such API route")),
         _ => Err(Miss::NotFound("No such page.")),
     }
@@ -206,7 +206,7 @@ async fn admin_route(
     match route {
         Route::Admin => pages::admin(app, user, &request, secure).await,
         Route::AdminCreateUser => pages::admin_create_user(app, user, request, secure).await,
-        Route::AdminSetActive(name, active) => pages::admin_set_active(app, user, request, &name, active, secure).await,
+        Route::AdminSetActive(name, active) => pages::admin_set_active(app, user, request, name, active, secure).await,
         _ => error_page(StatusCode::NOT_FOUND, "No such page."),
     }
 }
@@ -219,7 +219,7 @@ async fn readiness(app: &Arc<App>) -> Reply {
     let reason = match (app.storage_failed.get(), storage) {
         (Some(what), _) => Some(format!("storage: {}", crate::storage::StorageError::Panicked(what.clone()))),
         (None, Err(error)) => Some(format!("storage: {error}")),
-        (None, Ok(())) => app.log.readiness().err(),
+        (None, Ok(())) => app.log.readiness().and_then(|()| app.fan_out.readiness()).err(),
     };
     match reason {
         None => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),

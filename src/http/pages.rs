@@ -179,27 +179,23 @@ pub async fn admin_set_active(
     app: &Arc<App>,
     user: &CurrentUser,
     request: Request<Incoming>,
-    target: &str,
+    target: Username,
     active: bool,
     secure: bool,
 ) -> Reply {
     if let Err(reply) = admin_form(app, user, request).await {
         return reply;
     }
-    if target == user.username.as_str() {
+    if target == user.username {
         return admin_page(app, user, StatusCode::BAD_REQUEST, "You cannot deactivate your own account.", "").await;
     }
     // Applying a deactivation also closes that user's sockets, on every node.
-    match app.log.apply(Write::SetUserActive { username: target.to_owned(), active }).await {
+    match app.log.apply(Write::SetUserActive { username: target.clone(), active }).await {
         Ok(Outcome::NoSuchUser) => error_page(StatusCode::NOT_FOUND, "There is no user with that name."),
         Ok(_) => {
-            tracing::info!(by = %user.username.as_str(), username = %target, active, "user status changed");
-            // A stored username is always valid; the fallback only skips the notice.
-            match Username::parse(target) {
-                Ok(name) if active => notice_redirect(Notice::Activated(name), secure),
-                Ok(name) => notice_redirect(Notice::Deactivated(name), secure),
-                Err(_) => see_other("/admin"),
-            }
+            tracing::info!(by = %user.username.as_str(), username = %target.as_str(), active, "user status changed");
+            let notice = if active { Notice::Activated(target) } else { Notice::Deactivated(target) };
+            notice_redirect(notice, secure)
         }
         Err(error) => log_failure_page(error),
     }

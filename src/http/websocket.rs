@@ -83,7 +83,7 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
     match app.storage(move |store| store.is_member(&member, &joined)).await {
         Ok(true) => {}
         Ok(false) => {
-            let write = Write::Join { username: user.username.as_str().to_owned(), conversation: conversation.key() };
+            let write = Write::Join { username: user.username.clone(), conversation: conversation.clone() };
             if let Err(error) = app.log.apply(write).await {
                 return super::accounts::log_failure_json(error);
             }

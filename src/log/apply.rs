@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use redb::ReadableTable;
 
-use super::write::{hash_from_hex, Outcome, Write};
-use crate::domain::{Conversation, MessageId};
+use super::write::{Outcome, Write};
+use crate::domain::MessageId;
 use crate::storage::{self, accounts, messages, now_ms, rooms, schema, NewMessage, StorageError, Store};
 
 /// One write to apply.
@@ -60,42 +60,36 @@ pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -
                     }
                 }
                 Write::SetUserActive { username, active } => {
-                    if accounts::in_txn::set_user_active(txn, username, *active)? {
+                    if accounts::in_txn::set_user_active(txn, username.as_str(), *active)? {
                         Outcome::Applied
                     } else {
                         Outcome::NoSuchUser
                     }
                 }
                 Write::SetPassword { username, password_hash } => {
-                    if accounts::in_txn::set_password(txn, username, password_hash)? {
+                    if accounts::in_txn::set_password(txn, username.as_str(), password_hash)? {
                         Outcome::Applied
                     } else {
                         Outcome::NoSuchUser
                     }
                 }
                 Write::CreateSession { token_hash, session } => {
-                    if let Some(hash) = hash_from_hex(token_hash) {
-                        accounts::in_txn::insert_session(txn, &hash, session)?;
-                    }
+                    accounts::in_txn::insert_session(txn, &token_hash.0, session)?;
                     Outcome::Applied
                 }
                 Write::DeleteSession { token_hash } => {
-                    if let Some(hash) = hash_from_hex(token_hash) {
-                        accounts::in_txn::delete_session(txn, &hash)?;
-                    }
+                    accounts::in_txn::delete_session(txn, &token_hash.0)?;
                     Outcome::Applied
                 }
                 Write::Join { username, conversation } => {
-                    if let Some(conversation) = Conversation::from_key(conversation) {
-                        rooms::in_txn::join(txn, username, &conversation, now_ms())?;
-                    }
+                    rooms::in_txn::join(txn, username.as_str(), conversation, now_ms())?;
                     Outcome::Applied
                 }
                 Write::Message { conversation, author, text, ts_ms } => {
                     let new = NewMessage {
-                        conversation: conversation.clone(),
-                        author: author.clone(),
-                        text: text.clone(),
+                        conversation: conversation.key(),
+                        author: author.as_str().to_owned(),
+                        text: text.as_str().to_owned(),
                         ts_ms: *ts_ms,
                     };
                     new_messages.push((index, new, entry.position.map(MessageId)));
@@ -130,7 +124,12 @@ mod tests {
     use crate::storage::{test_store, test_user as user};
 
     fn message(text: &str) -> Write {
-        Write::Message { conversation: "r".into(), author: "a".into(), text: text.into(), ts_ms: 1 }
+        Write::Message {
+            conversation: crate::domain::Conversation::from_key("r").unwrap(),
+            author: crate::domain::Username::parse("a").unwrap(),
+            text: crate::domain::MessageText::parse(text).unwrap(),
+            ts_ms: 1,
+        }
     }
 
     #[test]

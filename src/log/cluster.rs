@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 
 use super::apply::{apply_batch, Entry};
 use super::write::{encode_record, Envelope, Outcome, Record, Write, RECORD_BYTES, RECORD_SLOTS};
-use super::{effect_of, refuse, LogError, Pending, Reply, Sinks};
+use super::{Change, Committed, Events, LogError, LogEvent, Pending, Ticket};
+use crate::metrics::Metrics;
 use crate::storage::Store;
 
 /// Where the cluster's log lives.
@@ -76,7 +77,10 @@ struct State {
     /// The last connection problem, for `/readyz`.
     problem: Mutex<Option<String>>,
     /// This node's writes in flight, by `seq`, until read back and applied.
-    waiting: Mutex<HashMap<u64, Reply>>,
+    waiting: Mutex<HashMap<u64, Ticket>>,
+    /// Where committed writes and refusals go.
+    events: Events,
+    metrics: Arc<Metrics>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -86,7 +90,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Cluster {
     /// Starts the connection supervisor; the node is not ready until it has
     /// connected and caught up on the stream.
-    pub fn start(config: ClusterConfig, store: Store, sinks: Arc<Sinks>) -> Cluster {
+    pub fn start(config: ClusterConfig, store: Store, events: Events, metrics: Arc<Metrics>) -> Cluster {
         let mut node_bytes = [0u8; 8];
         getrandom::fill(&mut node_bytes).expect("the OS random source is available");
         let state = Arc::new(State {
@@ -98,11 +102,13 @@ impl Cluster {
             fatal: Mutex::new(None),
             problem: Mutex::new(Some("connecting to RabbitMQ".into())),
             waiting: Mutex::new(HashMap::new()),
+            events,
+            metrics,
         });
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let watched = state.clone();
         let supervisor = tokio::spawn(async move {
-            let run = std::panic::AssertUnwindSafe(supervise(config, store, sinks, watched.clone(), receiver));
+            let run = std::panic::AssertUnwindSafe(supervise(config, store, watched.clone(), receiver));
             if futures_lite::FutureExt::catch_unwind(run).await.is_err() {
                 // Never a silent zombie: say so in /readyz and refuse writes.
                 watched.connected.store(false, Ordering::Relaxed);
@@ -118,10 +124,10 @@ impl Cluster {
     /// then dropped.
     pub async fn submit(&self, pending: Pending) {
         if let Err(reason) = self.accepting() {
-            return refuse(pending.reply, LogError::Unavailable(reason));
+            return pending.ticket.refuse(LogError::Unavailable(reason), &self.state.events).await;
         }
         if let Err(refused) = self.queue.send(pending).await {
-            refuse(refused.0.reply, LogError::Unavailable("the log has stopped".into()));
+            refused.0.ticket.refuse(LogError::Unavailable("the log has stopped".into()), &self.state.events).await;
         }
     }
 
@@ -190,24 +196,19 @@ enum LinkError {
 
 /// Connects, runs until the connection fails, and reconnects with
 /// exponential backoff and jitter, for as long as the process lives.
-async fn supervise(
-    config: ClusterConfig,
-    store: Store,
-    sinks: Arc<Sinks>,
-    state: Arc<State>,
-    mut queue: mpsc::Receiver<Pending>,
-) {
+async fn supervise(config: ClusterConfig, store: Store, state: Arc<State>, mut queue: mpsc::Receiver<Pending>) {
     let mut outbox = Outbox { next_seq: 1, unconfirmed: VecDeque::new() };
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = tokio::time::Instant::now();
-        let ended = run_connection(&config, &store, &sinks, &state, &mut queue, &mut outbox).await;
+        let ended = run_connection(&config, &store, &state, &mut queue, &mut outbox).await;
         state.connected.store(false, Ordering::Relaxed);
         state.caught_up.store(false, Ordering::Relaxed);
         // Writes still queued were never published: refuse them now rather
         // than let their senders wait for a reconnect.
         while let Ok(pending) = queue.try_recv() {
-            refuse(pending.reply, LogError::Unavailable("the connection to RabbitMQ was lost; retry".into()));
+            let error = LogError::Unavailable("the connection to RabbitMQ was lost; retry".into());
+            pending.ticket.refuse(error, &state.events).await;
         }
         let error = match ended {
             Ok(()) => return, // the write queue closed: the process is ending
@@ -217,8 +218,9 @@ async fn supervise(
             tracing::error!("{reason}");
             *lock(&state.fatal) = Some(reason.clone());
             // Nothing more will be applied: answer whoever waits.
-            for (_, reply) in lock(&state.waiting).drain() {
-                refuse(reply, LogError::Unavailable(reason.clone()));
+            let waiting: Vec<Ticket> = lock(&state.waiting).drain().map(|(_, ticket)| ticket).collect();
+            for ticket in waiting {
+                ticket.refuse(LogError::Unavailable(reason.clone()), &state.events).await;
             }
             return;
         }
@@ -289,7 +291,6 @@ impl Outbox {
 async fn run_connection(
     config: &ClusterConfig,
     store: &Store,
-    sinks: &Arc<Sinks>,
     state: &Arc<State>,
     queue: &mut mpsc::Receiver<Pending>,
     outbox: &mut Outbox,
@@ -338,7 +339,7 @@ async fn run_connection(
     // asked to stop between batches, so a batch it stored is also fanned
     // out and answered before the next connection reads on.
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let consuming = consume(consumer, resume, store, sinks, state, stopping);
+    let consuming = consume(consumer, resume, store, state, stopping);
     tokio::pin!(consuming);
     tokio::select! {
         published = publish(&publisher, config, state, queue, outbox) => {
@@ -422,7 +423,7 @@ async fn publish(
         let mut waiting = lock(&state.waiting);
         for pending in batch {
             let seq = outbox.seal(state.node, pending.write);
-            waiting.insert(seq, pending.reply);
+            waiting.insert(seq, pending.ticket);
         }
     }
 }
@@ -432,7 +433,6 @@ async fn consume(
     mut consumer: Consumer,
     resume: Option<u64>,
     store: &Store,
-    sinks: &Arc<Sinks>,
     state: &State,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
@@ -440,7 +440,7 @@ async fn consume(
     loop {
         let next = tokio::select! {
             biased;
-            _ = crate::app::App::stopping(&mut stopping) => return Ok(()),
+            _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => return Ok(()),
             next = consumer.next() => next,
         };
         let Some(first) = next else {
@@ -461,7 +461,7 @@ async fn consume(
             }
         }
         let mut entries = Vec::with_capacity(deliveries.len());
-        let mut replies = Vec::with_capacity(deliveries.len());
+        let mut tickets = Vec::with_capacity(deliveries.len());
         let mut own_marker = None;
         for delivery in &deliveries {
             let offset = stream_offset(delivery).ok_or_else(|| {
@@ -497,8 +497,8 @@ async fn consume(
                 if own && envelope.write == Write::Marker && envelope.seq == state.marker_seq.load(Ordering::Relaxed) {
                     own_marker = Some(offset);
                 }
-                let reply = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
-                replies.push((effect_of(&envelope.write), reply.unwrap_or(Reply::Nobody), envelope.seq));
+                let ticket = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
+                tickets.push((ticket.unwrap_or(Ticket::Nobody), envelope.seq));
                 entries.push(Entry {
                     position: Some(position),
                     origin: Some((envelope.node, envelope.seq)),
@@ -508,27 +508,32 @@ async fn consume(
         }
         if !entries.is_empty() || next_offset != resume {
             let store = store.clone();
-            let outcomes = tokio::task::spawn_blocking(move || apply_batch(&store, &entries, next_offset))
-                .await
-                .map_err(|e| LinkError::Storage(e.to_string()))?;
-            match outcomes {
+            let (applied, entries) = tokio::task::spawn_blocking(move || {
+                let applied = apply_batch(&store, &entries, next_offset);
+                (applied, entries)
+            })
+            .await
+            .map_err(|e| LinkError::Storage(e.to_string()))?;
+            match applied {
                 Ok(outcomes) => {
-                    sinks.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                    let mut results = Vec::with_capacity(outcomes.len());
+                    state.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                    let mut committed = Vec::with_capacity(outcomes.len());
                     {
                         let mut waiting = lock(&state.waiting);
-                        for ((effect, reply, seq), outcome) in replies.into_iter().zip(outcomes) {
+                        for ((entry, (ticket, seq)), outcome) in entries.into_iter().zip(tickets).zip(outcomes) {
                             if matches!(outcome, Outcome::OutOfOrder) {
                                 // Its resent copy comes later; it answers then.
-                                if !matches!(reply, Reply::Nobody) {
-                                    waiting.insert(seq, reply);
+                                if !matches!(ticket, Ticket::Nobody) {
+                                    waiting.insert(seq, ticket);
                                 }
                                 continue;
                             }
-                            results.push((effect, outcome, reply));
+                            committed.push(Committed { change: Change::of(&entry.write, &outcome), outcome, ticket });
                         }
                     }
-                    sinks.finish(results);
+                    if state.events.send(LogEvent::Committed(committed)).await.is_err() {
+                        return Err(LinkError::Fatal("the log's events have no consumer; restart this node".into()));
+                    }
                     // Ready only once the batch holding our marker is stored.
                     if let Some(offset) = own_marker {
                         if !state.caught_up.swap(true, Ordering::Relaxed) {
@@ -540,9 +545,9 @@ async fn consume(
                     // Nothing was applied or acked: the same records come
                     // again after reconnecting, so their waiters wait on.
                     let mut waiting = lock(&state.waiting);
-                    for (_, reply, seq) in replies {
-                        if !matches!(reply, Reply::Nobody) {
-                            waiting.insert(seq, reply);
+                    for (ticket, seq) in tickets {
+                        if !matches!(ticket, Ticket::Nobody) {
+                            waiting.insert(seq, ticket);
                         }
                     }
                     return Err(LinkError::Storage(error.to_string()));

@@ -10,33 +10,22 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::apply::{apply_batch, Entry};
-use super::write::Outcome;
-use super::{effect_of, refuse, Effect, LogError, Pending, Reply, Sinks};
+use super::{Change, Committed, Events, LogError, LogEvent, Pending, Ticket};
+use crate::metrics::Metrics;
 use crate::storage::Store;
 
 /// The most writes one commit takes.
 const MAX_BATCH: usize = 4096;
 /// Writes waiting for the writer; a full queue makes senders wait.
 const QUEUE_CAPACITY: usize = 16 * 1024;
-/// Committed batches waiting to be fanned out; a full queue makes the
-/// writer wait before its next commit.
-const FAN_OUT_CAPACITY: usize = 64;
 
+/// The handle on a single node's writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Embedded {
     queue: mpsc::Sender<Job>,
+    events: Events,
     closing: Arc<AtomicBool>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
-    fan_out: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
-}
-
-/// What a commit came to, handed from the writer thread to the fan-out
-/// task. Fanning out on the runtime makes waking a room's socket tasks a
-/// push onto a worker's own run queue; from the writer thread every wake
-/// was a cross-thread hand-off.
-enum Committed {
-    Stored(Vec<(Effect, Outcome, Reply)>),
-    Failed(Vec<Reply>, String),
 }
 
 /// What the writer thread is asked to do, in order.
@@ -47,28 +36,20 @@ enum Job {
 }
 
 impl Embedded {
-    /// Starts the writer thread; it runs until `close`.
-    pub fn start(store: Store, sinks: Arc<Sinks>) -> Embedded {
+    /// Starts the writer thread; it runs until `close`. Each commit is
+    /// handed on as a `LogEvent` on `events`.
+    pub fn start(store: Store, events: Events, metrics: Arc<Metrics>) -> Embedded {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let (committed, mut to_fan_out) = mpsc::channel::<Committed>(FAN_OUT_CAPACITY);
-        let metrics = sinks.metrics.clone();
-        let fan_out = tokio::spawn(async move {
-            while let Some(batch) = to_fan_out.recv().await {
-                match batch {
-                    Committed::Stored(results) => sinks.finish(results),
-                    Committed::Failed(replies, error) => sinks.fail(replies, &error),
-                }
-            }
-        });
+        let thread_events = events.clone();
         let thread = std::thread::Builder::new()
             .name("chatctl-writer".into())
-            .spawn(move || run_writer(receiver, store, committed, metrics))
+            .spawn(move || run_writer(receiver, store, thread_events, metrics))
             .expect("spawning the writer thread");
         Embedded {
             queue,
+            events,
             closing: Arc::new(AtomicBool::new(false)),
             thread: Arc::new(Mutex::new(Some(thread))),
-            fan_out: Arc::new(Mutex::new(Some(fan_out))),
         }
     }
 
@@ -76,23 +57,18 @@ impl Embedded {
     /// never drops it.
     pub async fn submit(&self, pending: Pending) {
         if self.closing.load(Ordering::Relaxed) {
-            return refuse(pending.reply, LogError::Unavailable("the server is shutting down".into()));
+            let error = LogError::Unavailable("the server is shutting down".into());
+            return pending.ticket.refuse(error, &self.events).await;
         }
         if let Err(refused) = self.queue.send(Job::Write(pending)).await {
             if let Job::Write(pending) = refused.0 {
-                refuse(pending.reply, LogError::Unavailable("the writer has stopped".into()));
+                pending.ticket.refuse(LogError::Unavailable("the writer has stopped".into()), &self.events).await;
             }
         }
     }
 
+    /// `Ok` while the writer takes writes; else why not.
     pub fn readiness(&self) -> Result<(), String> {
-        let fan_out = self.fan_out.lock().unwrap_or_else(|p| p.into_inner());
-        if fan_out.as_ref().is_some_and(|task| task.is_finished()) {
-            return Err(
-                "the fan-out task has stopped: messages are stored but not delivered; restart the server".into()
-            );
-        }
-        drop(fan_out);
         if self.queue.is_closed() {
             return Err("the message writer has stopped".into());
         }
@@ -110,25 +86,14 @@ impl Embedded {
             let joined = tokio::task::spawn_blocking(move || thread.join());
             let _ = tokio::time::timeout_at(deadline, joined).await;
         }
-        // The writer has gone, and with it the fan-out queue's sender: the
-        // task ends once the last commit is fanned out and answered.
-        let fan_out = self.fan_out.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(fan_out) = fan_out {
-            let _ = tokio::time::timeout_at(deadline, fan_out).await;
-        }
     }
 }
 
-fn run_writer(
-    mut receiver: mpsc::Receiver<Job>,
-    store: Store,
-    committed: mpsc::Sender<Committed>,
-    metrics: Arc<crate::metrics::Metrics>,
-) {
-    let hand_over = |batch| {
-        if committed.blocking_send(batch).is_err() {
-            // Stored, but nobody will be told: /readyz reports it too.
-            tracing::error!("the fan-out task has stopped; a committed batch was not delivered");
+fn run_writer(mut receiver: mpsc::Receiver<Job>, store: Store, events: Events, metrics: Arc<Metrics>) {
+    let hand_over = |event| {
+        if events.blocking_send(event).is_err() {
+            // Stored, but nobody will be told: the consumer's readiness says so.
+            tracing::error!("the log's events have no consumer; a committed batch was not handed on");
         }
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -148,72 +113,93 @@ fn run_writer(
                 Err(_) => break,
             }
         }
-        let mut entries = Vec::with_capacity(batch.len());
-        let mut waiting = Vec::with_capacity(batch.len());
-        for pending in batch.drain(..) {
-            waiting.push((effect_of(&pending.write), pending.reply));
-            entries.push(Entry { position: None, origin: None, write: pending.write });
-        }
+        let (entries, tickets): (Vec<Entry>, Vec<Ticket>) = batch
+            .drain(..)
+            .map(|pending| (Entry { position: None, origin: None, write: pending.write }, pending.ticket))
+            .unzip();
         match apply_batch(&store, &entries, None) {
             Ok(outcomes) => {
                 metrics.commits.fetch_add(1, Ordering::Relaxed);
-                let results =
-                    waiting.into_iter().zip(outcomes).map(|((effect, reply), outcome)| (effect, outcome, reply));
-                hand_over(Committed::Stored(results.collect()));
+                hand_over(LogEvent::Committed(committed(entries, outcomes, tickets)));
             }
-            Err(error) if waiting.len() > 1 => {
+            Err(error) if tickets.len() > 1 => {
                 // One bad write must not fail the others: apply them alone.
-                tracing::warn!(%error, writes = waiting.len(), "a batch failed to commit; retrying its writes one by one");
-                for ((effect, reply), entry) in waiting.into_iter().zip(&entries) {
-                    match apply_batch(&store, std::slice::from_ref(entry), None) {
-                        Ok(mut outcome) => hand_over(Committed::Stored(vec![(effect, outcome.remove(0), reply)])),
+                tracing::warn!(%error, writes = tickets.len(), "a batch failed to commit; retrying its writes one by one");
+                for (entry, ticket) in entries.into_iter().zip(tickets) {
+                    match apply_batch(&store, std::slice::from_ref(&entry), None) {
+                        Ok(outcome) => hand_over(LogEvent::Committed(committed(vec![entry], outcome, vec![ticket]))),
                         Err(error) => {
                             tracing::error!(%error, "a write failed to commit; its writer was told nothing was stored");
-                            hand_over(Committed::Failed(vec![reply], error.to_string()));
+                            hand_over(LogEvent::Refused(vec![ticket], LogError::Storage(error.to_string())));
                         }
                     }
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "a write failed to commit; its writer was told nothing was stored");
-                hand_over(Committed::Failed(waiting.into_iter().map(|(_, reply)| reply).collect(), error.to_string()));
+                hand_over(LogEvent::Refused(tickets, LogError::Storage(error.to_string())));
             }
         }
     }
 }
 
+/// A commit's writes as the events' consumer sees them.
+fn committed(entries: Vec<Entry>, outcomes: Vec<super::write::Outcome>, tickets: Vec<Ticket>) -> Vec<Committed> {
+    entries
+        .into_iter()
+        .zip(outcomes)
+        .zip(tickets)
+        .map(|((entry, outcome), ticket)| Committed { change: Change::of(&entry.write, &outcome), outcome, ticket })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::hub::{Hub, Outbound, Subscriber};
-    use crate::domain::MessageId;
-    use crate::log::write::Write;
-    use crate::log::Reply;
-    use crate::metrics::Metrics;
+    use crate::domain::{Conversation, MessageId, MessageText, Username};
+    use crate::log::write::{Outcome, Write};
 
+    /// The order the log promises: every message is stored before anyone
+    /// hears of it. The consumer reads storage the moment each event
+    /// arrives, while the writer goes on committing the rest.
     #[tokio::test]
-    async fn submitted_messages_are_stored_then_published_in_order() {
+    async fn a_message_is_stored_before_its_event_is_handed_on_and_events_keep_log_order() {
         let (_dir, store) = crate::storage::test_store();
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(metrics.clone()));
-        let sinks =
-            Arc::new(Sinks { hub: hub.clone(), live: Arc::default(), setup: Arc::default(), metrics: metrics.clone() });
-        let (sub, mut rx, _) = Subscriber::new(1024);
-        hub.subscribe("r", sub.clone());
-        let log = Embedded::start(store.clone(), sinks);
+        let (events, mut received) = crate::log::events();
+        let log = Embedded::start(store.clone(), events, metrics.clone());
+        let conversation = Conversation::from_key("r").unwrap();
+        let checker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut last = MessageId(0);
+                let mut seen = 0;
+                while let Some(event) = received.recv().await {
+                    let LogEvent::Committed(batch) = event else { panic!("a write was refused") };
+                    for committed in batch {
+                        let Outcome::Stored(message) = committed.outcome else { panic!("not stored") };
+                        assert!(message.id > last, "events out of log order");
+                        last = message.id;
+                        let latest = store.latest_message("r").unwrap().expect("nothing stored yet");
+                        assert!(latest.id >= message.id, "message {} handed on before it was stored", message.id);
+                        seen += 1;
+                    }
+                }
+                seen
+            })
+        };
         for i in 0..300 {
-            let write =
-                Write::Message { conversation: "r".into(), author: "a".into(), text: format!("m{i}"), ts_ms: 1 };
-            log.submit(Pending { write, reply: Reply::Socket { origin: sub.clone(), client_id: None } }).await;
+            let write = Write::Message {
+                conversation: conversation.clone(),
+                author: Username::parse("a").unwrap(),
+                text: MessageText::parse(&format!("m{i}")).unwrap(),
+                ts_ms: 1,
+            };
+            log.submit(Pending { write, ticket: Ticket::Nobody }).await;
         }
         log.close(Duration::from_secs(10)).await;
-        let mut last = MessageId(0);
-        for _ in 0..300 {
-            let Some(Outbound::Message { id, .. }) = rx.recv().await else { panic!("missing delivery") };
-            assert!(id > last);
-            last = id;
-        }
-        assert_eq!(store.messages_before("r", None, 500).unwrap().len(), 300);
-        assert!(metrics.commits.load(Ordering::Relaxed) <= 301);
+        drop(log);
+        assert_eq!(checker.await.unwrap(), 300);
+        assert!(metrics.commits.load(Ordering::Relaxed) <= 300);
     }
 }

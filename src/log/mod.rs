@@ -8,8 +8,10 @@
 //!   every node applies the stream in order; a message's id is its position
 //!   in the stream (record offset, then its place in the record).
 //!
-//! Either way `apply::apply_batch` stores the batch and `Sinks::finish`
-//! fans out what was stored, so the data path is the same.
+//! Either way `apply::apply_batch` stores the batch and only then is it
+//! handed on as a `LogEvent` on the events channel, so the data path is the
+//! same. The log knows nothing of sockets or pages: the consumer of its
+//! events (`chat::fanout`) turns them into frames, closes and answers.
 
 pub mod amqp_url;
 pub mod apply;
@@ -17,36 +19,33 @@ pub mod cluster;
 pub mod embedded;
 pub mod write;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::setup::SetupToken;
-use crate::chat::frames::{self, Refusal};
-use crate::chat::hub::{Hub, Outbound, Subscriber};
-use crate::chat::live::LiveSockets;
-use crate::metrics::Metrics;
-use write::{hash_from_hex, Outcome, Write};
+use crate::domain::{SessionHash, Username};
+use write::{Outcome, Write};
 
-/// Who is waiting for a write's outcome.
-pub enum Reply {
-    /// An HTTP handler, waiting for the outcome.
-    Wait(oneshot::Sender<Result<Outcome, LogError>>),
-    /// The socket that sent a message: it gets its `client_id` copy, or the
-    /// `unavailable` error.
-    Socket { origin: Arc<Subscriber>, client_id: Option<String> },
-    /// Nobody on this node (a write read from another node).
+/// How whoever submitted a write hears what became of it. The log never
+/// looks inside: it hands the ticket back with the committed event (or the
+/// refusal), and the event's consumer answers it.
+pub enum Ticket {
+    /// A caller awaiting the outcome (`WriteLog::apply`).
+    Awaited(oneshot::Sender<Result<Outcome, LogError>>),
+    /// A live connection of this node, by its id, with the id its client
+    /// gave the write (echoed back to that client alone).
+    Connection { connection: u64, client_id: Option<String> },
+    /// Nobody on this node waits: a write read from another node's stream.
     Nobody,
 }
 
-/// A write on its way into the log.
+/// A write on its way into the log, with the ticket its submitter holds.
 pub struct Pending {
     pub write: Write,
-    pub reply: Reply,
+    pub ticket: Ticket,
 }
 
+/// Why a write was not applied.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     #[error("the write log is unavailable: {0}")]
@@ -55,85 +54,80 @@ pub enum LogError {
     Storage(String),
 }
 
-/// Where applied writes take effect beyond storage: fan-out, sockets to
-/// close, the setup page. Shared by both backends.
-pub struct Sinks {
-    pub hub: Arc<Hub>,
-    pub live: Arc<LiveSockets>,
-    pub setup: Arc<SetupToken>,
-    pub metrics: Arc<Metrics>,
+/// What a committed write changed beyond its own rows, that live
+/// connections follow (the log says what happened, not what to do about it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Nothing,
+    /// The session with this token hash ended (signed out).
+    SessionEnded(SessionHash),
+    /// The account can no longer sign in; its sessions are void.
+    AccountDeactivated(Username),
+    /// The account's password changed; every session of it ended.
+    PasswordChanged(Username),
+    /// An account was created (the first one closes first-run setup).
+    AccountCreated,
 }
 
-/// What a write does beyond storage, noted before the write is consumed.
-enum Effect {
-    None,
-    CloseSession([u8; 32]),
-    CloseUser(String),
-    SignOutUser(String),
-    UserCreated,
+/// One write of a commit, as its consumer sees it: what applying it came to
+/// (a stored message is `Outcome::Stored`), what else it changed, and the
+/// ticket to answer.
+pub struct Committed {
+    pub outcome: Outcome,
+    pub change: Change,
+    pub ticket: Ticket,
 }
 
-fn effect_of(write: &Write) -> Effect {
-    match write {
-        Write::DeleteSession { token_hash } => hash_from_hex(token_hash).map_or(Effect::None, Effect::CloseSession),
-        Write::SetUserActive { username, active: false } => Effect::CloseUser(username.clone()),
-        Write::SetPassword { username, .. } => Effect::SignOutUser(username.clone()),
-        Write::CreateUser { .. } => Effect::UserCreated,
-        _ => Effect::None,
-    }
+/// What the log hands on, in log order, once storage has settled it.
+pub enum LogEvent {
+    /// Writes committed together, in their order. Sent only after the
+    /// commit returned: nobody sees a write that is not stored.
+    Committed(Vec<Committed>),
+    /// Writes that will not be applied; nothing of them was stored.
+    Refused(Vec<Ticket>, LogError),
 }
 
-impl Sinks {
-    /// After a batch committed: fan out stored messages in order, close
-    /// sockets of ended sessions, and answer whoever waits.
-    fn finish(&self, results: Vec<(Effect, Outcome, Reply)>) {
-        for (effect, outcome, reply) in results {
-            match (&effect, &outcome) {
-                (Effect::CloseSession(hash), _) => {
-                    self.live.close_session(hash);
-                }
-                (Effect::CloseUser(name), Outcome::Applied) => {
-                    self.live.close_user(name);
-                }
-                (Effect::SignOutUser(name), Outcome::Applied) => {
-                    self.live.sign_out_user(name);
-                }
-                (Effect::UserCreated, Outcome::Applied) => self.setup.close(),
-                _ => {}
-            }
-            if let Outcome::Stored(message) = &outcome {
-                self.metrics.messages_stored.fetch_add(1, Ordering::Relaxed);
-                let origin = match &reply {
-                    Reply::Socket { origin, client_id: Some(id) } => Some((origin.id, id.as_str())),
-                    _ => None,
-                };
-                self.hub.publish(message, origin);
-            }
-            if let Reply::Wait(waiter) = reply {
-                let _ = waiter.send(Ok(outcome));
-            }
-        }
-    }
+/// The sending end of the log's events; the backends share it.
+pub type Events = mpsc::Sender<LogEvent>;
 
-    /// A batch failed to commit: nothing of it was stored; say so.
-    fn fail(&self, replies: Vec<Reply>, error: &str) {
-        self.metrics.store_failures.fetch_add(1, Ordering::Relaxed);
-        for reply in replies {
-            refuse(reply, LogError::Storage(error.to_owned()));
+/// Committed batches waiting for their consumer; a full channel makes the
+/// log wait before its next commit (back-pressure, never a drop).
+pub const EVENTS_CAPACITY: usize = 64;
+
+/// The channel a log is started with: its consumer (`chat::fanout`, or a
+/// test) must drain the receiving end, since it answers every ticket.
+pub fn events() -> (Events, mpsc::Receiver<LogEvent>) {
+    mpsc::channel(EVENTS_CAPACITY)
+}
+
+impl Change {
+    /// What `write` changes once applied with `outcome`.
+    fn of(write: &Write, outcome: &Outcome) -> Change {
+        let applied = matches!(outcome, Outcome::Applied);
+        match write {
+            // A session ends whether or not the row was still there.
+            Write::DeleteSession { token_hash } => Change::SessionEnded(*token_hash),
+            Write::SetUserActive { username, active: false } if applied => Change::AccountDeactivated(username.clone()),
+            Write::SetPassword { username, .. } if applied => Change::PasswordChanged(username.clone()),
+            Write::CreateUser { .. } if applied => Change::AccountCreated,
+            _ => Change::Nothing,
         }
     }
 }
 
-/// Answers a write that will not be applied.
-fn refuse(reply: Reply, error: LogError) {
-    match reply {
-        Reply::Wait(waiter) => {
-            let _ = waiter.send(Err(error));
+impl Ticket {
+    /// Answers a ticket whose write will not be applied: an awaiting caller
+    /// at once, a connection through the events (its consumer tells it).
+    async fn refuse(self, error: LogError, events: &Events) {
+        match self {
+            Ticket::Awaited(waiter) => {
+                let _ = waiter.send(Err(error));
+            }
+            Ticket::Nobody => {}
+            connection => {
+                let _ = events.send(LogEvent::Refused(vec![connection], error)).await;
+            }
         }
-        Reply::Socket { origin, client_id } => {
-            origin.deliver(Outbound::Frame(frames::error_bytes(&Refusal::Unavailable, client_id.as_deref())));
-        }
-        Reply::Nobody => {}
     }
 }
 
@@ -152,7 +146,7 @@ impl WriteLog {
     pub async fn apply(&self, write: Write) -> Result<Outcome, LogError> {
         let (waiter, outcome) = oneshot::channel();
         let applied = async {
-            self.submit(Pending { write, reply: Reply::Wait(waiter) }).await;
+            self.submit(Pending { write, ticket: Ticket::Awaited(waiter) }).await;
             outcome.await
         };
         match tokio::time::timeout(APPLY_WAIT, applied).await {
@@ -162,8 +156,8 @@ impl WriteLog {
         }
     }
 
-    /// Submits a write without waiting for it to be applied; a refusal is
-    /// answered through its `Reply`.
+    /// Submits a write without waiting for it to be applied; its outcome or
+    /// refusal comes back with its ticket.
     pub async fn submit(&self, pending: Pending) {
         match self {
             WriteLog::Embedded(log) => log.submit(pending).await,

@@ -3,53 +3,39 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{Conversation, MessageText, SessionHash, Username};
 use crate::storage::{Message, SessionRecord, UserRecord};
 
-/// One change. Serialised into the cluster's stream, so fields are only
-/// ever added (with defaults), never renamed.
+/// One change, in the validated types of `domain`: a write read from the
+/// cluster's stream is checked as it is decoded, so one that breaks a rule
+/// never reaches storage. Serialised into the stream with each value as
+/// the plain string it always was, so fields are only ever added (with
+/// defaults), never renamed.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Write {
     /// A new account; with `only_if_first`, only while there is none (setup).
-    CreateUser {
-        user: UserRecord,
-        only_if_first: bool,
-    },
-    SetUserActive {
-        username: String,
-        active: bool,
-    },
-    /// `token_hash` is hex: the SHA-256 of the cookie token.
-    CreateSession {
-        token_hash: String,
-        session: SessionRecord,
-    },
-    DeleteSession {
-        token_hash: String,
-    },
-    Join {
-        username: String,
-        conversation: String,
-    },
-    Message {
-        conversation: String,
-        author: String,
-        text: String,
-        ts_ms: u64,
-    },
+    CreateUser { user: UserRecord, only_if_first: bool },
+    /// Deactivating ends every session of the account; activating lets it sign in again.
+    SetUserActive { username: Username, active: bool },
+    /// A signed-in session, under the hash of its cookie's token.
+    CreateSession { token_hash: SessionHash, session: SessionRecord },
+    /// Signing out.
+    DeleteSession { token_hash: SessionHash },
+    /// A user enters a conversation (it is created with its first member).
+    Join { username: Username, conversation: Conversation },
+    /// A chat message; it gets its id when applied.
+    Message { conversation: Conversation, author: Username, text: MessageText, ts_ms: u64 },
     /// A new password (from `chatctl changepassword`): every session of
     /// the user ends, and their sockets close with "signed out".
-    SetPassword {
-        username: String,
-        password_hash: String,
-    },
+    SetPassword { username: Username, password_hash: String },
     /// Written by a cluster node when it connects: reading its own marker
     /// back means it has applied everything written before.
     Marker,
     /// Stands in for a write this version cannot read (from a newer
-    /// chatctl): applied as nothing, so that its writer's later writes,
-    /// which must apply in seq order, are not held back behind it. Never
-    /// written to the stream.
+    /// chatctl, or one that breaks a rule): applied as nothing, so that its
+    /// writer's later writes, which must apply in seq order, are not held
+    /// back behind it. Never written to the stream.
     #[serde(skip)]
     Unreadable,
 }
@@ -159,34 +145,31 @@ pub enum Outcome {
     OutOfOrder,
 }
 
-pub fn hash_to_hex(hash: &[u8; 32]) -> String {
-    crate::auth::session::hex(hash)
-}
-
-pub fn hash_from_hex(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn writes_round_trip_through_json() {
-        let write = Write::Message { conversation: "lobby".into(), author: "a".into(), text: "hi".into(), ts_ms: 5 };
+        let write = Write::Message {
+            conversation: Conversation::from_key("lobby").unwrap(),
+            author: Username::parse("a").unwrap(),
+            text: MessageText::parse("hi").unwrap(),
+            ts_ms: 5,
+        };
         let envelope = Envelope { node: 7, seq: 9, write: write.clone() };
-        let back: Envelope = serde_json::from_slice(&serde_json::to_vec(&envelope).unwrap()).unwrap();
+        let bytes = serde_json::to_vec(&envelope).unwrap();
+        // The wire form is what it was when every field was a string.
+        let wire: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            wire["write"],
+            serde_json::json!({"op": "message", "conversation": "lobby", "author": "a", "text": "hi", "ts_ms": 5})
+        );
+        let back: Envelope = serde_json::from_slice(&bytes).unwrap();
         assert_eq!((back.node, back.seq, back.write), (7, 9, write));
-        let hash = [0xab; 32];
-        assert_eq!(hash_from_hex(&hash_to_hex(&hash)), Some(hash));
-        assert_eq!(hash_from_hex("zz"), None);
+        let hash = SessionHash([0xab; 32]);
+        assert_eq!(SessionHash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(SessionHash::from_hex("zz"), None);
     }
 
     #[test]
@@ -208,5 +191,20 @@ mod tests {
         let decoded = Record::decode(&mixed).unwrap();
         let seen: Vec<_> = decoded.writes.iter().map(|e| e.as_ref().map(|e| (e.seq, e.write.clone()))).collect();
         assert_eq!(seen, [Some((1, Write::Marker)), Some((4, Write::Unreadable)), None, Some((3, Write::Marker))]);
+    }
+
+    #[test]
+    fn a_write_that_breaks_a_rule_is_refused_as_it_is_decoded() {
+        let bad = [
+            br#"{"node":7,"seq":1,"write":{"op":"message","conversation":"no spaces","author":"a","text":"hi","ts_ms":1}}"#.as_slice(),
+            br#"{"node":7,"seq":2,"write":{"op":"message","conversation":"r","author":"a b","text":"hi","ts_ms":1}}"#,
+            br#"{"node":7,"seq":3,"write":{"op":"message","conversation":"r","author":"a","text":"   ","ts_ms":1}}"#,
+            br#"{"node":7,"seq":4,"write":{"op":"join","username":"a","conversation":"dm:a"}}"#,
+            br#"{"node":7,"seq":5,"write":{"op":"delete_session","token_hash":"abc"}}"#,
+        ];
+        let decoded = Record::decode(&encode_record(bad)).unwrap();
+        let seen: Vec<_> = decoded.writes.into_iter().map(|e| e.map(|e| (e.seq, e.write))).collect();
+        let unreadable: Vec<_> = (1..=5).map(|seq| Some((seq, Write::Unreadable))).collect();
+        assert_eq!(seen, unreadable, "each keeps its place and seq, applied as nothing");
     }
 }

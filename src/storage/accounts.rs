@@ -4,10 +4,11 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, schema, Result, Store};
+use crate::domain::Username;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UserRecord {
-    pub username: String,
+    pub username: Username,
     #[serde(default)]
     pub email: String,
     /// PHC string (`$argon2id$...`).
@@ -19,7 +20,7 @@ pub struct UserRecord {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
-    pub username: String,
+    pub username: Username,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
 }
@@ -270,7 +271,11 @@ mod tests {
     fn deactivation_ends_that_users_sessions_only() {
         let (_dir, store) = test_store();
         store.create_user(&user("alice")).unwrap();
-        let session = |name: &str| SessionRecord { username: name.into(), created_at_ms: 0, expires_at_ms: u64::MAX };
+        let session = |name: &str| SessionRecord {
+            username: crate::domain::Username::parse(name).unwrap(),
+            created_at_ms: 0,
+            expires_at_ms: u64::MAX,
+        };
         store.create_session(&[1; 32], &session("alice")).unwrap();
         store.create_session(&[2; 32], &session("bob")).unwrap();
         assert!(store.set_user_active("alice", false).unwrap());
@@ -283,7 +288,11 @@ mod tests {
     #[test]
     fn expired_sessions_are_swept() {
         let (_dir, store) = test_store();
-        let s = |exp| SessionRecord { username: "a".into(), created_at_ms: 0, expires_at_ms: exp };
+        let s = |exp| SessionRecord {
+            username: crate::domain::Username::parse("a").unwrap(),
+            created_at_ms: 0,
+            expires_at_ms: exp,
+        };
         store.create_session(&[1; 32], &s(100)).unwrap();
         store.create_session(&[2; 32], &s(300)).unwrap();
         assert_eq!(store.delete_expired_sessions(200).unwrap(), 1);

@@ -337,7 +337,7 @@ pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
 #[cfg(test)]
 pub(crate) fn test_user(name: &str) -> UserRecord {
     UserRecord {
-        username: name.into(),
+        username: crate::domain::Username::from_stored(name).expect("a valid test username"),
         email: String::new(),
         password_hash: "$argon2id$x".into(),
         is_superuser: false,

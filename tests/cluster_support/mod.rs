@@ -281,7 +281,7 @@ impl Node {
     /// what applying it came to on this node.
     pub async fn claim_username(&self, username: &str, password_hash: &str) -> Result<Outcome, chatctl::log::LogError> {
         let user = UserRecord {
-            username: username.to_owned(),
+            username: chatctl::domain::Username::parse(username).expect("a valid test username"),
             email: String::new(),
             password_hash: password_hash.to_owned(),
             is_superuser: false,

@@ -145,7 +145,7 @@ pub fn create_users(dir: &std::path::Path, users: &[UserSpec]) {
     for spec in users {
         store
             .create_user(&UserRecord {
-                username: spec.name.clone(),
+                username: chatctl::domain::Username::from_stored(&spec.name).expect("a valid test username"),
                 email: String::new(),
                 password_hash: chatctl::auth::password::hash(&password_of(&spec.name)),
                 is_superuser: spec.superuser,

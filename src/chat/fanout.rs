@@ -1,0 +1,115 @@
+//! The last leg of a write's path: the log's events, turned into what live
+//! connections see. A stored message goes to every local socket of its
+//! conversation (its sender's copy with its `client_id`); an ended session,
+//! a deactivated account or a new password closes the sockets concerned; a
+//! refused write becomes an `unavailable` error frame; and every ticket is
+//! answered, after its effects, so that an HTTP handler that waited on a
+//! sign-out returns once the sockets are told.
+//!
+//! One task runs this for the whole node, in log order: it is the only
+//! consumer of the log's events.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::frames::{self, Refusal};
+use super::hub::{Hub, Outbound};
+use super::live::LiveSockets;
+use crate::auth::setup::SetupToken;
+use crate::log::write::Outcome;
+use crate::log::{Change, Committed, LogError, LogEvent, Ticket};
+use crate::metrics::Metrics;
+
+/// What the fan-out acts on.
+pub struct Targets {
+    pub hub: Arc<Hub>,
+    pub live: Arc<LiveSockets>,
+    pub setup: Arc<SetupToken>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The running fan-out task.
+pub struct FanOut {
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Starts the task that drains `events` until the log's last sender is gone.
+pub fn start(mut events: mpsc::Receiver<LogEvent>, targets: Targets) -> FanOut {
+    let task = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                LogEvent::Committed(batch) => targets.committed(batch),
+                LogEvent::Refused(tickets, error) => targets.refused(tickets, error),
+            }
+        }
+    });
+    FanOut { task: Mutex::new(Some(task)) }
+}
+
+impl FanOut {
+    /// `Ok` while the task runs; a stopped fan-out means writes are stored
+    /// but nobody is told (for `/readyz`).
+    pub fn readiness(&self) -> Result<(), String> {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if task.as_ref().is_some_and(|task| task.is_finished()) {
+            return Err(
+                "the fan-out task has stopped: messages are stored but not delivered; restart the server".into()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Targets {
+    /// A commit: its effects on live connections, then its messages to
+    /// their rooms, then its waiters, write by write in log order.
+    fn committed(&self, batch: Vec<Committed>) {
+        for Committed { outcome, change, ticket } in batch {
+            match &change {
+                Change::Nothing => {}
+                Change::SessionEnded(hash) => {
+                    self.live.close_session(&hash.0);
+                }
+                Change::AccountDeactivated(name) => {
+                    self.live.close_user(name.as_str());
+                }
+                Change::PasswordChanged(name) => {
+                    self.live.sign_out_user(name.as_str());
+                }
+                Change::AccountCreated => self.setup.close(),
+            }
+            if let Outcome::Stored(message) = &outcome {
+                self.metrics.messages_stored.fetch_add(1, Ordering::Relaxed);
+                let origin = match &ticket {
+                    Ticket::Connection { connection, client_id: Some(id) } => Some((*connection, id.as_str())),
+                    _ => None,
+                };
+                self.hub.publish(message, origin);
+            }
+            if let Ticket::Awaited(waiter) = ticket {
+                let _ = waiter.send(Ok(outcome));
+            }
+        }
+    }
+
+    /// Writes that will not be applied: their submitters hear so.
+    fn refused(&self, tickets: Vec<Ticket>, error: LogError) {
+        if matches!(error, LogError::Storage(_)) {
+            self.metrics.store_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        for ticket in tickets {
+            match ticket {
+                Ticket::Awaited(waiter) => {
+                    let _ = waiter.send(Err(error.clone()));
+                }
+                Ticket::Connection { connection, client_id } => {
+                    let frame = frames::error_bytes(&Refusal::Unavailable, client_id.as_deref());
+                    self.live.deliver_to(connection, Outbound::Frame(frame));
+                }
+                Ticket::Nobody => {}
+            }
+        }
+    }
+}
