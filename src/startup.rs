@@ -18,6 +18,7 @@ use crate::chat::fanout::{FanOut, Targets};
 use crate::chat::hub::Hub;
 use crate::chat::live::LiveSockets;
 use crate::chat::rate_limit::MessageRateLimit;
+use crate::chat::Chat;
 use crate::config::ServerConfig;
 use crate::http::tls::{Tls, TlsError};
 use crate::log::cluster::{Cluster, ClusterConfig};
@@ -89,24 +90,30 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let (log, fan_out) = start_log(&config, &store, targets).await?;
     let (stop, shutdown) = watch::channel(false);
 
-    let app = Arc::new(App {
+    let chat = Arc::new(Chat {
+        hub,
+        live,
+        log: log.clone(),
+        store: store.clone(),
         message_rate: MessageRateLimit::new(config.message_rate, config.message_burst),
-        login_throttle: LoginThrottle::default(),
         history_frames: Arc::new(tokio::sync::Semaphore::new(crate::chat::socket::HISTORY_FRAMES_AT_ONCE)),
+        metrics: metrics.clone(),
+        socket_idle_timeout: config.socket_idle_timeout,
+    });
+    let app = Arc::new(App {
+        login_throttle: LoginThrottle::default(),
         // Leave a core to the chat: a login storm must not stall fan-out.
         password_checks: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1),
         ),
         config,
         store,
-        hub,
-        live,
+        chat,
         log,
         fan_out,
         metrics,
         shutdown: shutdown.clone(),
         setup,
-        storage_failed: std::sync::OnceLock::new(),
     });
     // Compute the unknown-user hash now, so the first failed login for an
     // unknown name takes no longer than one for a known name.
@@ -280,7 +287,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let deadline = Instant::now() + self.app.config.shutdown_grace;
         let _ = self.stop.send(true);
-        self.app.live.close_all(1001, "server shutting down");
+        self.app.chat.live.close_all(1001, "server shutting down");
         let _ = tokio::time::timeout_at(deadline.into(), self.accept_task).await;
         while self.app.metrics.open_sockets.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -306,7 +313,7 @@ async fn sweep_expired_sessions(app: Arc<App>, mut shutdown: watch::Receiver<boo
         tokio::select! {
             _ = crate::app::App::stopping(&mut shutdown) => return,
             _ = every_hour.tick() => {
-                match app.storage(|store| store.delete_expired_sessions(now_ms())).await {
+                match app.store.call(|store| store.delete_expired_sessions(now_ms())).await {
                     Ok(0) => {}
                     Ok(removed) => tracing::info!(removed, "expired sessions removed"),
                     Err(error) => tracing::warn!(%error, "sweeping expired sessions failed; will retry in an hour"),

@@ -353,7 +353,8 @@ async fn a_storage_panic_fails_its_call_and_marks_the_node_unready_while_it_keep
     let failed = app
         .server
         .app()
-        .storage(|_| -> chatctl::storage::Result<()> { panic!("simulated damage in the database file") })
+        .store
+        .call(|_| -> chatctl::storage::Result<()> { panic!("simulated damage in the database file") })
         .await;
     match failed {
         Err(chatctl::storage::StorageError::Panicked(what)) => assert!(what.contains("simulated damage"), "{what}"),

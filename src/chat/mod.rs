@@ -10,3 +10,27 @@ pub mod rate_limit;
 pub mod shared_io;
 pub mod socket;
 pub mod write_buffer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::log::WriteLog;
+use crate::metrics::Metrics;
+use crate::storage::Store;
+
+/// What every socket of this node shares; built once by `startup`.
+pub struct Chat {
+    pub hub: Arc<hub::Hub>,
+    pub live: Arc<live::LiveSockets>,
+    /// Where a socket's messages go to be stored (and then fanned out).
+    pub log: WriteLog,
+    /// History is read straight from storage.
+    pub store: Store,
+    pub message_rate: rate_limit::MessageRateLimit,
+    /// History frames and pages built (and, for sockets, sent) at once:
+    /// each may hold up to 1 MiB (see `socket::HISTORY_FRAMES_AT_ONCE`).
+    pub history_frames: Arc<tokio::sync::Semaphore>,
+    pub metrics: Arc<Metrics>,
+    /// A socket from which no frame arrives for this long is closed.
+    pub socket_idle_timeout: Duration,
+}

@@ -17,7 +17,7 @@ use super::frames::{self, PageBuilder, Refusal, MAX_FRAME_BYTES};
 use super::hub::{Outbound, Subscriber, UrgentClose};
 use super::shared_io::SharedIo;
 use super::write_buffer::LazyBufWriter;
-use crate::app::App;
+use super::Chat;
 use crate::domain::{Conversation, MessageId, Username};
 use crate::log::write::Write;
 use crate::log::{Pending, Ticket};
@@ -67,7 +67,7 @@ impl Drop for OpenGauge<'_> {
     }
 }
 
-pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
+pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest) {
     let mut ws = match upgrade.await {
         Ok(ws) => ws,
         Err(error) => {
@@ -75,8 +75,8 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
             return;
         }
     };
-    let _open = OpenGauge::new(&app.metrics.open_sockets);
-    app.metrics.sockets_accepted.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGauge::new(&chat.metrics.open_sockets);
+    chat.metrics.sockets_accepted.fetch_add(1, Ordering::Relaxed);
     // One byte over the limit: fastwebsockets refuses lengths >= this.
     ws.set_max_message_size(MAX_FRAME_BYTES + 1);
     // Pings come back from read_frame (and are answered there), so that
@@ -93,23 +93,24 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
 
     let key = request.conversation.key();
     let (subscriber, queue, urgent) = Subscriber::new(OUTBOUND_QUEUE);
-    let registration = app.live.register(request.user.as_str(), request.session, subscriber.clone());
+    let registration = chat.live.register(request.user.as_str(), request.session, subscriber.clone());
     // Subscribe before reading history: a message committed in between is
     // then in both, and the writer skips the live copy by id.
-    app.hub.subscribe(&key, subscriber.clone());
+    chat.hub.subscribe(&key, subscriber.clone());
 
     // At most HISTORY_FRAMES_AT_ONCE history frames are built or being sent
     // across the server: a burst of sockets asking for 1 MiB each waits here
     // instead of holding that much each. The writer drops the permit once
     // the frame is sent (or the socket is gone).
-    let permit = Arc::clone(&app.history_frames).acquire_owned().await.expect("the semaphore is never closed");
+    let permit = Arc::clone(&chat.history_frames).acquire_owned().await.expect("the semaphore is never closed");
     let (session, history_key) = (request.session, key.clone());
     let (from, limit) = match request.since {
         Some(since) => (PageFrom::After(since), HISTORY_ON_RECOVERY),
         None => (PageFrom::Before(None), HISTORY_ON_CONNECT),
     };
-    let history = app
-        .storage(move |store| {
+    let history = chat
+        .store
+        .call(move |store| {
             // Checked again now that the socket is registered: a sign-out
             // between the upgrade's check and the registration is not missed.
             let signed_in = store.session_user(&session, now_ms())?.is_some();
@@ -128,16 +129,16 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
             }
             // Pings at 2/5 of the idle limit: a live client answers twice
             // before it would count as silent.
-            let ping_every = app.config.socket_idle_timeout * 2 / 5;
+            let ping_every = chat.socket_idle_timeout * 2 / 5;
             let history = History { frame, covers: latest, permit };
             let writer_task = tokio::spawn(write_loop(writer, queue, urgent, history, ping_every));
             let mut writer_task = AbortOnDrop(writer_task);
             let writer_finished = tokio::select! {
-                _ = read_loop(&app, reader, &subscriber, &request) => false,
+                _ = read_loop(&chat, reader, &subscriber, &request) => false,
                 // The writer closed the socket (slow consumer, shutdown, error): stop reading.
                 _ = &mut writer_task.0 => true,
             };
-            app.hub.unsubscribe(&key, subscriber.id);
+            chat.hub.unsubscribe(&key, subscriber.id);
             // The last senders of the socket's queue: once gone, the writer
             // ends after what is queued (a close echo, an error frame).
             drop(registration);
@@ -148,7 +149,7 @@ pub async fn serve(app: Arc<App>, upgrade: UpgradeFut, request: SocketRequest) {
         }
         Err(error) => {
             tracing::error!(%error, conversation = %key, "reading history failed; closing the socket");
-            app.hub.unsubscribe(&key, subscriber.id);
+            chat.hub.unsubscribe(&key, subscriber.id);
             let mut writer = writer;
             let _ = close(&mut writer, 1011, "storage unavailable").await;
         }
@@ -167,8 +168,8 @@ impl Drop for AbortOnDrop {
 
 /// Reads client frames until the client closes, the socket dies, or a frame
 /// breaks a rule that closes it.
-async fn read_loop(app: &App, mut reader: Reader, me: &Arc<Subscriber>, request: &SocketRequest) {
-    let idle = app.config.socket_idle_timeout;
+async fn read_loop(chat: &Chat, mut reader: Reader, me: &Arc<Subscriber>, request: &SocketRequest) {
+    let idle = chat.socket_idle_timeout;
     // A fragmented message being reassembled.
     let mut partial: Option<Vec<u8>> = None;
     while let Some(frame) = next_frame(&mut reader, idle, me).await {
@@ -209,7 +210,7 @@ async fn read_loop(app: &App, mut reader: Reader, me: &Arc<Subscriber>, request:
                 return;
             }
         };
-        if !accept(app, me, request, &complete).await {
+        if !accept(chat, me, request, &complete).await {
             return;
         }
     }
@@ -268,14 +269,14 @@ fn is_masked(frame: &mut Frame<'_>) -> bool {
 
 /// Handles one complete text message. Returns false when the socket is
 /// being closed by the server and should read no more.
-async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &[u8]) -> bool {
-    app.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
+async fn accept(chat: &Chat, me: &Arc<Subscriber>, request: &SocketRequest, raw: &[u8]) -> bool {
+    chat.metrics.frames_received.fetch_add(1, Ordering::Relaxed);
     if me.is_closing() {
         // Signed out or deactivated: the close is on its way; accept nothing more.
         return false;
     }
     let refuse = |refusal: Refusal, client_id: Option<&str>| {
-        app.metrics.frames_refused.fetch_add(1, Ordering::Relaxed);
+        chat.metrics.frames_refused.fetch_add(1, Ordering::Relaxed);
         me.deliver(Outbound::Frame(frames::error_bytes(&refusal, client_id)));
     };
     let inbound = match frames::parse_inbound(raw) {
@@ -285,7 +286,7 @@ async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &
             return true;
         }
     };
-    if !app.message_rate.allow(request.user.as_str()) {
+    if !chat.message_rate.allow(request.user.as_str()) {
         refuse(Refusal::RateLimited, inbound.client_id.as_deref());
         return true;
     }
@@ -298,7 +299,7 @@ async fn accept(app: &App, me: &Arc<Subscriber>, request: &SocketRequest, raw: &
     // Stored first; the fan-out then brings it to every socket, this one
     // included (with its client_id). A refusal comes back as `unavailable`.
     let ticket = Ticket::Connection { connection: me.id, client_id: inbound.client_id };
-    app.log.submit(Pending { write, ticket }).await;
+    chat.log.submit(Pending { write, ticket }).await;
     true
 }
 

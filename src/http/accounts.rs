@@ -77,7 +77,7 @@ pub async fn authenticate(
         }
     };
     let user = match valid_name.clone() {
-        Some(name) => app.storage(move |store| store.user(name.as_str())).await?,
+        Some(name) => app.store.call(move |store| store.user(name.as_str())).await?,
         None => None,
     };
     let password = password.to_owned();

@@ -57,9 +57,10 @@ pub async fn history(app: &Arc<App>, request: &Request<Incoming>, conversation: 
         Page::After(after, limit) => (PageFrom::After(after), limit),
     };
     // Shares the sockets' bound on pages being built at once (1 MiB each).
-    let _building = app.history_frames.acquire().await.expect("the semaphore is never closed");
+    let _building = app.chat.history_frames.acquire().await.expect("the semaphore is never closed");
     let body = app
-        .storage(move |store| {
+        .store
+        .call(move |store| {
             let mut page = PageBuilder::api(from);
             let end = store.walk_messages(&key, from, limit, |m| page.push(&m))?;
             Ok(page.finish(frames::page_has_more(from, end)))
@@ -74,7 +75,7 @@ pub async fn history(app: &Arc<App>, request: &Request<Incoming>, conversation: 
 /// The direct conversation with `peer`, if that user exists.
 pub async fn direct_with(app: &Arc<App>, user: &CurrentUser, peer: &Username) -> Result<Conversation, Reply> {
     let name = peer.as_str().to_owned();
-    match app.storage(move |store| store.user(&name)).await {
+    match app.store.call(move |store| store.user(&name)).await {
         Ok(Some(_)) => Ok(Conversation::direct(user.username.clone(), peer.clone())),
         Ok(None) => Err(json_error(StatusCode::NOT_FOUND, "no such user")),
         Err(error) => Err(storage_failure_json(error)),
@@ -89,7 +90,7 @@ pub fn me(user: &CurrentUser) -> Reply {
 /// `GET /api/lobby`: the user's conversations, newest activity first.
 pub async fn lobby(app: &Arc<App>, user: &CurrentUser) -> Reply {
     let name = user.username.as_str().to_owned();
-    let summaries = match app.storage(move |store| store.conversations_of(&name)).await {
+    let summaries = match app.store.call(move |store| store.conversations_of(&name)).await {
         Ok(summaries) => summaries,
         Err(error) => return storage_failure_json(error),
     };

@@ -39,7 +39,7 @@ pub async fn current_user(app: &Arc<App>, headers: &HeaderMap) -> storage::Resul
     }
     let token = token.to_owned();
     let hash = session::token_hash(&token);
-    let user = app.storage(move |store| store.session_user(&hash, now_ms())).await?;
+    let user = app.store.call(move |store| store.session_user(&hash, now_ms())).await?;
     Ok(user.and_then(|user| {
         let username = Username::from_stored(&user.username).ok()?;
         Some(CurrentUser { username, is_superuser: user.is_superuser, session_token: token })

@@ -215,11 +215,9 @@ async fn admin_route(
 /// it was opened, space left on its disk) and the log taking writes (with a
 /// broker: connected and caught up on the stream).
 async fn readiness(app: &Arc<App>) -> Reply {
-    let storage = app.storage(|store| store.check_ready()).await;
-    let reason = match (app.storage_failed.get(), storage) {
-        (Some(what), _) => Some(format!("storage: {}", crate::storage::StorageError::Panicked(what.clone()))),
-        (None, Err(error)) => Some(format!("storage: {error}")),
-        (None, Ok(())) => app.log.readiness().and_then(|()| app.fan_out.readiness()).err(),
+    let reason = match app.store.call(|store| store.check_ready()).await {
+        Err(error) => Some(format!("storage: {error}")),
+        Ok(()) => app.log.readiness().and_then(|()| app.fan_out.readiness()).err(),
     };
     match reason {
         None => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),

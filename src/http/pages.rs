@@ -59,7 +59,7 @@ pub fn room(user: &CurrentUser, room: &RoomName) -> Reply {
 
 pub async fn direct(app: &Arc<App>, user: &CurrentUser, peer: &Username) -> Reply {
     let name = peer.as_str().to_owned();
-    match app.storage(move |store| store.user(&name)).await {
+    match app.store.call(move |store| store.user(&name)).await {
         Ok(Some(_)) => chat_page(user, &format!("@{}", peer.as_str())),
         Ok(None) => error_page(StatusCode::NOT_FOUND, "There is no user with that name."),
         Err(error) => storage_failure_page(error),
@@ -105,7 +105,7 @@ pub async fn admin(app: &Arc<App>, user: &CurrentUser, request: &Request<Incomin
 }
 
 async fn admin_page(app: &Arc<App>, user: &CurrentUser, status: StatusCode, error: &str, notice: &str) -> Reply {
-    let users = match app.storage(|store| store.users()).await {
+    let users = match app.store.call(|store| store.users()).await {
         Ok(users) => users,
         Err(error) => return storage_failure_page(error),
     };

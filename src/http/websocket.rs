@@ -63,7 +63,7 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
     }
     // Taken before anything is written, so a refused upgrade joins nothing.
     let cap = app.config.max_sockets_per_user;
-    let Some(user_slot) = app.live.reserve(user.username.as_str(), cap) else {
+    let Some(user_slot) = app.chat.live.reserve(user.username.as_str(), cap) else {
         tracing::warn!(target: SECURITY, client = %peer.address, username = %log_safe(user.username.as_str()), reason = "sockets per user", "upgrade refused");
         return json_error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -80,7 +80,7 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
     let joined = conversation.clone();
     // Rooms are created and memberships recorded through the log; an
     // upgrade by a member (the common case) writes nothing.
-    match app.storage(move |store| store.is_member(&member, &joined)).await {
+    match app.store.call(move |store| store.is_member(&member, &joined)).await {
         Ok(true) => {}
         Ok(false) => {
             let write = Write::Join { username: user.username.clone(), conversation: conversation.clone() };
@@ -94,7 +94,7 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
     // The socket outlives its HTTP connection: it keeps the connection's
     // place under --max-connections-per-address until it closes.
     let held = request.extensions_mut().remove::<HeldSlot>();
-    let socket = socket::serve(app.clone(), upgrade, socket_request);
+    let socket = socket::serve(app.chat.clone(), upgrade, socket_request);
     tokio::spawn(async move {
         let _places = (held, user_slot);
         socket.await

@@ -107,6 +107,9 @@ struct Shared {
     /// Why writes fail, from the first failed write until a reopen
     /// succeeds; `recovery` waits on it.
     write_failure: tokio::sync::watch::Sender<Option<String>>,
+    /// What a storage call that panicked said: the file may be damaged, so
+    /// the node says it is not ready until it is restarted.
+    panicked: std::sync::OnceLock<String>,
 }
 
 /// How `Store::open` treats the schema version it finds.
@@ -159,8 +162,12 @@ impl Store {
         if check == SchemaCheck::RequireCurrent && found < current {
             return Err(StorageError::NeedsMigration { path, found, current });
         }
-        let shared =
-            Shared { path, db: RwLock::new(Some(Arc::new(db))), write_failure: tokio::sync::watch::Sender::new(None) };
+        let shared = Shared {
+            path,
+            db: RwLock::new(Some(Arc::new(db))),
+            write_failure: tokio::sync::watch::Sender::new(None),
+            panicked: std::sync::OnceLock::new(),
+        };
         Ok(Store { shared: Arc::new(shared) })
     }
 
@@ -177,6 +184,32 @@ impl Store {
             let why = self.write_failure().unwrap_or_else(|| "the database is being reopened".to_owned());
             StorageError::Unavailable(why)
         })
+    }
+
+    /// Runs a storage call on the blocking pool, so that disk waits never
+    /// stall the sockets served by the runtime. A panic in the database
+    /// layer (a damaged file, a bug) fails this call with `Panicked`, not
+    /// the worker or the connection, and marks the store unready.
+    pub async fn call<T, F>(&self, call: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || call(&store)).await {
+            Ok(result) => result,
+            Err(join_error) => {
+                let what = match join_error.try_into_panic() {
+                    Ok(payload) => panic_text(&*payload),
+                    Err(_) => "the storage task was cancelled".to_owned(),
+                };
+                let error = StorageError::Panicked(what.clone());
+                if self.shared.panicked.set(what).is_ok() {
+                    tracing::error!(%error, "storage call panicked; this node now reports itself unready");
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Why writes are failing (disk full, an I/O error), until the database
@@ -231,9 +264,12 @@ impl Store {
         Ok(self.stream_next_offset()?.is_none() && (next_local > 1 || redb::ReadableTableMetadata::len(&users)? > 0))
     }
 
-    /// A cheap read that proves the file is readable and no write has
-    /// failed since it was opened; `/readyz` uses it.
+    /// A cheap read that proves the file is readable, no write has failed
+    /// since it was opened and no call panicked; `/readyz` uses it.
     pub fn check_ready(&self) -> Result<()> {
+        if let Some(what) = self.shared.panicked.get() {
+            return Err(StorageError::Panicked(what.clone()));
+        }
         if let Some(failure) = self.write_failure() {
             return Err(StorageError::Unavailable(failure));
         }
