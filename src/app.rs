@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
 use crate::auth::setup::SetupToken;
 use crate::auth::throttle::LoginThrottle;
 use crate::chat::fanout::FanOut;
@@ -12,6 +10,7 @@ use crate::chat::Chat;
 use crate::config::ServerConfig;
 use crate::log::WriteLog;
 use crate::metrics::Metrics;
+use crate::shutdown::Stopping;
 use crate::storage::Store;
 
 /// The server's shared state: its settings, the services it is built
@@ -29,16 +28,9 @@ pub struct App {
     /// Password checks (argon2) allowed to run at once.
     pub password_checks: tokio::sync::Semaphore,
     pub metrics: Arc<Metrics>,
-    /// Flips to true when the server begins to shut down.
-    pub shutdown: watch::Receiver<bool>,
+    /// Says when the server begins to shut down; long-running tasks hold
+    /// its `Running` guard so that shutdown knows when they have ended.
+    pub shutdown: Stopping,
     /// The first-run setup token, while the database has no user.
     pub setup: Arc<SetupToken>,
-}
-
-impl App {
-    /// Resolves once the server begins to shut down.
-    pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-        // The guard `wait_for` returns is not `Send`: drop it at once.
-        let _ = shutdown.wait_for(|stopping| *stopping).await.map(|_| ());
-    }
 }

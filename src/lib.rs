@@ -7,7 +7,7 @@
 //! - `chat`: a message's path: `socket` → `frames` → `crate::log` (store) → `hub` (fan-out) → sockets.
 //! - `log`: every write in one order: a local writer thread, or a RabbitMQ stream shared by many nodes.
 //! - `http`: the routes of PROTOCOL.md, pages and the JSON API.
-//! - `app`, `config`, `startup`: the shared state and how a server is built and stopped.
+//! - `app`, `config`, `startup`, `shutdown`: the shared state and how a server is built and stopped.
 //! - `control`: the local control socket and the admin operations it and the command line share.
 //! - `client`: a small HTTP + WebSocket client, used by `smoke-test` and the tests.
 //! - `commands`: one module per subcommand.
@@ -34,6 +34,7 @@ pub mod domain;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod shutdown;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

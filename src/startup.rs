@@ -3,13 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::auth::setup::SetupToken;
@@ -25,6 +22,7 @@ use crate::log::cluster::{Cluster, ClusterConfig};
 use crate::log::embedded::Embedded;
 use crate::log::WriteLog;
 use crate::metrics::Metrics;
+use crate::shutdown::{Shutdown, Stopping};
 use crate::storage::{now_ms, SchemaCheck, StorageError, Store};
 
 /// Why the server could not start, with the fix.
@@ -53,8 +51,7 @@ pub struct RunningServer {
     pub setup_url: Option<String>,
     app: Arc<App>,
     tls: Option<Arc<Tls>>,
-    stop: watch::Sender<bool>,
-    accept_task: JoinHandle<()>,
+    shutdown: Shutdown,
 }
 
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
@@ -88,7 +85,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let setup = Arc::new(SetupToken::new(setup_token));
     let targets = Targets { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone() };
     let (log, fan_out) = start_log(&config, &store, targets).await?;
-    let (stop, shutdown) = watch::channel(false);
+    let (shutdown_control, shutdown) = crate::shutdown::channel();
 
     let chat = Arc::new(Chat {
         hub,
@@ -127,7 +124,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         }
     }
     let acceptor = tls.as_ref().map(|tls| tls.acceptor());
-    let accept_task = tokio::spawn(crate::http::server::accept_loop(listener, acceptor, app.clone(), shutdown));
+    tokio::spawn(crate::http::server::accept_loop(listener, acceptor, app.clone(), shutdown));
     tracing::info!(
         %addr,
         tls = tls.is_some(),
@@ -136,7 +133,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         data_dir = %app.config.data_dir.display(),
         "chatctl is serving"
     );
-    Ok(RunningServer { addr, setup_url, app, tls, stop, accept_task })
+    Ok(RunningServer { addr, setup_url, app, tls, shutdown: shutdown_control })
 }
 
 /// A data dir's storage and write log with no listener: what the admin
@@ -282,36 +279,39 @@ impl RunningServer {
         &self.app
     }
 
-    /// Stops accepting, closes every socket with 1001, waits for storage to
-    /// commit what was accepted, all within the configured grace period.
-    pub async fn shutdown(self) {
+    /// Stops accepting, closes every socket with 1001, waits for every
+    /// task to end and for storage to commit what was accepted, then
+    /// releases the database; all within the configured grace period.
+    pub async fn shutdown(mut self) {
         let deadline = Instant::now() + self.app.config.shutdown_grace;
-        let _ = self.stop.send(true);
+        self.shutdown.begin();
         self.app.chat.live.close_all(1001, "server shutting down");
-        let _ = tokio::time::timeout_at(deadline.into(), self.accept_task).await;
-        while self.app.metrics.open_sockets.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // The accept loops, every connection and socket, the control socket
+        // and the background tasks each hold a `Running` guard.
+        let finished = self.shutdown.tasks_finished(deadline).await;
         self.app.log.close(deadline.saturating_duration_since(Instant::now())).await;
-        // The database closes with the last handle on it: wait for every
-        // task that holds the app to end, so a restart can open it again.
-        while Arc::strong_count(&self.app) > 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if Arc::strong_count(&self.app) > 1 {
+        if !finished {
             tracing::warn!("shutdown grace period ended before every task finished; committed writes are safe");
         }
-        drop(self.app);
+        // The database closes with the last handle on it, so that a restart
+        // can open it again. Every task that held one has ended by now.
+        if let Err(app) = Arc::try_unwrap(self.app) {
+            tracing::warn!(
+                holders = Arc::strong_count(&app) - 1,
+                "something still holds the server's state; the database is released when it lets go"
+            );
+        }
         tracing::info!("chatctl stopped");
     }
 }
 
 /// Removes expired sessions hourly, so the table does not grow forever.
-async fn sweep_expired_sessions(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+async fn sweep_expired_sessions(app: Arc<App>, mut shutdown: Stopping) {
+    let _running = shutdown.running();
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
-            _ = crate::app::App::stopping(&mut shutdown) => return,
+            _ = shutdown.requested() => return,
             _ = every_hour.tick() => {
                 match app.store.call(|store| store.delete_expired_sessions(now_ms())).await {
                     Ok(0) => {}

@@ -16,10 +16,11 @@ use std::os::fd::OwnedFd;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::protocol::{Command, ErrorKind, Reply, Request, Response, SOCKET_FILE, VERSION};
 use crate::app::App;
+use crate::shutdown::Stopping;
 
 /// A request line is small; anything longer is not one.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -35,7 +36,7 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 
 /// Binds the socket and spawns its accept loop, which ends (and removes
 /// the file) when the server begins to shut down.
-pub fn listen(app: Arc<App>, shutdown: watch::Receiver<bool>) -> std::io::Result<PathBuf> {
+pub fn listen(app: Arc<App>, shutdown: Stopping) -> std::io::Result<PathBuf> {
     let path = socket_path(&app.config.data_dir);
     // The database lock already proves no other server runs on this data
     // dir, so a file here is a stale one from a crash.
@@ -52,31 +53,28 @@ pub fn listen(app: Arc<App>, shutdown: watch::Receiver<bool>) -> std::io::Result
     Ok(path)
 }
 
-async fn accept_loop(
-    listener: UnixListener,
-    path: PathBuf,
-    owner: u32,
-    app: Arc<App>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: UnixListener, path: PathBuf, owner: u32, app: Arc<App>, mut shutdown: Stopping) {
+    let _running = shutdown.running();
     let slots = Arc::new(Semaphore::new(CONCURRENT));
     loop {
         // Wait for a free slot first, so a shutdown is seen while all are busy.
         let slot = tokio::select! {
-            _ = App::stopping(&mut shutdown) => break,
+            _ = shutdown.requested() => break,
             slot = slots.clone().acquire_owned() => match slot {
                 Ok(slot) => slot,
                 Err(_) => break,
             },
         };
         let accepted = tokio::select! {
-            _ = App::stopping(&mut shutdown) => break,
+            _ = shutdown.requested() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, _)) => {
                 let app = app.clone();
+                let running = shutdown.running();
                 tokio::spawn(async move {
+                    let _running = running;
                     if let Err(error) = serve_one(stream, owner, &app).await {
                         tracing::debug!(%error, "control connection ended early");
                     }

@@ -15,11 +15,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::per_address::{AddressSlot, ConnectionCaps, HeldSlot};
 use crate::app::App;
+use crate::shutdown::Stopping;
 
 /// Connections served at once; past this, new ones wait in the backlog.
 const MAX_CONNECTIONS: usize = 50_000;
@@ -34,31 +35,28 @@ const AT_CAP_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type:
 Content-Length: 66\r\nConnection: close\r\nRetry-After: 5\r\n\r\n\
 too many open connections from your address; close some and retry\n";
 
-/// Accepts until `shutdown` flips, then lets each connection finish its
-/// current request. Returns once no HTTP connection task is left.
-pub async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    app: Arc<App>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Accepts until shutdown begins; each connection then finishes its
+/// current request. The loop and every connection task hold a `Running`
+/// guard, so shutdown knows when the last one has ended.
+pub async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, app: Arc<App>, mut shutdown: Stopping) {
+    let _running = shutdown.running();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let caps = ConnectionCaps::new(app.config.max_connections_per_address, app.config.trusted_proxies.clone());
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
-            _ = crate::app::App::stopping(&mut shutdown) => break,
+            _ = shutdown.requested() => break,
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
         let (stream, client) = tokio::select! {
-            _ = crate::app::App::stopping(&mut shutdown) => break,
+            _ = shutdown.requested() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
                     // Out of file descriptors and the like: wait instead of spinning.
                     tracing::warn!(%error, "accept failed; backing off for {backoff:?}");
                     tokio::select! {
-                        _ = crate::app::App::stopping(&mut shutdown) => break,
+                        _ = shutdown.requested() => break,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
@@ -79,13 +77,14 @@ pub async fn accept_loop(
         let app = app.clone();
         let mut shutdown = shutdown.clone();
         let tls = tls.clone();
+        let running = shutdown.running();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, running);
             let Some(acceptor) = tls else {
                 return serve(stream, app, client, slot, shutdown).await;
             };
             let stream = tokio::select! {
-                _ = crate::app::App::stopping(&mut shutdown) => return,
+                _ = shutdown.requested() => return,
                 stream = super::tls::accept(&acceptor, stream, client, HEADER_TIMEOUT) => stream,
             };
             if let Some(stream) = stream {
@@ -93,8 +92,6 @@ pub async fn accept_loop(
             }
         });
     }
-    // Wait for in-flight HTTP connections: each holds a permit until it ends.
-    let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(MAX_CONNECTIONS as u32)).await;
 }
 
 /// Closes a connection whose address is at its cap. A plain-HTTP client
@@ -120,13 +117,8 @@ fn refuse_at_cap(stream: TcpStream, client: SocketAddr, tls: bool) {
 /// Serves HTTP/1.1 (and upgrades) on one connection, plain or TLS, until it
 /// ends or shutdown lets its current request finish. `slot` (its address's
 /// count) rides on each request, so an upgraded socket keeps it.
-async fn serve<S>(
-    stream: S,
-    app: Arc<App>,
-    client: SocketAddr,
-    slot: Option<Arc<AddressSlot>>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn serve<S>(stream: S, app: Arc<App>, client: SocketAddr, slot: Option<Arc<AddressSlot>>, mut shutdown: Stopping)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -149,7 +141,7 @@ async fn serve<S>(
                 tracing::debug!(%error, %client, "connection ended with an error");
             }
         }
-        _ = crate::app::App::stopping(&mut shutdown) => {
+        _ = shutdown.requested() => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
         }

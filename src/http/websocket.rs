@@ -95,8 +95,9 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
     // place under --max-connections-per-address until it closes.
     let held = request.extensions_mut().remove::<HeldSlot>();
     let socket = socket::serve(app.chat.clone(), upgrade, socket_request);
+    let running = app.shutdown.running();
     tokio::spawn(async move {
-        let _places = (held, user_slot);
+        let _held = (held, user_slot, running);
         socket.await
     });
     response.map(|_| Body::default())

@@ -80,6 +80,9 @@ struct State {
     waiting: Mutex<HashMap<u64, Ticket>>,
     /// Where committed writes and refusals go.
     events: Events,
+    /// Bumped after each applied batch and each lost connection, so that
+    /// `close` waits on progress instead of polling.
+    progress: tokio::sync::watch::Sender<u64>,
     metrics: Arc<Metrics>,
 }
 
@@ -104,6 +107,7 @@ impl Cluster {
             waiting: Mutex::new(HashMap::new()),
             events,
             metrics,
+            progress: tokio::sync::watch::Sender::new(0),
         });
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let watched = state.clone();
@@ -164,11 +168,14 @@ impl Cluster {
     pub async fn close(&self, within: Duration) {
         self.state.closing.store(true, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline
-            && self.state.connected.load(Ordering::Relaxed)
+        let mut progress = self.state.progress.subscribe();
+        while self.state.connected.load(Ordering::Relaxed)
             && (!lock(&self.state.waiting).is_empty() || self.queue.capacity() < QUEUE_CAPACITY)
         {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Woken by each applied batch or a lost connection.
+            if tokio::time::timeout_at(deadline, progress.changed()).await.is_err() {
+                break;
+            }
         }
         let supervisor = lock(&self.supervisor).take();
         if let Some(supervisor) = supervisor {
@@ -203,6 +210,7 @@ async fn supervise(config: ClusterConfig, store: Store, state: Arc<State>, mut q
         let started = tokio::time::Instant::now();
         let ended = run_connection(&config, &store, &state, &mut queue, &mut outbox).await;
         state.connected.store(false, Ordering::Relaxed);
+        state.progress.send_modify(|count| *count += 1);
         state.caught_up.store(false, Ordering::Relaxed);
         // Writes still queued were never published: refuse them now rather
         // than let their senders wait for a reconnect.
@@ -534,6 +542,7 @@ async fn consume(
                     if state.events.send(LogEvent::Committed(committed)).await.is_err() {
                         return Err(LinkError::Fatal("the log's events have no consumer; restart this node".into()));
                     }
+                    state.progress.send_modify(|count| *count += 1);
                     // Ready only once the batch holding our marker is stored.
                     if let Some(offset) = own_marker {
                         if !state.caught_up.swap(true, Ordering::Relaxed) {

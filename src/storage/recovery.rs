@@ -14,9 +14,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use redb::Database;
-use tokio::sync::watch;
 
 use super::{create_waiting, Result, StorageError, Store, LOCK_WAIT};
+use crate::shutdown::Stopping;
 
 /// How often a failed store checks whether the disk takes writes again.
 pub const RETRY: Duration = Duration::from_secs(2);
@@ -38,13 +38,14 @@ pub enum Attempt {
     Reopened,
 }
 
-/// Runs until `stopping` flips: after each write failure, retries a reopen
-/// every `RETRY` until one succeeds.
-pub async fn run(store: Store, mut stopping: watch::Receiver<bool>) {
+/// Runs until shutdown: after each write failure, retries a reopen every
+/// `RETRY` until one succeeds.
+pub async fn run(store: Store, mut stopping: Stopping) {
+    let _running = stopping.running();
     let mut failures = store.shared.write_failure.subscribe();
     loop {
         tokio::select! {
-            _ = stopping.wait_for(|stopping| *stopping) => return,
+            _ = stopping.requested() => return,
             failed = failures.wait_for(Option::is_some) => if failed.is_err() { return },
         }
         let since = Instant::now();
@@ -73,7 +74,7 @@ pub async fn run(store: Store, mut stopping: watch::Receiver<bool>) {
                 Err(panic) => tracing::error!(%panic, "reopening the database panicked; trying again"),
             }
             tokio::select! {
-                _ = stopping.wait_for(|stopping| *stopping) => return,
+                _ = stopping.requested() => return,
                 _ = tokio::time::sleep(RETRY) => {}
             }
         }
