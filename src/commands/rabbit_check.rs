@@ -17,7 +17,9 @@ use lapin::protocol::{connection, AMQPClass};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 
+use crate::auth::session::random_hex;
 use crate::log::amqp_url;
+use crate::log::stream::{self, DEFAULT_STREAM, OFFSET_HEADER};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,8 +27,6 @@ use tokio::net::TcpStream;
 
 /// Where `serve` and this check look for RabbitMQ when no URL is given.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// The stream queue `serve` keeps the message log in by default.
-pub const DEFAULT_STREAM: &str = "chatctl.log";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,8 +51,6 @@ const FIRST_DELIVERY_WAIT: Duration = Duration::from_secs(2);
 const TAIL_IDLE: Duration = Duration::from_millis(300);
 /// ...or after this long in all, so a busy stream cannot keep the check running.
 const TAIL_LIMIT: Duration = Duration::from_secs(3);
-/// The consumer argument and delivery header that carry stream offsets.
-const STREAM_OFFSET: &str = "x-stream-offset";
 /// Queue arguments that bound a stream's size or age.
 const RETENTION_ARGS: [&str; 3] = ["x-max-age", "x-max-length-bytes", "x-stream-max-segment-size-bytes"];
 /// Re-declares tried while learning an existing stream's arguments.
@@ -106,7 +104,7 @@ async fn check(args: &Args, report: &mut Report) {
 /// Why serve could not declare a stream by this name, if it could not.
 fn stream_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
-        Some("--amqp-stream is empty; give the stream a name (the default is chatctl.log)".into())
+        Some(format!("--amqp-stream is empty; give the stream a name (the default is {DEFAULT_STREAM})"))
     } else if name.len() > 255 {
         Some(format!("--amqp-stream is {} bytes long; AMQP queue names stop at 255", name.len()))
     } else if name.starts_with("amq.") {
@@ -119,7 +117,7 @@ fn stream_name_problem(name: &str) -> Option<String> {
 /// Declares a temporary stream, publishes a probe with confirms, consumes it
 /// back from offset "first", then deletes the stream whatever happened.
 async fn round_trip(connection: &Connection, target: &Target, report: &mut Report) {
-    let name = format!("chatctl.rabbit-check.{}", random_hex(6));
+    let name = format!("chatctl.rabbit-check.{}", random_hex::<6>());
     let declared = async {
         let channel = connection.create_channel().await?;
         channel.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), stream_arguments()).await?;
@@ -194,7 +192,7 @@ async fn publish_and_consume(
     report.latency_ms = Some((delivered * 10.0).round() / 10.0);
     let offset = match offset {
         Some(offset) => format!("at offset {offset}"),
-        None => format!("(without an {STREAM_OFFSET} header)"),
+        None => format!("(without an {OFFSET_HEADER} header)"),
     };
     report
         .pass("consume", format!("probe read back from offset \"first\" {offset}, {delivered:.1} ms after publishing"));
@@ -225,7 +223,7 @@ async fn connect_publisher(target: &Target, name: &str) -> Result<(Connection, C
 }
 
 /// The milliseconds to the confirm, and to the delivery with its offset.
-type ProbeTimes = (f64, Result<(f64, Option<i64>), String>);
+type ProbeTimes = (f64, Result<(f64, Option<u64>), String>);
 
 /// Publishes the probe with a confirm while `consumer` waits for it; the
 /// error is the publish's diagnosis.
@@ -236,7 +234,7 @@ async fn round_trip_probe(
     target: &Target,
     name: &str,
 ) -> Result<ProbeTimes, String> {
-    let marker = random_hex(8);
+    let marker = random_hex::<8>();
     let started = Instant::now();
     let publish = async {
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
@@ -254,7 +252,7 @@ async fn round_trip_probe(
             let elapsed = started.elapsed();
             delivery.ack(BasicAckOptions::default()).await?;
             if delivery.data == marker.as_bytes() {
-                return Ok((elapsed, stream_offset(&delivery.properties)));
+                return Ok((elapsed, stream::offset_of(&delivery.properties)));
             }
         }
     };
@@ -368,7 +366,7 @@ async fn inspect_stream(connection: &Connection, target: &Target, name: &str, re
             state.last_offset_exact = last.map(|_| exact);
             // A stream's declare-ok always counts 0; its offsets are contiguous.
             if let (Some(first), Some(last)) = (first, last) {
-                state.messages = u32::try_from(last - first + 1).ok();
+                state.messages = last.checked_sub(first).and_then(|n| u32::try_from(n + 1).ok());
             }
         }
         Err(failure) => {
@@ -435,13 +433,13 @@ async fn stream_arguments_of(connection: &Connection, name: &str) -> Result<Kind
 /// Reads the first offset (from "first", prefetch 1) and the last one (from
 /// "last", which starts at the last chunk, read until it goes quiet); false
 /// when the tail was still arriving at the time limit.
-async fn read_offsets(connection: &Connection, name: &str) -> Result<(Option<i64>, Option<i64>, bool), Failure> {
+async fn read_offsets(connection: &Connection, name: &str) -> Result<(Option<u64>, Option<u64>, bool), Failure> {
     let first = async {
         let channel = within(STEP_TIMEOUT, connection.create_channel()).await?;
         let mut consumer =
             within(STEP_TIMEOUT, subscribe(&channel, name, "chatctl.rabbit-check.first", "first", 1)).await?;
         let first = match tokio::time::timeout(FIRST_DELIVERY_WAIT, consumer.next()).await {
-            Ok(Some(delivery)) => stream_offset(&delivery?.properties),
+            Ok(Some(delivery)) => stream::offset_of(&delivery?.properties),
             Ok(None) | Err(_) => None,
         };
         finish_consumer(&channel, &consumer).await;
@@ -467,7 +465,7 @@ async fn read_offsets(connection: &Connection, name: &str) -> Result<(Option<i64
                 break;
             }
         };
-        last = last.max(stream_offset(&delivery.properties));
+        last = last.max(stream::offset_of(&delivery.properties));
         delivery.ack(BasicAckOptions::default()).await?;
     }
     finish_consumer(&channel, &consumer).await;
@@ -478,7 +476,7 @@ async fn read_offsets(connection: &Connection, name: &str) -> Result<(Option<i64
 async fn subscribe(channel: &Channel, queue: &str, tag: &str, offset: &str, prefetch: u16) -> lapin::Result<Consumer> {
     channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut arguments = FieldTable::default();
-    arguments.insert(STREAM_OFFSET.into(), AMQPValue::LongString(offset.into()));
+    arguments.insert(OFFSET_HEADER.into(), AMQPValue::LongString(offset.into()));
     channel.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), arguments).await
 }
 
@@ -496,25 +494,11 @@ fn stream_arguments() -> FieldTable {
     arguments
 }
 
-/// The `x-stream-offset` header RabbitMQ puts on each stream delivery.
-fn stream_offset(properties: &BasicProperties) -> Option<i64> {
-    let value = properties.headers().as_ref()?.inner().get(STREAM_OFFSET)?;
-    match *value {
-        AMQPValue::LongLongInt(n) => Some(n),
-        AMQPValue::LongInt(n) => Some(i64::from(n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(n)),
-        AMQPValue::ShortUInt(n) => Some(i64::from(n)),
-        AMQPValue::Timestamp(n) => i64::try_from(n).ok(),
-        _ => None,
-    }
-}
-
 /// The human line for an existing stream.
 fn stream_detail(state: &StreamState) -> String {
     let contents = match (state.first_offset, state.last_offset) {
         (Some(first), Some(last)) if state.last_offset_exact != Some(false) => {
-            format!("{} message(s), offsets {first}..{last}", last - first + 1)
+            format!("{} message(s), offsets {first}..{last}", (last + 1).saturating_sub(first))
         }
         (Some(first), Some(last)) => format!("offsets {first}..{last} or more (still growing)"),
         _ => format!("empty (nothing delivered from offset \"first\" within {} s)", FIRST_DELIVERY_WAIT.as_secs()),
@@ -628,8 +612,8 @@ struct StreamState {
     queue_type: Option<String>,
     messages: Option<u32>,
     consumers: Option<u32>,
-    first_offset: Option<i64>,
-    last_offset: Option<i64>,
+    first_offset: Option<u64>,
+    last_offset: Option<u64>,
     /// False when messages were still arriving when the tail read stopped:
     /// `last_offset` is then a lower bound.
     last_offset_exact: Option<bool>,
@@ -952,20 +936,6 @@ async fn within<T, E: Into<Failure>>(limit: Duration, work: impl Future<Output =
 
 fn millis(elapsed: Duration) -> f64 {
     elapsed.as_secs_f64() * 1000.0
-}
-
-/// Lowercase hex from the OS random source (time and pid if it fails), for
-/// names no other check or node will pick.
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    if getrandom::fill(&mut buf).is_err() {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
-            ^ u128::from(std::process::id());
-        for (i, byte) in buf.iter_mut().enumerate() {
-            *byte = (seed >> (8 * (i % 16))) as u8;
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod amqp_url;
 pub mod apply;
 pub mod cluster;
 pub mod embedded;
+pub mod stream;
 pub mod write;
 
 use std::sync::atomic::Ordering;
