@@ -81,7 +81,7 @@ async fn shutdown_closes_open_sockets_with_1001() {
     let stopping = tokio::spawn(server.shutdown());
     for ws in [&mut room, &mut direct] {
         match ws.next_event(WAIT).await.expect("a close frame before the connection ends") {
-            Event::Closed { code, .. } => assert_eq!(code, 1001),
+            Event::Closed { code, reason } => assert_eq!((code, reason.as_str()), (1001, "server shutting down")),
             other => panic!("expected a close, got {other:?}"),
         }
     }

@@ -476,7 +476,8 @@ async fn a_binary_frame_closes_the_socket_with_1003() {
     let (mut ws, _) = join(&app.client("alice"), "/ws/chat/lobby/").await;
     let json = br#"{"message": "binary"}"#.to_vec();
     ws.send_frame(text_frame(true, OpCode::Binary, json)).await.unwrap();
-    assert_eq!(expect_close(&mut ws).await.unwrap(), 1003);
+    let closed = expect_close_with_reason(&mut ws).await.unwrap();
+    assert_eq!(closed, (1003, "binary messages are not accepted".to_owned()));
     let (_, page) = app.client("alice").get_json("/api/rooms/lobby/messages").await.unwrap();
     assert_eq!(page["messages"], serde_json::json!([]), "the binary frame was stored");
 }
@@ -488,8 +489,9 @@ async fn a_text_frame_over_64_kib_closes_the_socket_with_1009() {
     let big = format!("{{\"message\": \"{}\"}}", " ".repeat(64 * 1024));
     assert!(big.len() > 64 * 1024);
     ws.send_text(&big).await.unwrap();
-    let code = expect_close(&mut ws).await.unwrap_or_else(|e| panic!("no close frame with 1009 arrived: {e:#}"));
-    assert_eq!(code, 1009);
+    let closed =
+        expect_close_with_reason(&mut ws).await.unwrap_or_else(|e| panic!("no close frame with 1009 arrived: {e:#}"));
+    assert_eq!(closed, (1009, "message over 64 KiB".to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,7 +507,7 @@ async fn a_fragmented_message_over_64_kib_closes_the_socket_with_1009() {
     last.extend_from_slice(b"\"}");
     // The server may close before it reads this one; that is fine.
     let _ = ws.send_frame(text_frame(true, OpCode::Continuation, last)).await;
-    assert_eq!(expect_close(&mut ws).await.unwrap(), 1009);
+    assert_eq!(expect_close_with_reason(&mut ws).await.unwrap(), (1009, "message over 64 KiB".to_owned()));
     let (_, page) = app.client("alice").get_json("/api/rooms/lobby/messages").await.unwrap();
     assert_eq!(page["messages"], serde_json::json!([]), "the oversized message was stored");
 }

@@ -55,7 +55,7 @@ pub struct ClusterArgs {
     #[arg(long, env = "CHATCTL_AMQP_URL")]
     pub amqp_url: Option<String>,
     /// The stream queue holding the cluster's log (as `serve --amqp-stream`).
-    #[arg(long, env = "CHATCTL_AMQP_STREAM", default_value = "chatctl.log")]
+    #[arg(long, env = "CHATCTL_AMQP_STREAM", default_value = crate::log::stream::DEFAULT_STREAM)]
     pub amqp_stream: String,
 }
 

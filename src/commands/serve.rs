@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long, env = "CHATCTL_AMQP_URL")]
     pub amqp_url: Option<String>,
     /// The stream queue holding the cluster's log; every node of one chat uses the same.
-    #[arg(long, env = "CHATCTL_AMQP_STREAM", default_value = "chatctl.log")]
+    #[arg(long, env = "CHATCTL_AMQP_STREAM", default_value = crate::log::stream::DEFAULT_STREAM)]
     pub amqp_stream: String,
     /// Stream retention by age (RabbitMQ's x-max-age: e.g. 30D, 12h). Unset: kept forever.
     #[arg(long, env = "CHATCTL_STREAM_MAX_AGE")]

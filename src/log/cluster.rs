@@ -327,7 +327,7 @@ async fn run_connection(
         Some(next) => AMQPValue::LongLongInt(i64::try_from(next).unwrap_or(i64::MAX)),
         None => AMQPValue::LongString(LongString::from("first")),
     };
-    arguments.insert(ShortString::from("x-stream-offset"), start);
+    arguments.insert(ShortString::from(super::stream::OFFSET_HEADER), start);
     let consumer = reader
         .basic_consume(
             ShortString::from(config.stream.as_str()),
@@ -472,7 +472,7 @@ async fn consume(
         let mut tickets = Vec::with_capacity(deliveries.len());
         let mut own_marker = None;
         for delivery in &deliveries {
-            let offset = stream_offset(delivery).ok_or_else(|| {
+            let offset = super::stream::offset_of(&delivery.properties).ok_or_else(|| {
                 LinkError::Other("a delivery without x-stream-offset: is this queue a stream?".into())
             })?;
             match next_offset {
@@ -574,16 +574,4 @@ fn truncated(expected: u64, found: u64) -> String {
         "the stream no longer holds offset {expected} (it starts at {found}): its retention removed writes this node never applied. \
          Seed this node from a copy of another node's data dir (stop that node, copy its data dir, start this node on the copy), then start it again"
     )
-}
-
-/// The `x-stream-offset` header RabbitMQ puts on every stream delivery.
-fn stream_offset(delivery: &lapin::message::Delivery) -> Option<u64> {
-    let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get("x-stream-offset")? {
-        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
-        AMQPValue::ShortInt(v) => u64::try_from(*v).ok(),
-        _ => None,
-    }
 }

@@ -17,6 +17,7 @@ pub mod amqp_url;
 pub mod apply;
 pub mod cluster;
 pub mod embedded;
+pub mod stream;
 pub mod write;
 
 use std::time::Duration;

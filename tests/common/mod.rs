@@ -396,9 +396,15 @@ pub async fn expect_error(ws: &mut ChatSocket, code: &str, what: &str) -> Value 
 
 /// Reads until the server closes; returns its close code.
 pub async fn expect_close(ws: &mut ChatSocket) -> anyhow::Result<u16> {
+    expect_close_with_reason(ws).await.map(|(code, _)| code)
+}
+
+/// Reads until the server closes, past messages and error frames; returns
+/// the close code and reason, which PROTOCOL.md's table pins together.
+pub async fn expect_close_with_reason(ws: &mut ChatSocket) -> anyhow::Result<(u16, String)> {
     loop {
         match ws.next_event(WAIT).await? {
-            Event::Closed { code, .. } => return Ok(code),
+            Event::Closed { code, reason } => return Ok((code, reason)),
             Event::Json(frame) if frame["type"] == "chat_handler" || frame["type"] == "error" => continue,
             Event::Json(frame) => return Err(anyhow!("expected a close, got {frame}")),
         }
