@@ -6,6 +6,7 @@
 //! - `auth`: password hashing and rules, session and CSRF tokens, login throttling.
 //! - `chat`: a message's path: `socket` → `frames` → `crate::log` (store) → `hub` (fan-out) → sockets.
 //! - `log`: every write in one order: a local writer thread, or a RabbitMQ stream shared by many nodes.
+//! - `relay`: best-effort messages between nodes (typing, presence), never stored.
 //! - `http`: the routes of PROTOCOL.md, pages and the JSON API.
 //! - `app`, `config`, `startup`, `shutdown`: the shared state and how a server is built and stopped.
 //! - `control`: the local control socket and the admin operations it and the command line share.
@@ -34,6 +35,7 @@ pub mod domain;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod relay;
 pub mod shutdown;
 pub mod startup;
 pub mod storage;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::auth::setup::SetupToken;
 use crate::auth::throttle::LoginThrottle;
+use crate::chat::ephemeral::EphemeralBus;
 use crate::chat::fanout::{FanOut, Targets};
 use crate::chat::hub::Hub;
 use crate::chat::live::LiveSockets;
@@ -22,6 +23,7 @@ use crate::log::cluster::{Cluster, ClusterConfig};
 use crate::log::embedded::Embedded;
 use crate::log::WriteLog;
 use crate::metrics::Metrics;
+use crate::relay::{Relay, RelayConfig};
 use crate::shutdown::{Shutdown, Stopping};
 use crate::storage::{now_ms, SchemaCheck, StorageError, Store};
 
@@ -96,6 +98,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         history_frames: Arc::new(tokio::sync::Semaphore::new(crate::chat::socket::HISTORY_FRAMES_AT_ONCE)),
         metrics: metrics.clone(),
         socket_idle_timeout: config.socket_idle_timeout,
+        ephemeral: ephemeral_bus(&config, &shutdown),
     });
     let app = Arc::new(App {
         login_throttle: LoginThrottle::default(),
@@ -303,6 +306,16 @@ impl RunningServer {
         }
         tracing::info!("chatctl stopped");
     }
+}
+
+/// A single node's bus, or one that relays to the cluster's other nodes.
+fn ephemeral_bus(config: &ServerConfig, stopping: &Stopping) -> Arc<EphemeralBus> {
+    let Some(cluster) = &config.cluster else { return EphemeralBus::local() };
+    let mut node = [0u8; 8];
+    getrandom::fill(&mut node).expect("the OS random source is available");
+    let relay = RelayConfig::for_stream(&cluster.url, &cluster.stream);
+    let (relay, from_other_nodes) = Relay::start(relay, u64::from_le_bytes(node), stopping.clone());
+    EphemeralBus::clustered(relay, from_other_nodes)
 }
 
 /// Removes expired sessions hourly, so the table does not grow forever.

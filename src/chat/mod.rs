@@ -2,6 +2,7 @@
 //! message goes socket -> frames -> `crate::log` (stored), then the log's
 //! event -> `fanout` -> hub -> sockets.
 
+pub mod ephemeral;
 pub mod fanout;
 pub mod frames;
 pub mod hub;
@@ -33,4 +34,6 @@ pub struct Chat {
     pub metrics: Arc<Metrics>,
     /// A socket from which no frame arrives for this long is closed.
     pub socket_idle_timeout: Duration,
+    /// Typing and presence: between sockets, and between nodes, never stored.
+    pub ephemeral: Arc<ephemeral::EphemeralBus>,
 }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -436,7 +437,10 @@ async fn publish(
     }
 }
 
-/// Applies the stream in order, a batch per transaction, then acks.
+/// Applies the stream in order, a batch per transaction, then acks:
+/// `next_batch` takes what has arrived, `decode_batch` checks offsets and
+/// turns records into writes, `apply_and_hand_on` stores them and only
+/// then sends them on as a `LogEvent`.
 async fn consume(
     mut consumer: Consumer,
     resume: Option<u64>,
@@ -446,127 +450,167 @@ async fn consume(
 ) -> Result<(), LinkError> {
     let mut next_offset = resume;
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => return Ok(()),
-            next = consumer.next() => next,
-        };
-        let Some(first) = next else {
-            return Err(LinkError::Other("the stream consumer was cancelled".into()));
-        };
-        let first = first?;
-        let mut bytes = first.data.len();
-        let mut deliveries = vec![first];
-        while deliveries.len() < APPLY_BATCH && bytes < APPLY_BATCH_BYTES {
-            match futures_lite::future::poll_once(consumer.next()).await {
-                Some(Some(delivery)) => {
-                    let delivery = delivery?;
-                    bytes += delivery.data.len();
-                    deliveries.push(delivery);
-                }
-                Some(None) => return Err(LinkError::Other("the stream consumer was cancelled".into())),
-                None => break,
-            }
-        }
-        let mut entries = Vec::with_capacity(deliveries.len());
-        let mut tickets = Vec::with_capacity(deliveries.len());
-        let mut own_marker = None;
-        for delivery in &deliveries {
-            let offset = super::stream::offset_of(&delivery.properties).ok_or_else(|| {
-                LinkError::Other("a delivery without x-stream-offset: is this queue a stream?".into())
-            })?;
-            match next_offset {
-                Some(next) if offset < next => continue, // applied before the reconnect
-                Some(next) if offset > next => return Err(LinkError::Fatal(truncated(next, offset))),
-                None if offset > 0 => return Err(LinkError::Fatal(truncated(0, offset))),
-                _ => {}
-            }
-            next_offset = Some(offset + 1);
-            let Some(record) = Record::decode(&delivery.data) else {
-                tracing::warn!(offset, "skipping a stream record that is not a chatctl write");
-                continue;
-            };
-            if record.writes.len() > RECORD_SLOTS as usize {
-                tracing::warn!(
-                    offset,
-                    writes = record.writes.len(),
-                    "a stream record holds more writes than fit its positions; the rest are skipped"
-                );
-            }
-            for (index, position, envelope) in record.into_positioned(offset) {
-                let Some(envelope) = envelope else {
-                    tracing::warn!(offset, index, "skipping an element of a stream record that is not a write");
-                    continue;
-                };
-                if envelope.write == Write::Unreadable {
-                    tracing::warn!(offset, index, "skipping a write this version cannot read (from a newer chatctl?)");
-                }
-                let own = envelope.node == state.node;
-                if own && envelope.write == Write::Marker && envelope.seq == state.marker_seq.load(Ordering::Relaxed) {
-                    own_marker = Some(offset);
-                }
-                let ticket = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
-                tickets.push((ticket.unwrap_or(Ticket::Nobody), envelope.seq));
-                entries.push(Entry {
-                    position: Some(position),
-                    origin: Some((envelope.node, envelope.seq)),
-                    write: envelope.write,
-                });
-            }
-        }
-        if !entries.is_empty() || next_offset != resume {
-            let store = store.clone();
-            let (applied, entries) = tokio::task::spawn_blocking(move || {
-                let applied = apply_batch(&store, &entries, next_offset);
-                (applied, entries)
-            })
-            .await
-            .map_err(|e| LinkError::Storage(e.to_string()))?;
-            match applied {
-                Ok(outcomes) => {
-                    state.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                    let mut committed = Vec::with_capacity(outcomes.len());
-                    {
-                        let mut waiting = lock(&state.waiting);
-                        for ((entry, (ticket, seq)), outcome) in entries.into_iter().zip(tickets).zip(outcomes) {
-                            if matches!(outcome, Outcome::OutOfOrder) {
-                                // Its resent copy comes later; it answers then.
-                                if !matches!(ticket, Ticket::Nobody) {
-                                    waiting.insert(seq, ticket);
-                                }
-                                continue;
-                            }
-                            committed.push(Committed { change: Change::of(&entry.write, &outcome), outcome, ticket });
-                        }
-                    }
-                    if state.events.send(LogEvent::Committed(committed)).await.is_err() {
-                        return Err(LinkError::Fatal("the log's events have no consumer; restart this node".into()));
-                    }
-                    state.progress.send_modify(|count| *count += 1);
-                    // Ready only once the batch holding our marker is stored.
-                    if let Some(offset) = own_marker {
-                        if !state.caught_up.swap(true, Ordering::Relaxed) {
-                            tracing::info!(offset, "caught up on the stream; ready");
-                        }
-                    }
-                }
-                Err(error) => {
-                    // Nothing was applied or acked: the same records come
-                    // again after reconnecting, so their waiters wait on.
-                    let mut waiting = lock(&state.waiting);
-                    for (ticket, seq) in tickets {
-                        if !matches!(ticket, Ticket::Nobody) {
-                            waiting.insert(seq, ticket);
-                        }
-                    }
-                    return Err(LinkError::Storage(error.to_string()));
-                }
-            }
+        let Some(deliveries) = next_batch(&mut consumer, &mut stopping).await? else { return Ok(()) };
+        let batch = decode_batch(&deliveries, &mut next_offset, state)?;
+        if !batch.entries.is_empty() || next_offset != resume {
+            apply_and_hand_on(store, state, batch, next_offset).await?;
         }
         if let Some(last) = deliveries.last() {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
         }
     }
+}
+
+/// The next deliveries: waits for one, then takes whatever else has
+/// already arrived, up to `APPLY_BATCH` records or `APPLY_BATCH_BYTES`.
+/// `None` once this connection is asked to stop.
+async fn next_batch(
+    consumer: &mut Consumer,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Vec<Delivery>>, LinkError> {
+    let cancelled = || LinkError::Other("the stream consumer was cancelled".into());
+    let next = tokio::select! {
+        biased;
+        _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => return Ok(None),
+        next = consumer.next() => next,
+    };
+    let first = next.ok_or_else(cancelled)??;
+    let mut bytes = first.data.len();
+    let mut deliveries = vec![first];
+    while deliveries.len() < APPLY_BATCH && bytes < APPLY_BATCH_BYTES {
+        match futures_lite::future::poll_once(consumer.next()).await {
+            Some(Some(delivery)) => {
+                let delivery = delivery?;
+                bytes += delivery.data.len();
+                deliveries.push(delivery);
+            }
+            Some(None) => return Err(cancelled()),
+            None => break,
+        }
+    }
+    Ok(Some(deliveries))
+}
+
+/// A batch of deliveries as writes to apply, with the ticket of each
+/// (this node's own writes are waited for) and whether it holds the
+/// marker this connection published.
+struct DecodedBatch {
+    entries: Vec<Entry>,
+    tickets: Vec<(Ticket, u64)>,
+    own_marker: Option<u64>,
+}
+
+/// Checks that the offsets follow on from `next_offset` (a gap means
+/// retention removed records this node never applied: fatal), skips what
+/// was applied before a reconnect, and decodes the rest. Records that are
+/// not chatctl's, or writes this version cannot read, keep their places.
+fn decode_batch(
+    deliveries: &[Delivery],
+    next_offset: &mut Option<u64>,
+    state: &State,
+) -> Result<DecodedBatch, LinkError> {
+    let mut batch = DecodedBatch { entries: Vec::new(), tickets: Vec::new(), own_marker: None };
+    for delivery in deliveries {
+        let offset = super::stream::offset_of(&delivery.properties)
+            .ok_or_else(|| LinkError::Other("a delivery without x-stream-offset: is this queue a stream?".into()))?;
+        match *next_offset {
+            Some(next) if offset < next => continue, // applied before the reconnect
+            Some(next) if offset > next => return Err(LinkError::Fatal(truncated(next, offset))),
+            None if offset > 0 => return Err(LinkError::Fatal(truncated(0, offset))),
+            _ => {}
+        }
+        *next_offset = Some(offset + 1);
+        let Some(record) = Record::decode(&delivery.data) else {
+            tracing::warn!(offset, "skipping a stream record that is not a chatctl write");
+            continue;
+        };
+        if record.writes.len() > RECORD_SLOTS as usize {
+            tracing::warn!(
+                offset,
+                writes = record.writes.len(),
+                "a stream record holds more writes than fit its positions; the rest are skipped"
+            );
+        }
+        for (index, position, envelope) in record.into_positioned(offset) {
+            let Some(envelope) = envelope else {
+                tracing::warn!(offset, index, "skipping an element of a stream record that is not a write");
+                continue;
+            };
+            if envelope.write == Write::Unreadable {
+                tracing::warn!(offset, index, "skipping a write this version cannot read (from a newer chatctl?)");
+            }
+            let own = envelope.node == state.node;
+            if own && envelope.write == Write::Marker && envelope.seq == state.marker_seq.load(Ordering::Relaxed) {
+                batch.own_marker = Some(offset);
+            }
+            let ticket = if own { lock(&state.waiting).remove(&envelope.seq) } else { None };
+            batch.tickets.push((ticket.unwrap_or(Ticket::Nobody), envelope.seq));
+            batch.entries.push(Entry {
+                position: Some(position),
+                origin: Some((envelope.node, envelope.seq)),
+                write: envelope.write,
+            });
+        }
+    }
+    Ok(batch)
+}
+
+/// Stores a decoded batch with the offset that follows it, in one commit,
+/// then hands it on. A write that arrived ahead of an earlier one of its
+/// writer waits for its resent copy. If the commit fails nothing was
+/// applied: the waiters wait on, and the records come again after the
+/// reconnect.
+async fn apply_and_hand_on(
+    store: &Store,
+    state: &State,
+    batch: DecodedBatch,
+    next_offset: Option<u64>,
+) -> Result<(), LinkError> {
+    let DecodedBatch { entries, tickets, own_marker } = batch;
+    let store = store.clone();
+    let (applied, entries) = tokio::task::spawn_blocking(move || {
+        let applied = apply_batch(&store, &entries, next_offset);
+        (applied, entries)
+    })
+    .await
+    .map_err(|e| LinkError::Storage(e.to_string()))?;
+    let outcomes = match applied {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            let mut waiting = lock(&state.waiting);
+            for (ticket, seq) in tickets {
+                if !matches!(ticket, Ticket::Nobody) {
+                    waiting.insert(seq, ticket);
+                }
+            }
+            return Err(LinkError::Storage(error.to_string()));
+        }
+    };
+    state.metrics.commits.fetch_add(1, Ordering::Relaxed);
+    let mut committed = Vec::with_capacity(outcomes.len());
+    {
+        let mut waiting = lock(&state.waiting);
+        for ((entry, (ticket, seq)), outcome) in entries.into_iter().zip(tickets).zip(outcomes) {
+            if matches!(outcome, Outcome::OutOfOrder) {
+                if !matches!(ticket, Ticket::Nobody) {
+                    waiting.insert(seq, ticket);
+                }
+                continue;
+            }
+            committed.push(Committed { change: Change::of(&entry.write, &outcome), outcome, ticket });
+        }
+    }
+    if state.events.send(LogEvent::Committed(committed)).await.is_err() {
+        return Err(LinkError::Fatal("the log's events have no consumer; restart this node".into()));
+    }
+    state.progress.send_modify(|count| *count += 1);
+    // Ready only once the batch holding our marker is stored.
+    if let Some(offset) = own_marker {
+        if !state.caught_up.swap(true, Ordering::Relaxed) {
+            tracing::info!(offset, "caught up on the stream; ready");
+        }
+    }
+    Ok(())
 }
 
 fn truncated(expected: u64, found: u64) -> String {

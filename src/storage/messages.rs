@@ -1,5 +1,6 @@
-//! Messages: appended in batches (one transaction per batch, see
-//! `chat::writer`) and read back by conversation, in id order.
+//! Messages: stored only through the write log (`log::apply` calls
+//! `in_txn::insert_messages` inside its batch's transaction) and read back
+//! by conversation, in id order.
 
 use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
@@ -83,13 +84,13 @@ pub(crate) mod in_txn {
     }
 }
 
-impl Store {
-    /// Stores a batch in one durable transaction and gives each message the
-    /// next id, in batch order. Either every message is stored or none is.
-    pub fn append_messages(&self, batch: Vec<NewMessage>) -> Result<Vec<Message>> {
-        self.write(|txn| in_txn::insert_messages(txn, batch.into_iter().map(|m| (m, None)).collect()))
-    }
+/// Stores a batch the way the log's apply does, for storage's own tests.
+#[cfg(test)]
+pub(crate) fn store_for_test(store: &Store, batch: Vec<NewMessage>) -> Vec<Message> {
+    store.write(|txn| in_txn::insert_messages(txn, batch.into_iter().map(|m| (m, None)).collect())).unwrap()
+}
 
+impl Store {
     /// The newest `limit` messages older than `before` (or the newest of all),
     /// oldest first.
     pub fn messages_before(&self, conversation: &str, before: Option<MessageId>, limit: usize) -> Result<Vec<Message>> {
@@ -242,8 +243,8 @@ mod tests {
     fn ids_increase_in_batch_order_and_pages_work_both_ways() {
         let (_dir, store) = test_store();
         let batch: Vec<_> = (0..10).map(|i| new("room", &i.to_string())).collect();
-        let stored = store.append_messages(batch).unwrap();
-        store.append_messages(vec![new("other", "x"), new("room", "10")]).unwrap();
+        let stored = store_for_test(&store, batch);
+        store_for_test(&store, vec![new("other", "x"), new("room", "10")]);
         assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
 
         let last3 = store.messages_before("room", None, 3).unwrap();
@@ -264,7 +265,7 @@ mod tests {
     #[test]
     fn a_walk_stops_where_the_taker_refuses_and_says_why() {
         let (_dir, store) = test_store();
-        let stored = store.append_messages((0..5).map(|i| new("room", &i.to_string())).collect()).unwrap();
+        let stored = store_for_test(&store, (0..5).map(|i| new("room", &i.to_string())).collect());
         let mut seen = Vec::new();
         let end = store
             .walk_messages("room", PageFrom::After(stored[0].id), 10, |m| {
@@ -290,11 +291,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), crate::storage::SchemaCheck::RequireCurrent).unwrap();
-            store.append_messages(vec![new("room", "kept")]).unwrap();
+            store_for_test(&store, vec![new("room", "kept")]);
         }
         let store = Store::open(dir.path(), crate::storage::SchemaCheck::RequireCurrent).unwrap();
         assert_eq!(store.latest_message("room").unwrap().unwrap().text, "kept");
-        let next = store.append_messages(vec![new("room", "next")]).unwrap();
+        let next = store_for_test(&store, vec![new("room", "next")]);
         assert_eq!(next[0].id, MessageId(2));
     }
 }

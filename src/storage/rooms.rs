@@ -129,14 +129,8 @@ mod tests {
         store.join("bob", &lobby).unwrap();
         store.join("alice", &quiet).unwrap();
         assert_eq!(store.room_owner(&lobby).unwrap().as_deref(), Some("alice"));
-        store
-            .append_messages(vec![NewMessage {
-                conversation: "lobby".into(),
-                author: "bob".into(),
-                text: "hi".into(),
-                ts_ms: 1,
-            }])
-            .unwrap();
+        let hi = NewMessage { conversation: "lobby".into(), author: "bob".into(), text: "hi".into(), ts_ms: 1 };
+        crate::storage::messages::store_for_test(&store, vec![hi]);
         let rooms = store.conversations_of("alice").unwrap();
         assert_eq!(rooms.len(), 2);
         assert_eq!(rooms[0].conversation, lobby);
