@@ -220,9 +220,10 @@ pub enum TextError {
 pub struct SessionHash(pub [u8; 32]);
 
 impl SessionHash {
-    /// Parses 64 hex digits.
+    /// Parses 64 hex digits (only digits: `from_str_radix` alone would
+    /// also take a `+` sign).
     pub fn from_hex(hex: &str) -> Option<SessionHash> {
-        if hex.len() != 64 {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut out = [0u8; 32];

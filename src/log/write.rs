@@ -170,6 +170,7 @@ mod tests {
         let hash = SessionHash([0xab; 32]);
         assert_eq!(SessionHash::from_hex(&hash.to_hex()), Some(hash));
         assert_eq!(SessionHash::from_hex("zz"), None);
+        assert_eq!(SessionHash::from_hex(&"+a".repeat(32)), None, "a sign is not a hex digit");
     }
 
     #[test]
