@@ -1,7 +1,7 @@
 //! One WebSocket, from upgrade to close. The data path of a message reads
 //! top to bottom here: read a frame → `frames::parse_inbound` → rate limit →
-//! `WriteLog::submit` (stored, then fanned out by the hub) → every socket's
-//! writer task. Reading and writing run as two tasks over the split socket,
+//! `WriteLog::submit` (stored), then the log's event → `fanout` → `hub` →
+//! every socket's writer task (`write_loop`). Reading and writing run as two tasks over the split socket,
 //! so a slow reader never blocks delivery and vice versa.
 
 use std::sync::atomic::{AtomicI64, Ordering};
