@@ -54,17 +54,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// An HTTP answer.
 #[derive(Debug)]
 pub struct Answer {
+    /// Checked by the callers: a refusal is an answer here, not an error.
     pub status: StatusCode,
+    /// Where `Set-Cookie`, `Retry-After` and the like are read.
     pub headers: HeaderMap,
+    /// The whole body, read before the answer is returned.
     pub body: Bytes,
 }
 
 impl Answer {
+    /// The body as JSON; an error quotes the body, which is usually the server's explanation.
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
         serde_json::from_slice(&self.body)
             .with_context(|| format!("expected JSON, got {:?}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The body as text, for HTML pages and error messages.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -95,10 +100,12 @@ impl Client {
         Ok(Client { authority, address, tls, extra_roots, session: None })
     }
 
+    /// `host[:port]` as in the URL, for messages that name the server.
     pub fn authority(&self) -> &str {
         &self.authority
     }
 
+    /// The session token from sign-in, for tests that open sockets or requests by hand.
     pub fn session_cookie(&self) -> Option<&str> {
         self.session.as_deref()
     }
@@ -151,15 +158,18 @@ impl Client {
         Ok(Answer { status: parts.status, headers: parts.headers, body })
     }
 
+    /// `GET path` with this client's session, if any.
     pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
         self.send(Method::GET, path, &[], Bytes::new()).await
     }
 
+    /// `GET path`, expecting JSON whatever the status.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<(StatusCode, serde_json::Value)> {
         let answer = self.get(path).await?;
         Ok((answer.status, answer.json()?))
     }
 
+    /// `POST path` with a JSON body, as the API expects.
     pub async fn post_json(&self, path: &str, value: &serde_json::Value) -> anyhow::Result<Answer> {
         self.send(Method::POST, path, &[("content-type", "application/json")], Bytes::from(value.to_string())).await
     }
@@ -268,10 +278,13 @@ fn session_from(headers: &HeaderMap) -> Option<String> {
         .find(|v| !v.is_empty())
 }
 
+/// Why a socket did not open: callers tell a refused upgrade from a failed connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The server answered the upgrade with this HTTP status instead of 101.
     #[error("the upgrade was refused with HTTP {0}")]
     Refused(u16),
+    /// No connection, TLS failure, or a broken handshake.
     #[error("connecting failed: {0}")]
     Io(String),
 }
@@ -291,8 +304,15 @@ where
 /// What a socket read produced.
 #[derive(Debug)]
 pub enum Event {
+    /// A text frame, parsed.
     Json(serde_json::Value),
-    Closed { code: u16, reason: String },
+    /// The server's close frame; code 1005 when it carried none.
+    Closed {
+        /// The close code PROTOCOL.md's table pins.
+        code: u16,
+        /// The close reason text, also pinned by the table.
+        reason: String,
+    },
 }
 
 /// An open chat socket.
@@ -301,6 +321,7 @@ pub struct ChatSocket {
 }
 
 impl ChatSocket {
+    /// Sends a client frame as PROTOCOL.md has it: `message`, and `client_id` when given.
     pub async fn send_message(&mut self, text: &str, client_id: Option<&str>) -> anyhow::Result<()> {
         let mut frame = serde_json::json!({ "message": text });
         if let Some(id) = client_id {
@@ -309,11 +330,13 @@ impl ChatSocket {
         self.send_text(&frame.to_string()).await
     }
 
+    /// Sends any text, valid frame or not, to test what the server refuses.
     pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
         self.ws.write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec()))).await?;
         Ok(())
     }
 
+    /// Sends a raw frame (fragments, bad UTF-8, a stray continuation) for the close-code tests.
     pub async fn send_frame(&mut self, frame: Frame<'_>) -> anyhow::Result<()> {
         self.ws.write_frame(frame).await?;
         Ok(())
@@ -369,6 +392,7 @@ impl ChatSocket {
         self.next_event(window).await.is_err()
     }
 
+    /// Closes with 1000 without waiting for the server's answer.
     pub async fn close(mut self) {
         let _ = self.ws.write_frame(Frame::close(1000, b"bye")).await;
     }

@@ -9,9 +9,13 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+/// Everything `serve` is told, validated; `new` gives `chatctl serve`'s defaults, so a
+/// test sets only what it cares about.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// The address to listen on; port 0 picks a free one (`RunningServer::addr` says which).
     pub bind: SocketAddr,
+    /// Holds the database (`chatctl.redb`) and the control socket; one server per data dir.
     pub data_dir: PathBuf,
     /// Origins (`scheme://host[:port]`) allowed besides the request's own.
     pub allowed_origins: Vec<String>,
@@ -23,6 +27,7 @@ pub struct ServerConfig {
     pub trusted_proxies: TrustedProxies,
     /// Messages per second per user on this node; 0 turns the limit off.
     pub message_rate: u32,
+    /// Messages a user may send at once before `message_rate` applies (the token bucket's size).
     pub message_burst: u32,
     /// Mark cookies `Secure` (when served behind HTTPS).
     pub secure_cookies: bool,
@@ -72,6 +77,7 @@ pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 pub struct TlsFiles {
     /// The server certificate, then any intermediates.
     pub cert: PathBuf,
+    /// The certificate's private key.
     pub key: PathBuf,
 }
 
@@ -124,6 +130,8 @@ pub struct PublicUrl {
 }
 
 impl PublicUrl {
+    /// An `https` public URL means browsers only ever send cookies
+    /// over TLS, so they can be `Secure`.
     pub fn is_https(&self) -> bool {
         self.origin.starts_with("https://")
     }
@@ -205,6 +213,8 @@ pub enum ForwardedHeader {
 }
 
 impl TrustedProxies {
+    /// The ranges whose peers may name the client, reading the `Auto`
+    /// header family until `reading` says otherwise.
     pub fn new(ranges: Vec<IpNet>) -> Self {
         TrustedProxies { ranges: ranges.into_iter().map(canonical_range).collect(), header: ForwardedHeader::Auto }
     }
@@ -214,10 +224,12 @@ impl TrustedProxies {
         TrustedProxies { header, ..self }
     }
 
+    /// Which header family `http::peer` reads from a trusted proxy.
     pub fn header(&self) -> ForwardedHeader {
         self.header
     }
 
+    /// Whether a TCP peer is one of the proxies; an IPv4-mapped IPv6 peer is compared as IPv4.
     pub fn contains(&self, address: IpAddr) -> bool {
         let address = crate::domain::canonical_ip(address);
         self.ranges.iter().any(|range| range.contains(&address))

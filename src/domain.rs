@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct RoomName(String);
 
 impl RoomName {
+    /// The longest room name, in bytes (ASCII, so also characters).
     pub const MAX_LEN: usize = 64;
 
+    /// The only way to make a room name from outside input (URLs, stored keys).
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         if raw.is_empty() || raw.len() > Self::MAX_LEN {
             return Err(NameError::Length { what: "room name", max: Self::MAX_LEN });
@@ -23,6 +25,7 @@ impl RoomName {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The name as it appears in URLs and as the conversation key.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -40,8 +43,10 @@ impl RoomName {
 pub struct Username(String);
 
 impl Username {
+    /// Django's limit, in bytes (ASCII, so also characters).
     pub const MAX_LEN: usize = 150;
 
+    /// Checks a name typed by a person or taken from a URL; stored names use `from_stored`.
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         if raw.is_empty() || raw.len() > Self::MAX_LEN {
             return Err(NameError::Length { what: "username", max: Self::MAX_LEN });
@@ -65,6 +70,7 @@ impl Username {
         }
     }
 
+    /// The name exactly as stored and shown; compare it case-sensitively.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -99,12 +105,28 @@ impl PartialEq<&str> for Username {
 /// Why a name was refused, worded for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// Empty or too long; `max` is the limit in characters.
     #[error("a {what} must be 1 to {max} characters long")]
-    Length { what: &'static str, max: usize },
+    Length {
+        /// Which kind of name, for the message.
+        what: &'static str,
+        /// The most characters allowed.
+        max: usize,
+    },
+    /// A character outside the set; `allowed` lists the set for the message.
     #[error("a {what} may only contain {allowed}")]
-    Characters { what: &'static str, allowed: &'static str },
+    Characters {
+        /// Which kind of name, for the message.
+        what: &'static str,
+        /// The characters allowed, in words.
+        allowed: &'static str,
+    },
+    /// Only `.`: a URL cannot carry `.` or `..` as a segment.
     #[error("a {what} cannot be made only of dots (. and .. would break its links)")]
-    OnlyDots { what: &'static str },
+    OnlyDots {
+        /// Which kind of name, for the message.
+        what: &'static str,
+    },
 }
 
 /// Where messages live: a group room or the private conversation of two users.
@@ -114,8 +136,16 @@ pub enum NameError {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Conversation {
+    /// A group room anyone signed in may join by name.
     Room(RoomName),
-    Direct { low: Username, high: Username },
+    /// Two users' private conversation; `low` sorts first by bytes,
+    /// so both users open the same one.
+    Direct {
+        /// The member whose name sorts first by bytes.
+        low: Username,
+        /// The other member (the same one, for a chat with oneself).
+        high: Username,
+    },
 }
 
 impl Conversation {
@@ -129,6 +159,7 @@ impl Conversation {
         }
     }
 
+    /// The storage key and the `room` field of every frame: the room name, or `dm:low:high`.
     pub fn key(&self) -> String {
         match self {
             Conversation::Room(room) => room.as_str().to_owned(),
@@ -163,6 +194,8 @@ impl Conversation {
 pub struct MessageId(pub u64);
 
 impl MessageId {
+    /// Reads an id from a URL (`since=`, `before=`, `after=`): 1 to
+    /// 20 digits, leading zeros allowed.
     pub fn parse(raw: &str) -> Option<Self> {
         if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -183,8 +216,10 @@ impl fmt::Display for MessageId {
 pub struct MessageText(String);
 
 impl MessageText {
+    /// PROTOCOL.md's limit, counted in Unicode scalar values after trimming.
     pub const MAX_CHARS: usize = 4096;
 
+    /// Trims and checks a message as a client sent it; the only way to make one.
     pub fn parse(raw: &str) -> Result<Self, TextError> {
         // `str::trim` trims exactly the Unicode White_Space property.
         let trimmed = raw.trim();
@@ -197,18 +232,23 @@ impl MessageText {
         Ok(Self(trimmed.to_owned()))
     }
 
+    /// The trimmed text, as stored and sent.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// Gives up the type; code on the way to storage keeps `MessageText` until the storage call.
     pub fn into_string(self) -> String {
         self.0
     }
 }
 
+/// Why a message text was refused; the socket turns it into an error frame's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextError {
+    /// Nothing left after trimming white space (`empty`).
     Empty,
+    /// Over `MessageText::MAX_CHARS` after trimming (`too_long`).
     TooLong,
 }
 
@@ -325,11 +365,14 @@ impl From<SessionHash> for String {
 /// whole /64 and picks addresses in it freely).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ClientHost {
+    /// An IPv4 client (IPv4-mapped IPv6 included), counted alone.
     V4(u32),
+    /// An IPv6 client, counted by its /64: the top 64 bits.
     V6Prefix(u64),
 }
 
 impl ClientHost {
+    /// The key a client's address counts under.
     pub fn of(address: std::net::IpAddr) -> ClientHost {
         match canonical_ip(address) {
             std::net::IpAddr::V4(v4) => ClientHost::V4(u32::from(v4)),

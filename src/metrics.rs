@@ -4,21 +4,40 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+/// The server's counters, shared by every task that counts; `render` is `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
+    /// `chatctl_http_requests_total`: requests received, upgrades included.
     pub http_requests: AtomicU64,
+    /// `chatctl_websockets_open`: a gauge, up at upgrade and down when
+    /// the socket's task ends, panics included.
     pub open_sockets: AtomicI64,
+    /// `chatctl_websockets_accepted_total`: upgrades that became sockets.
     pub sockets_accepted: AtomicU64,
+    /// `chatctl_frames_received_total`: client text messages (fragments reassembled), valid or not.
     pub frames_received: AtomicU64,
+    /// `chatctl_frames_refused_total`: client frames answered with an error frame.
     pub frames_refused: AtomicU64,
+    /// `chatctl_messages_stored_total`: messages committed (on a cluster node, from any node).
     pub messages_stored: AtomicU64,
+    /// `chatctl_storage_commits_total`: batches committed; with
+    /// `messages_stored`, how well group commit batches.
     pub commits: AtomicU64,
+    /// `chatctl_storage_failures_total`: batches the log refused on a storage failure.
     pub store_failures: AtomicU64,
+    /// `chatctl_deliveries_total`: message frames queued to sockets.
     pub deliveries: AtomicU64,
+    /// `chatctl_slow_consumer_drops_total`: deliveries refused by a full
+    /// socket queue (that socket then closes).
     pub slow_consumer_drops: AtomicU64,
+    /// `chatctl_logins_succeeded_total`: sign-ins that started a session.
     pub logins_succeeded: AtomicU64,
+    /// `chatctl_logins_failed_total`: wrong name or password; a rise means guessing.
     pub logins_failed: AtomicU64,
+    /// `chatctl_logins_throttled_total`: attempts refused unchecked by the login throttle.
     pub logins_throttled: AtomicU64,
+    /// `chatctl_logins_busy_total`: attempts not checked because
+    /// every password-check slot stayed taken.
     pub logins_busy: AtomicU64,
     /// Connections closed at accept: their address held its
     /// `--max-connections-per-address` already.
@@ -26,6 +45,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The Prometheus text exposition of every counter, for `/metrics`.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, kind: &str, value: i64| {

@@ -41,6 +41,7 @@ pub struct Relay {
 /// Where a relay connects.
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
+    /// The cluster's broker (`--amqp-url`); the relay opens its own connection beside the log's.
     pub url: String,
     /// The fanout exchange every node of one chat shares.
     pub exchange: String,

@@ -30,24 +30,40 @@ use crate::storage::{now_ms, SchemaCheck, StorageError, Store};
 /// Why the server could not start, with the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// Opening the database failed; the storage error says why and what to do.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Another process listens on the address.
     #[error("cannot listen on {addr}: the port is in use. Stop the other process or choose another address with --bind (or CHATCTL_BIND)")]
-    PortInUse { addr: SocketAddr },
+    PortInUse {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// Binding failed for another reason (no such address, no permission).
     #[error("cannot listen on {addr}: {source}. Choose another address with --bind")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// `--amqp-url` does not parse; the text says what is wrong with it.
     #[error("{0}")]
     AmqpUrl(String),
+    /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A cluster node's data dir started without a broker: its ids come from the stream.
     #[error("the data dir {0} belongs to a cluster node (it applied a RabbitMQ stream); start it with --amqp-url, or use another --data-dir for a single node")]
     ClusterDataDir(PathBuf),
+    /// A single node's data dir started as a cluster node: its data is on no other node.
     #[error("the data dir {0} holds a single node's accounts or messages, which no other node has; a cluster node needs an empty data dir or a copy (`chatctl backup`) of another cluster node's. To make a cluster's first account from a shell, run `chatctl createsuperuser --amqp-url URL` on an empty data dir; later accounts: any node's /admin page or `chatctl createsuperuser` beside a running node")]
     SingleNodeDataDir(PathBuf),
 }
 
 /// A server that is accepting connections.
 pub struct RunningServer {
+    /// Where it actually listens: with port 0 in the config, the port the OS picked.
     pub addr: SocketAddr,
     /// The first-run setup URL, while the database has no user.
     pub setup_url: Option<String>,
@@ -56,6 +72,8 @@ pub struct RunningServer {
     shutdown: Shutdown,
 }
 
+/// Builds the whole server from `config` and starts accepting; the same call for
+/// `serve`, tests and `smoke-test`. Nothing touches the disk if the config is bad.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     // A bad broker URL or TLS pair is refused before anything touches the disk.
     if let Some(cluster) = &config.cluster {
@@ -143,7 +161,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 /// commands use when no server runs on the data dir. Nobody is connected,
 /// so the log's effects (fan-out, closing sockets) reach nobody.
 pub struct Core {
+    /// The data dir's database, for reads (and the admin commands' own checks).
     pub store: Store,
+    /// Where the admin commands' writes go, so a cluster's other nodes see them too.
     pub log: WriteLog,
     /// Answers the log's tickets (there are no sockets to tell).
     fan_out: FanOut,
@@ -228,7 +248,6 @@ async fn start_log(config: &ServerConfig, store: &Store, targets: Targets) -> Re
     Ok((log, fan_out))
 }
 
-/// A URL a browser on this machine can open: `0.0.0.0` is not one.
 /// The setup page's URL, for the operator to open: on the public URL when
 /// there is one, else on the address served.
 fn setup_link(config: &ServerConfig, addr: SocketAddr, token: &str) -> String {
@@ -239,6 +258,7 @@ fn setup_link(config: &ServerConfig, addr: SocketAddr, token: &str) -> String {
     format!("{base}/setup?token={token}")
 }
 
+/// A URL a browser on this machine can open: `0.0.0.0` is not one.
 fn browsable_url(addr: SocketAddr, https: bool) -> String {
     let scheme = if https { "https" } else { "http" };
     match addr.ip() {
@@ -249,6 +269,8 @@ fn browsable_url(addr: SocketAddr, https: bool) -> String {
 }
 
 impl RunningServer {
+    /// A URL to reach the server from this machine (`0.0.0.0`
+    /// becomes loopback); tests connect to it.
     pub fn url(&self) -> String {
         browsable_url(self.addr, self.tls.is_some())
     }

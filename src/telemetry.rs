@@ -8,9 +8,12 @@ use tracing_subscriber::EnvFilter;
 /// (docs/DEPLOY.md has the filter).
 pub const SECURITY: &str = "chatctl::security";
 
+/// `--log-format`: who reads the log lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    /// Plain lines for a person at a terminal or journald.
     Text,
+    /// One JSON object per line, for a log collector.
     Json,
 }
 
@@ -42,6 +45,8 @@ pub fn due(last: &std::sync::atomic::AtomicU64, every: std::time::Duration) -> b
         && last.compare_exchange(then, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
+/// Sends `tracing` to stderr in `format`, and panics into the
+/// log; call once, before the server starts.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal, not in log files or journald.

@@ -7,12 +7,16 @@ use sha2::{Digest, Sha256};
 
 use super::session::{constant_time_eq, hex, random_hex};
 
+/// The cookie that holds a visitor's CSRF token before sign-in; forms echo it (double submit).
 pub const COOKIE_NAME: &str = "chatctl_csrf";
 
+/// A token for a visitor whose request brought no usable CSRF cookie.
 pub fn new_anonymous_token() -> String {
     random_hex::<32>()
 }
 
+/// The `Set-Cookie` value for a visitor's token: no `Max-Age`, so it ends with the
+/// browser session; `Secure` when the server says so.
 pub fn anonymous_cookie(token: &str, secure: bool) -> String {
     format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Lax; Path=/{}", if secure { "; Secure" } else { "" })
 }

@@ -3,6 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
+/// The cookie that carries the session token; the server keeps only its hash.
 pub const COOKIE_NAME: &str = "chatctl_session";
 /// Two weeks, Django's default.
 pub const LIFETIME_MS: u64 = 14 * 24 * 3600 * 1000;
@@ -12,16 +13,20 @@ pub fn new_token() -> String {
     random_hex::<32>()
 }
 
+/// The key a session is stored and looked up under, so the token itself is never stored.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// `N` bytes from the OS random source as `2N` hex digits: tokens, and unguessable
+/// suffixes for temporary file names.
 pub fn random_hex<const N: usize>() -> String {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the OS random source is available");
     hex(&bytes)
 }
 
+/// Lower-case hex, the form tokens and hashes take in cookies, forms and file names.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

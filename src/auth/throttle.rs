@@ -114,9 +114,15 @@ impl<K: Hash + Eq + Clone> Windows<K> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Throttled {
     /// This address failed too often, whatever the name.
-    Address { retry_after: Duration },
+    Address {
+        /// Until this failure window ends and its count starts again.
+        retry_after: Duration,
+    },
     /// This address failed too often against this name.
-    AddressAndName { retry_after: Duration },
+    AddressAndName {
+        /// Until this failure window ends and its count starts again.
+        retry_after: Duration,
+    },
     /// Only with the attempts still being checked would a limit be reached:
     /// wait for their outcome, then ask again (a crowd's successes, or the
     /// last guesses a limit allows).
@@ -124,6 +130,7 @@ pub enum Throttled {
 }
 
 impl Throttled {
+    /// What to put in `Retry-After`; `Pending` is worth asking again after a second.
     pub fn retry_after(&self) -> Duration {
         match self {
             Throttled::Address { retry_after } | Throttled::AddressAndName { retry_after } => *retry_after,

@@ -24,9 +24,14 @@ use crate::metrics::Metrics;
 
 /// What the fan-out acts on.
 pub struct Targets {
+    /// Delivers stored messages to this node's sockets.
     pub hub: Arc<Hub>,
+    /// Closes the sockets a sign-out, deactivation or new password ends, and
+    /// takes a refused message's error frame to its sender.
     pub live: Arc<LiveSockets>,
+    /// Closed when any account is created, wherever it was written.
     pub setup: Arc<SetupToken>,
+    /// Counts stored messages and failed stores.
     pub metrics: Arc<Metrics>,
 }
 

@@ -16,22 +16,31 @@ pub const MAX_CLIENT_ID_CHARS: usize = 64;
 /// A valid client frame.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Inbound {
+    /// The trimmed text, already within PROTOCOL.md's limits.
     pub text: MessageText,
+    /// The client's own tag, echoed on its copy of the stored message and on any error frame.
     pub client_id: Option<String>,
 }
 
 /// Why a frame was refused; `code()` is the stable wire code.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// `bad_json`: not JSON at all.
     BadJson,
+    /// `bad_frame`, with what was wrong: JSON, but not the frame PROTOCOL.md describes.
     BadFrame(&'static str),
+    /// `empty`: nothing left after trimming white space.
     Empty,
+    /// `too_long`: over `MessageText::MAX_CHARS` after trimming.
     TooLong,
+    /// `rate_limited`: over the user's message rate on this node.
     RateLimited,
+    /// `unavailable`: the log could not store it (storage or broker down); nothing was stored.
     Unavailable,
 }
 
 impl Refusal {
+    /// The `code` of the error frame: stable, for clients to match on.
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::BadJson => "bad_json",
@@ -43,6 +52,7 @@ impl Refusal {
         }
     }
 
+    /// The `detail` of the error frame: for a person, saying what to change or when to retry.
     pub fn detail(&self) -> String {
         match self {
             Refusal::BadJson => "the frame is not JSON".to_owned(),
@@ -61,7 +71,9 @@ impl Refusal {
 /// the error frame can name the message it refuses.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refused {
+    /// Why it was refused.
     pub refusal: Refusal,
+    /// The frame's `client_id`, when it had a valid one, for the error frame to echo.
     pub client_id: Option<String>,
 }
 
@@ -71,6 +83,7 @@ impl From<Refusal> for Refused {
     }
 }
 
+/// Parses and validates one client text frame; past this, the socket trusts the text.
 pub fn parse_inbound(raw: &[u8]) -> Result<Inbound, Refused> {
     let value: serde_json::Value = serde_json::from_slice(raw).map_err(|_| Refusal::BadJson)?;
     let serde_json::Value::Object(mut object) = value else {
@@ -95,18 +108,27 @@ pub fn parse_inbound(raw: &[u8]) -> Result<Inbound, Refused> {
 /// The wire form of one message (`chat_handler`).
 #[derive(Serialize, Debug, PartialEq, Eq, serde::Deserialize, Clone)]
 pub struct MessageFrame {
+    /// Always `chat_handler`, the type clients switch on.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The message id as 20 zero-padded digits, so ids also sort as strings.
     pub id: String,
+    /// The conversation key: a room name, or `dm:a:b` for a direct chat.
     pub room: String,
+    /// The sender's username.
     pub author: String,
+    /// The stored (trimmed) text.
     pub message: String,
+    /// When the message was accepted, as RFC 3339 with milliseconds.
     pub ts: String,
+    /// Only on the sender's own copy, so it can match the message to what it sent.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client_id: Option<String>,
 }
 
 impl MessageFrame {
+    /// The frame of a stored message, for history pages and
+    /// `/api/lobby` (live frames use `message_bytes`).
     pub fn of(message: &Message, client_id: Option<&str>) -> Self {
         MessageFrame {
             kind: "chat_handler".to_owned(),
@@ -120,6 +142,7 @@ impl MessageFrame {
     }
 }
 
+/// Unix milliseconds as the RFC 3339 of frames and pages; clamped, so a bad clock cannot panic.
 pub fn rfc3339(ts_ms: u64) -> String {
     // humantime cannot format past year 9999: a bad clock (or a bad stream
     // record) must not take the server down.
@@ -128,6 +151,7 @@ pub fn rfc3339(ts_ms: u64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// A message's frame serialised once; the hub shares these bytes with every recipient.
 pub fn message_bytes(message: &Message, client_id: Option<&str>) -> Bytes {
     to_bytes(&MessageFrame::of(message, client_id))
 }

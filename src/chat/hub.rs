@@ -15,12 +15,18 @@ use crate::domain::MessageId;
 use crate::metrics::Metrics;
 use crate::storage::Message;
 
+/// Unique per socket in this process: how the hub finds a message's sender among its recipients.
 pub type SocketId = u64;
 
 /// What a socket's writer task sends, in queue order.
 pub enum Outbound {
     /// A stored message; the id lets the socket skip what its history frame held.
-    Message { id: MessageId, bytes: Bytes },
+    Message {
+        /// Compared with the history frame's last id, to skip a message sent twice.
+        id: MessageId,
+        /// The frame, shared by every recipient (the sender's copy has its `client_id`).
+        bytes: Bytes,
+    },
     /// A frame for this socket alone (an `error` frame).
     Frame(Bytes),
     /// A control frame the protocol obliges us to send (pong, close echo).
@@ -37,10 +43,12 @@ pub enum Outbound {
 pub struct UrgentClose(OnceLock<(u16, &'static str)>);
 
 impl UrgentClose {
+    /// Asks the writer to close with this code before what is queued; a later request is ignored.
     pub fn request(&self, code: u16, reason: &'static str) {
         let _ = self.0.set((code, reason));
     }
 
+    /// Checked by the writer between batches: the close to send now, if any.
     pub fn requested(&self) -> Option<(u16, &'static str)> {
         self.0.get().copied()
     }
@@ -48,6 +56,8 @@ impl UrgentClose {
 
 /// One socket's end of the hub.
 pub struct Subscriber {
+    /// Lets the hub give the sender its own copy (with `client_id`)
+    /// and unsubscribe the right socket.
     pub id: SocketId,
     queue: mpsc::Sender<Outbound>,
     urgent: Arc<UrgentClose>,
@@ -86,6 +96,7 @@ impl Subscriber {
         let _ = self.queue.try_send(Outbound::Close(code, reason));
     }
 
+    /// A closing socket takes no more messages (they would be sent after its close).
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
     }
@@ -112,10 +123,13 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// An empty hub; its deliveries and slow-consumer drops count into `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Hub {
         Hub { rooms: RwLock::new(HashMap::new()), metrics }
     }
 
+    /// Adds a socket to a conversation before its history is read,
+    /// so no message falls between the two.
     pub fn subscribe(&self, conversation: &str, subscriber: Arc<Subscriber>) {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
         let entry = rooms.entry(conversation.to_owned()).or_insert_with(|| Arc::from(Vec::new()));
@@ -124,6 +138,7 @@ impl Hub {
         *entry = Arc::from(list);
     }
 
+    /// Removes a socket when it ends; a conversation nobody watches is forgotten.
     pub fn unsubscribe(&self, conversation: &str, id: SocketId) {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = rooms.get_mut(conversation) {

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use super::hub::{SocketId, Subscriber};
 
+/// Shared by the sockets, which register themselves, and the
+/// fan-out, which closes them by user or session.
 #[derive(Default)]
 pub struct LiveSockets {
     sockets: Mutex<Registry>,
@@ -75,6 +77,7 @@ impl LiveSockets {
         self.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records an open socket until the returned guard drops; after `close_all`, closes it at once.
     pub fn register(&self, username: &str, session: [u8; 32], subscriber: Arc<Subscriber>) -> Registration<'_> {
         let id = subscriber.id;
         let mut registry = self.lock();

@@ -21,16 +21,20 @@ use crate::storage::Store;
 
 /// What every socket of this node shares; built once by `startup`.
 pub struct Chat {
+    /// Which local sockets watch which conversation; the fan-out publishes through it.
     pub hub: Arc<hub::Hub>,
+    /// Every open socket by user and session, so a sign-out can close them.
     pub live: Arc<live::LiveSockets>,
     /// Where a socket's messages go to be stored (and then fanned out).
     pub log: WriteLog,
     /// History is read straight from storage.
     pub store: Store,
+    /// Per-user message rate on this node; a refused frame gets `rate_limited`.
     pub message_rate: rate_limit::MessageRateLimit,
     /// History frames and pages built (and, for sockets, sent) at once:
     /// each may hold up to 1 MiB (see `socket::HISTORY_FRAMES_AT_ONCE`).
     pub history_frames: Arc<tokio::sync::Semaphore>,
+    /// Sockets count upgrades, open sockets and frames received and refused into `/metrics`.
     pub metrics: Arc<Metrics>,
     /// A socket from which no frame arrives for this long is closed.
     pub socket_idle_timeout: Duration,

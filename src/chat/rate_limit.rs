@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// `--message-rate` and `--message-burst`, enforced per node: a user's sockets share one bucket.
 pub struct MessageRateLimit {
     /// Tokens per second; 0 turns the limit off.
     rate: f64,
@@ -17,6 +18,7 @@ struct Bucket {
 }
 
 impl MessageRateLimit {
+    /// `rate` tokens per second (0: no limit), holding at most `burst` (at least 1).
     pub fn new(rate: u32, burst: u32) -> Self {
         MessageRateLimit { rate: f64::from(rate), burst: f64::from(burst.max(1)), buckets: Mutex::default() }
     }

@@ -23,6 +23,7 @@ type Io = TokioIo<Upgraded>;
 pub struct SharedIo(Arc<Mutex<Io>>);
 
 impl SharedIo {
+    /// Shares one upgraded connection between the reader, the writer and the closer.
     pub fn new(io: Io) -> Self {
         SharedIo(Arc::new(Mutex::new(io)))
     }

@@ -44,10 +44,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who opened the socket and what it watches; checked before the upgrade.
 pub struct SocketRequest {
+    /// Whose socket it is: messages are stored under this name.
     pub user: Username,
     /// The session it was opened with: signing out closes it.
     pub session: [u8; 32],
+    /// The conversation it watches and sends to.
     pub conversation: Conversation,
+    /// `?since=`: the last id the client has; its history frame starts after it.
     pub since: Option<MessageId>,
 }
 
@@ -67,6 +70,8 @@ impl Drop for OpenGauge<'_> {
     }
 }
 
+/// Runs one socket after its upgrade was accepted: history, then live messages
+/// both ways until either side closes or the server stops.
 pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest) {
     let mut ws = match upgrade.await {
         Ok(ws) => ws,

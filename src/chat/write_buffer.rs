@@ -15,6 +15,7 @@ const MAX_BUFFERED: usize = 64 * 1024;
 /// Capacity kept across flushes: enough for a few small frames.
 const KEEP_CAPACITY: usize = 512;
 
+/// A socket's write buffer that gives its memory back after each flush, unlike `BufWriter`.
 pub struct LazyBufWriter<W> {
     inner: W,
     buffer: Vec<u8>,
@@ -23,6 +24,7 @@ pub struct LazyBufWriter<W> {
 }
 
 impl<W> LazyBufWriter<W> {
+    /// Allocates nothing until the first write.
     pub fn new(inner: W) -> Self {
         LazyBufWriter { inner, buffer: Vec::new(), written: 0 }
     }

@@ -18,8 +18,10 @@ use crate::control::protocol::{Command, Reply};
 use crate::storage::backup::{names_the_database, BackupError, BackupSummary, PendingBackup};
 use crate::storage::DB_FILE;
 
+/// `chatctl backup`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The data dir to copy; a server running on it makes the copy itself.
     #[command(flatten)]
     pub data_dir: DataDir,
     /// The file to write (mode 0600); its directory must exist.
@@ -30,6 +32,8 @@ pub struct Args {
     pub force: bool,
 }
 
+/// Copies the database through the running server if one answers, else from the
+/// file directly; refuses a target that is the database itself.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let to = std::path::absolute(&args.to).map_err(|e| usage(format!("--to {}: {e}", args.to.display())))?;
     check_target(&to, &args.data_dir.path, args.force)?;

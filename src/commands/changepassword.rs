@@ -10,15 +10,18 @@ use super::target::{self, Access, Target};
 use super::{usage, ClusterArgs, DataDir};
 use crate::control::protocol::{Command, ErrorKind, Reply, Secret};
 
+/// `chatctl changepassword`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The account whose password to set.
     pub username: String,
+    /// The data dir whose account changes (through its server, if one runs).
     #[command(flatten)]
     pub data_dir: DataDir,
     /// Read the new password from the first line of standard input (for scripts).
     #[arg(long)]
     pub password_stdin: bool,
+    /// With `--amqp-url`: apply the change through a stopped cluster node's stream.
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -26,6 +29,8 @@ pub struct Args {
 /// Django gives up after this many refused tries.
 const ATTEMPTS: usize = 3;
 
+/// Sets the password, asking on the terminal unless `--password-stdin`;
+/// refuses to prompt when standard input is not a terminal.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let piped = if args.password_stdin {
         Some(super::password_from_stdin()?)

@@ -16,8 +16,10 @@ use crate::control::ops::TAKEN_WHY;
 use crate::control::protocol::{Command, ErrorKind, Reply, Secret};
 use crate::domain::Username;
 
+/// `chatctl createsuperuser`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The data dir to add the account to (through its server, if one runs).
     #[command(flatten)]
     pub data_dir: DataDir,
     /// The new account's name (asked for when missing, unless --no-input).
@@ -33,10 +35,13 @@ pub struct Args {
     /// Read the password from the first line of standard input.
     #[arg(long)]
     pub password_stdin: bool,
+    /// With `--amqp-url`: create the account through the cluster's stream.
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
+/// Creates the account; with `--no-input` or `--password-stdin` everything is
+/// checked before the data dir is touched.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Everything a script gives is checked before the data dir is touched.
     let given = if args.no_input || args.password_stdin {

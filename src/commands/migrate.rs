@@ -9,8 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::DataDir;
 use crate::storage::{files, migrations, SchemaCheck, Store, DB_FILE};
 
+/// `chatctl migrate`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The data dir whose database to migrate (the server must be stopped).
     #[command(flatten)]
     pub data_dir: DataDir,
     /// Only report: exit 1 when steps are pending, 2 when there is no
@@ -22,6 +24,8 @@ pub struct Args {
 /// Exit status of `--check` when there is no database to check.
 const NO_DATABASE: u8 = 2;
 
+/// Applies the pending steps, or with `--check` only reports them; the exit
+/// code says which case held.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = &args.data_dir.path;
     let db_path = dir.join(DB_FILE);

@@ -66,6 +66,7 @@ impl ClusterArgs {
         ClusterArgs { amqp_url: None, amqp_stream: String::new() }
     }
 
+    /// The cluster a write goes through, when `--amqp-url` is given; `None` means a single node.
     pub fn config(&self) -> Option<crate::log::cluster::ClusterConfig> {
         self.amqp_url.as_ref().map(|url| crate::log::cluster::ClusterConfig {
             url: url.clone(),

@@ -13,8 +13,10 @@ use crate::control::client;
 use crate::storage::backup::{self, BackupError};
 use crate::storage::DB_FILE;
 
+/// `chatctl restore`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The data dir to restore into; no server may be running on it.
     #[command(flatten)]
     pub data_dir: DataDir,
     /// The backup to restore (written by `chatctl backup`).
@@ -25,6 +27,7 @@ pub struct Args {
     pub force: bool,
 }
 
+/// Checks the backup, refuses while a server runs, then puts it in place.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = &args.data_dir.path;
     let running = super::runtime()?.block_on(client::server_answers(dir))?;

@@ -16,11 +16,13 @@ use crate::config::{
 use crate::log::cluster::ClusterConfig;
 use crate::telemetry::{self, LogFormat};
 
+/// `chatctl serve`'s flags, each with its `CHATCTL_*` variable.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "CHATCTL_BIND", default_value = "127.0.0.1:8000")]
     pub bind: SocketAddr,
+    /// Where the database and the control socket live.
     #[command(flatten)]
     pub data_dir: DataDir,
     /// An origin (scheme://host[:port]) allowed to open sockets besides the
@@ -42,6 +44,7 @@ pub struct Args {
     /// when present, else Forwarded), x-forwarded-for, or forwarded (RFC 7239).
     #[arg(long, env = "CHATCTL_FORWARDED_HEADER", value_enum, default_value = "auto")]
     pub forwarded_header: ForwardedHeader,
+    /// Log lines as text for a person, or JSON lines for a log collector.
     #[arg(long, env = "CHATCTL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Messages per second per user on this node (0 turns the limit off).
@@ -90,6 +93,8 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 }
 
+/// Runs the server until SIGINT or SIGTERM (SIGHUP reloads TLS), then shuts it down
+/// gracefully; exits 1 when it cannot start.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
     tracing::info!("chatctl {} starting", crate::VERSION);

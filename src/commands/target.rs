@@ -32,7 +32,12 @@ pub enum Target {
     /// A server answers on the data dir's control socket.
     Server(PathBuf),
     /// This process opened the data dir.
-    Local { store: Store, core: Option<Core> },
+    Local {
+        /// For reads; the core's store when there is one.
+        store: Store,
+        /// The log writes go through; `None` for `Access::Read`.
+        core: Option<Core>,
+    },
 }
 
 /// How long a request to a running server may take (a write waits at most
@@ -44,6 +49,8 @@ pub const BACKUP_ANSWER: Duration = Duration::from_secs(6 * 3600);
 const BROKER_PATIENCE: Duration = Duration::from_secs(30);
 
 impl Target {
+    /// The server on `data_dir` if one answers its control socket, else the data dir
+    /// opened here (with a log when `access` writes); errors say what to fix.
     pub async fn open(data_dir: &Path, cluster: &ClusterArgs, access: Access) -> anyhow::Result<Target> {
         if client::server_answers(data_dir).await? {
             return Ok(Target::Server(data_dir.to_path_buf()));
@@ -91,6 +98,7 @@ impl Target {
         Ok(Target::Local { store: core.store.clone(), core: Some(core) })
     }
 
+    /// Runs `command` wherever the target is; a backup to a server may take hours.
     pub async fn call(&self, command: Command) -> anyhow::Result<Reply> {
         match self {
             Target::Server(data_dir) => {

@@ -9,12 +9,15 @@ use super::target::{self, Access};
 use super::{ClusterArgs, DataDir};
 use crate::control::protocol::{Command, Reply, UserInfo};
 
+/// `chatctl users`' subcommand.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Which of list, deactivate or activate.
     #[command(subcommand)]
     pub command: UsersCommand,
 }
 
+/// The `users` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum UsersCommand {
     /// List every account: username, email, superuser, active, created.
@@ -25,8 +28,10 @@ pub enum UsersCommand {
     Activate(NameArgs),
 }
 
+/// `chatctl users list`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
+    /// The data dir whose accounts to list; read even while a server runs.
     #[command(flatten)]
     pub data_dir: DataDir,
     /// A JSON array, for scripts.
@@ -34,16 +39,20 @@ pub struct ListArgs {
     pub json: bool,
 }
 
+/// The flags of `users deactivate` and `users activate`.
 #[derive(clap::Args, Debug)]
 pub struct NameArgs {
     /// The account's username.
     pub username: String,
+    /// The data dir whose account changes (through its server, if one runs).
     #[command(flatten)]
     pub data_dir: DataDir,
+    /// With `--amqp-url`: apply the change through a stopped cluster node's stream.
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
+/// Runs the chosen subcommand on the server or the data dir.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async {
         match args.command {

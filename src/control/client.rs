@@ -18,12 +18,29 @@ use super::server::socket_path;
 /// Why the running server could not be asked, with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The socket exists but this user may not connect to it: run as the server's user.
     #[error("cannot open the control socket {path}: permission denied. Run this as the user that runs `chatctl serve` (or as root)")]
-    PermissionDenied { path: String },
+    PermissionDenied {
+        /// The control socket, for the message.
+        path: String,
+    },
+    /// Connecting, writing or reading failed for another reason.
     #[error("talking to the server over {path}: {cause}")]
-    Io { path: String, cause: std::io::Error },
+    Io {
+        /// The control socket, for the message.
+        path: String,
+        /// What the OS said.
+        cause: std::io::Error,
+    },
+    /// The server took the request but gave no answer in time.
     #[error("the server did not answer over {path} within {within:?}; see its log")]
-    Timeout { path: String, within: Duration },
+    Timeout {
+        /// The control socket, for the message.
+        path: String,
+        /// How long the client waited.
+        within: Duration,
+    },
+    /// The answer did not parse, or speaks another protocol version: mismatched binaries.
     #[error("the server's answer is not one this chatctl reads ({0}); use the chatctl binary of the running server")]
     Garbled(String),
 }

@@ -18,7 +18,9 @@ pub const SOCKET_FILE: &str = "control.sock";
 /// A request line: `{"v":1,"command":"list_users"}`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Request {
+    /// The protocol version of the sender; the server refuses one it does not speak.
     pub v: u32,
+    /// What to do; its fields sit beside `v` in the same object.
     #[serde(flatten)]
     pub command: Command,
 }
@@ -32,25 +34,36 @@ pub enum Command {
     /// A superuser, as `createsuperuser`; the password is checked against
     /// Django's rules and hashed by whoever applies it.
     CreateSuperuser {
+        /// The new account's name; validated where the command is applied.
         username: String,
+        /// May be empty, as in Django.
         email: String,
+        /// Checked against the password rules (with the name and email) and hashed where applied.
         password: Secret,
     },
     /// A new password for an existing user; ends all of their sessions.
     SetPassword {
+        /// The account whose password changes.
         username: String,
+        /// Checked against the password rules and hashed where applied.
         password: Secret,
     },
+    /// Answers `Users`: every account, for `users list`.
     ListUsers,
+    /// Deactivates (ending every session) or activates an account; `NotFound` if there is none.
     SetActive {
+        /// The account, exactly as written.
         username: String,
+        /// `false` deactivates, `true` activates again.
         active: bool,
     },
     /// Whether `username` exists (an interactive prompt asks before the
     /// password). With `any_case`, whether a new account could not take it:
     /// some user holds it in this or another ASCII case.
     UserExists {
+        /// The name to look up.
         username: String,
+        /// Also count names that differ only in ASCII case (absent: exact match).
         #[serde(default)]
         any_case: bool,
     },
@@ -61,9 +74,13 @@ pub enum Command {
     /// directory (a sandboxed service cannot write there, or sees its own
     /// /tmp). Without, the server writes `to` itself.
     Backup {
+        /// Where the backup ends up; absolute, since the server's
+        /// working directory is not the client's.
         to: PathBuf,
+        /// Replace `to` if it exists (`--force`).
         #[serde(default)]
         overwrite: bool,
+        /// The client sent the file to write into with the request.
         #[serde(default)]
         attached: bool,
     },
@@ -95,6 +112,7 @@ impl Command {
         }
     }
 
+    /// Wraps the command with this build's protocol version, ready to send.
     pub fn request(self) -> Request {
         Request { v: VERSION, command: self }
     }
@@ -103,22 +121,48 @@ impl Command {
 /// A response line: `{"v":1,"status":"users","users":[...]}`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Response {
+    /// The protocol version of the server; the client refuses one it does not read.
     pub v: u32,
+    /// The answer; its fields sit beside `v` in the same object.
     #[serde(flatten)]
     pub reply: Reply,
 }
 
+/// What a command came to; `Error` carries what to tell the operator.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Reply {
-    Done { message: String },
-    Users { users: Vec<UserInfo> },
-    Exists { exists: bool },
-    BackedUp { summary: BackupSummary },
-    Error { kind: ErrorKind, message: String },
+    /// Success; `message` is what the command prints.
+    Done {
+        /// For a person: what was done.
+        message: String,
+    },
+    /// The answer to `ListUsers`, by username.
+    Users {
+        /// Every account, by username.
+        users: Vec<UserInfo>,
+    },
+    /// The answer to `UserExists`.
+    Exists {
+        /// Whether the name is held (in any case, if asked).
+        exists: bool,
+    },
+    /// The answer to `Backup`: what was written.
+    BackedUp {
+        /// What was written; the client fills in `path` and `bytes` when it renamed the file.
+        summary: BackupSummary,
+    },
+    /// Refused or failed: `kind` picks the exit code, `message` says why and what to do.
+    Error {
+        /// Decides the exit code (2 for usage errors).
+        kind: ErrorKind,
+        /// What happened and what to do next, printed as it is.
+        message: String,
+    },
 }
 
 impl Reply {
+    /// Shorthand for `Reply::Error`, so callers can pass any string-like message.
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Reply {
         Reply::Error { kind, message: message.into() }
     }
@@ -147,10 +191,15 @@ pub enum ErrorKind {
 /// One account, as `users list` shows it (never the password hash).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UserInfo {
+    /// The account's name.
     pub username: String,
+    /// Empty when none was given.
     pub email: String,
+    /// May use `/admin`.
     pub is_superuser: bool,
+    /// Whether the account can sign in.
     pub is_active: bool,
+    /// When the account was made, in Unix milliseconds.
     pub created_at_ms: u64,
 }
 

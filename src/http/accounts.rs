@@ -25,7 +25,10 @@ use crate::telemetry::{log_safe, SECURITY};
 
 /// What a sign-in attempt came to.
 pub enum SignIn {
+    /// The password matched an active account: start its session.
     Ok(UserRecord),
+    /// Unknown user, deactivated user or wrong password: one answer
+    /// for all, so names cannot be probed.
     Invalid,
     /// Refused unchecked: this address (or this address against this name)
     /// failed too often. Retry after the given time.
@@ -369,21 +372,25 @@ pub async fn new_user_record(
     })
 }
 
+/// The page for a write the log refused (broker or storage down): 503, retry later.
 pub fn log_failure_page(error: LogError) -> Reply {
     tracing::warn!(%error, "a write could not be applied");
     error_page(StatusCode::SERVICE_UNAVAILABLE, "The server cannot save changes right now. Try again shortly.")
 }
 
+/// `/api/`'s answer for a write the log refused: 503 with the reason.
 pub fn log_failure_json(error: LogError) -> Reply {
     tracing::warn!(%error, "a write could not be applied");
     json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot save changes right now: {error}"))
 }
 
+/// The page for a failed storage read: 503; the log line has the details.
 pub fn storage_failure_page(error: StorageError) -> Reply {
     tracing::error!(%error, "storage call failed");
     error_page(StatusCode::SERVICE_UNAVAILABLE, "The server cannot reach its storage right now. Try again shortly.")
 }
 
+/// `/api/`'s answer for a failed storage read: 503, without internals.
 pub fn storage_failure_json(error: StorageError) -> Reply {
     tracing::error!(%error, "storage call failed");
     json_error(StatusCode::SERVICE_UNAVAILABLE, "storage is unavailable; try again shortly")

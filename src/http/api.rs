@@ -20,7 +20,9 @@ const MAX_LIMIT: usize = 500;
 /// Which page of history a request asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Page {
+    /// The newest `limit` messages, or those before the id (`before=`): reading back in time.
     Before(Option<MessageId>, usize),
+    /// The oldest `limit` messages after the id (`after=`): catching up.
     After(MessageId, usize),
 }
 

@@ -15,7 +15,9 @@ use crate::storage::{self, now_ms, SessionRecord};
 /// A signed-in, active user and the session they came with.
 #[derive(Clone, Debug)]
 pub struct CurrentUser {
+    /// Who is signed in; checked active when the session was resolved.
     pub username: Username,
+    /// May see `/admin` and use its actions.
     pub is_superuser: bool,
     session_token: String,
 }
@@ -26,6 +28,8 @@ impl CurrentUser {
         csrf::session_token(&self.session_token)
     }
 
+    /// The key of this user's session: a socket opened with it
+    /// closes when it ends, and sign-out ends it.
     pub fn session_hash(&self) -> [u8; 32] {
         session::token_hash(&self.session_token)
     }

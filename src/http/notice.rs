@@ -9,6 +9,7 @@ use hyper::header::HeaderMap;
 use super::request::cookie;
 use crate::domain::Username;
 
+/// The cookie that carries a notice across the redirect, as `code:username`.
 pub const COOKIE_NAME: &str = "chatctl_notice";
 
 /// Long enough for the redirect to be followed, short enough that a notice
@@ -18,8 +19,11 @@ const LIFETIME_SECONDS: u32 = 60;
 /// What an admin action did, shown once on the page it redirects to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Notice {
+    /// An account was created from the admin page.
     Created(Username),
+    /// An account was activated again.
     Activated(Username),
+    /// An account was deactivated (its sessions ended).
     Deactivated(Username),
 }
 

@@ -49,14 +49,18 @@ fn signed_in_page(
     templates::render_with_raw(page, &values, &raw)
 }
 
+/// `/`: the lobby page; its script fills the conversation list from `/api/lobby`.
 pub fn lobby(user: &CurrentUser) -> Reply {
     respond::html(StatusCode::OK, signed_in_page(Page::Lobby, user, Section::Lobby, &[], &[]))
 }
 
+/// `/chat/<room>/`: the room's page; its script opens the socket.
 pub fn room(user: &CurrentUser, room: &RoomName) -> Reply {
     chat_page(user, &format!("#{}", room.as_str()))
 }
 
+/// `/direct/<user>/`: a direct chat's page; 404 when there is no such
+/// user, so typos do not open empty chats.
 pub async fn direct(app: &Arc<App>, user: &CurrentUser, peer: &Username) -> Reply {
     let name = peer.as_str().to_owned();
     match app.store.call(move |store| store.user(&name)).await {

@@ -15,6 +15,7 @@ use crate::config::{PublicUrl, ServerConfig};
 /// Bodies over this get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// A cookie's value; the first of that name wins, as browsers send the most specific first.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -26,19 +27,23 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// The query string's parameters, decoded; a repeated name keeps its last value.
 pub fn query(request: &Request<Incoming>) -> HashMap<String, String> {
     request.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 /// Why a body could not be read.
 pub enum BodyError {
+    /// Over `MAX_BODY_BYTES` (413).
     TooLarge,
+    /// The connection failed mid-body (400).
     Unreadable,
     /// Not all in within the deadline (`ServerConfig::body_deadline`).
     TooSlow,
 }
 
 impl BodyError {
+    /// The status to answer with.
     pub fn status(&self) -> StatusCode {
         match self {
             BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -78,6 +83,7 @@ pub async fn body(request: Request<Incoming>, deadline: Duration) -> Result<byte
     }
 }
 
+/// A form body's fields, decoded; a repeated name keeps its last value.
 pub fn form(body: &[u8]) -> HashMap<String, String> {
     form_urlencoded::parse(body).into_owned().collect()
 }

@@ -6,9 +6,12 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
+/// Every response body is whole in memory: the server never streams.
 pub type Body = Full<Bytes>;
+/// What every handler returns.
 pub type Reply = Response<Body>;
 
+/// A JSON answer; `/api/` errors use `json_error` so their shape stays `{"error": ...}`.
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Reply {
     let body = serde_json::to_vec(value).expect("JSON values serialise infallibly");
     json_bytes(status, Bytes::from(body))
@@ -23,10 +26,12 @@ pub fn json_bytes(status: StatusCode, body: Bytes) -> Reply {
     reply
 }
 
+/// The one shape of every `/api/` error: `{"error": message}`.
 pub fn json_error(status: StatusCode, message: &str) -> Reply {
     json(status, &serde_json::json!({ "error": message }))
 }
 
+/// Plain text for probes (`/healthz`), not for people.
 pub fn text(status: StatusCode, body: &'static str) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *reply.status_mut() = status;
@@ -77,6 +82,7 @@ pub fn see_other(location: &str) -> Reply {
     reply
 }
 
+/// Adds a `Set-Cookie`; more than one may be added. A value that is not a valid header is dropped.
 pub fn with_cookie(mut reply: Reply, cookie: &str) -> Reply {
     if let Ok(value) = HeaderValue::from_str(cookie) {
         reply.headers_mut().append(header::SET_COOKIE, value);
@@ -84,6 +90,7 @@ pub fn with_cookie(mut reply: Reply, cookie: &str) -> Reply {
     reply
 }
 
+/// Escapes the five characters that matter in HTML text and quoted attributes.
 pub fn escape_html(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {

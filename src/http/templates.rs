@@ -5,12 +5,18 @@ use std::sync::OnceLock;
 
 use super::respond::escape_html;
 
+/// The HTML pages compiled into the binary, each from its file in `assets/`.
 #[derive(Clone, Copy)]
 pub enum Page {
+    /// The sign-in form.
     Login,
+    /// The first-run form that creates the first superuser.
     Setup,
+    /// The list of the user's conversations.
     Lobby,
+    /// A room or direct chat.
     Room,
+    /// Account administration, for superusers.
     Admin,
     /// The signed-in top bar, a part of the lobby, room and admin pages.
     Topbar,
@@ -61,12 +67,15 @@ pub fn render_with_raw(page: Page, values: &[(&str, &str)], raw: &[(&str, &str)]
 
 /// A file served under `/static/`.
 pub struct StaticFile {
+    /// The file as compiled in.
     pub bytes: &'static [u8],
+    /// The `Content-Type` it is served with.
     pub content_type: &'static str,
     /// A strong validator from the content, so browsers revalidate cheaply.
     pub etag: String,
 }
 
+/// The static file of this name, or `None` (404); only files compiled in are served.
 pub fn static_file(name: &str) -> Option<&'static StaticFile> {
     static FILES: OnceLock<Vec<(&'static str, StaticFile)>> = OnceLock::new();
     let files = FILES.get_or_init(|| {

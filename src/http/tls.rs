@@ -25,24 +25,78 @@ use crate::config::TlsFiles;
 /// Why a certificate, key or CA file was refused, with the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file could not be read; `what` names the flag it came from.
     #[error("cannot read {what} {path}: {source}. Check the path and that chatctl may read the file")]
-    Read { what: &'static str, path: PathBuf, source: std::io::Error },
+    Read {
+        /// The flag that named the file.
+        what: &'static str,
+        /// The file, as given.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file has no certificate; `hint` suggests swapped flags when it holds a key.
     #[error("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----){hint}; give {what} as a PEM file")]
-    NoCertificate { what: &'static str, path: PathBuf, hint: &'static str },
+    NoCertificate {
+        /// The flag that named the file.
+        what: &'static str,
+        /// The file, as given.
+        path: PathBuf,
+        /// Empty, or a likely cause (the key file given instead).
+        hint: &'static str,
+    },
+    /// The file has no private key; `hint` suggests swapped flags when it holds a certificate.
     #[error("{path} holds no PEM private key (-----BEGIN PRIVATE KEY-----, or RSA/EC PRIVATE KEY){hint}; give --tls-key the key of --tls-cert as a PEM file")]
-    NoKey { path: PathBuf, hint: &'static str },
+    NoKey {
+        /// The `--tls-key` file.
+        path: PathBuf,
+        /// Empty, or a likely cause (the certificate given instead).
+        hint: &'static str,
+    },
+    /// The file is not well-formed PEM.
     #[error("{path} is not valid PEM ({why}); write it out again from the original")]
-    BadPem { path: PathBuf, why: String },
+    BadPem {
+        /// The file, as given.
+        path: PathBuf,
+        /// The PEM parser's complaint.
+        why: String,
+    },
+    /// rustls cannot sign with this key (an unsupported algorithm, say).
     #[error("the private key {path} cannot be used: {why}. Pass an RSA, ECDSA (P-256/P-384) or Ed25519 key")]
-    BadKey { path: PathBuf, why: String },
+    BadKey {
+        /// The `--tls-key` file.
+        path: PathBuf,
+        /// rustls's complaint.
+        why: String,
+    },
+    /// The certificate does not parse or cannot serve TLS.
     #[error("the certificate {path} cannot be used: {why}. Pass a PEM X.509 server certificate")]
-    BadCertificate { path: PathBuf, why: String },
+    BadCertificate {
+        /// The `--tls-cert` file.
+        path: PathBuf,
+        /// rustls's complaint.
+        why: String,
+    },
+    /// The key was not issued with this certificate, or the chain is in the wrong order.
     #[error("the private key {key} does not belong to the certificate {cert}: pass the key the certificate was issued for (the server certificate must come first in {cert})")]
-    Mismatch { cert: PathBuf, key: PathBuf },
+    Mismatch {
+        /// The `--tls-cert` file.
+        cert: PathBuf,
+        /// The `--tls-key` file.
+        key: PathBuf,
+    },
+    /// A `--ca-cert` file that cannot be used as a trust root.
     #[error("the CA certificate {path} cannot be trusted: {why}. Pass a PEM X.509 CA certificate")]
-    BadCa { path: PathBuf, why: String },
+    BadCa {
+        /// The `--ca-cert` file.
+        path: PathBuf,
+        /// rustls's complaint.
+        why: String,
+    },
+    /// rustls refused the configuration itself; not the files' fault.
     #[error("TLS setup failed: {0}")]
     Setup(String),
+    /// A reload was asked for, but the server does not serve TLS.
     #[error("TLS is off, so there is no certificate to reload; start serve with --tls-cert and --tls-key")]
     Off,
 }
@@ -154,6 +208,7 @@ impl Tls {
         Ok(Tls { files: files.clone(), current, acceptor: TlsAcceptor::from(Arc::new(config)) })
     }
 
+    /// What the accept loop wraps each connection in; it always uses the current pair.
     pub fn acceptor(&self) -> TlsAcceptor {
         self.acceptor.clone()
     }

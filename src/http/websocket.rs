@@ -26,10 +26,14 @@ const ORIGIN_HINT: &str = "this Origin may not open chat sockets. If users reach
 
 /// What the path names: a room, or the other member of a direct conversation.
 pub enum Target {
+    /// `/ws/chat/<room>/`: the room is created on first join.
     Room(RoomName),
+    /// `/ws/direct/<user>/`: the direct chat with this user, who must exist.
     Direct(Username),
 }
 
+/// Checks Origin, session, `since`, the peer, the handshake and the per-user cap,
+/// records the membership, then answers 101 and runs the socket; a failure is plain HTTP.
 pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer, target: Target) -> Reply {
     if !origin_allowed(request.headers(), peer, &app.config) {
         let origin = request.headers().get(hyper::header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("");

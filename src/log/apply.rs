@@ -17,6 +17,7 @@ pub struct Entry {
     pub position: Option<u64>,
     /// (writing process, its sequence number) (cluster): applied once.
     pub origin: Option<(u64, u64)>,
+    /// The change itself.
     pub write: Write,
 }
 

@@ -35,22 +35,32 @@ pub enum Ticket {
     Awaited(oneshot::Sender<Result<Outcome, LogError>>),
     /// A live connection of this node, by its id, with the id its client
     /// gave the write (echoed back to that client alone).
-    Connection { connection: u64, client_id: Option<String> },
+    Connection {
+        /// The socket's id in the hub: its sender's copy, or its error frame, goes there.
+        connection: u64,
+        /// The client's tag for the write, echoed to that client alone.
+        client_id: Option<String>,
+    },
     /// Nobody on this node waits: a write read from another node's stream.
     Nobody,
 }
 
 /// A write on its way into the log, with the ticket its submitter holds.
 pub struct Pending {
+    /// The change to apply.
     pub write: Write,
+    /// How the submitter hears the outcome.
     pub ticket: Ticket,
 }
 
 /// Why a write was not applied.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
+    /// The log cannot take writes now (broker unreachable, node
+    /// catching up, shutting down); retry later.
     #[error("the write log is unavailable: {0}")]
     Unavailable(String),
+    /// Storage refused the batch (disk full, I/O error); nothing of it was stored.
     #[error("storage failed: {0}")]
     Storage(String),
 }
@@ -59,6 +69,7 @@ pub enum LogError {
 /// connections follow (the log says what happened, not what to do about it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
+    /// Nothing for live connections to act on (a message is delivered through `outcome`).
     Nothing,
     /// The session with this token hash ended (signed out).
     SessionEnded(SessionHash),
@@ -74,8 +85,11 @@ pub enum Change {
 /// (a stored message is `Outcome::Stored`), what else it changed, and the
 /// ticket to answer.
 pub struct Committed {
+    /// What applying the write came to; `Stored` carries the message to fan out.
     pub outcome: Outcome,
+    /// What live connections must follow (sockets to close, setup to end).
     pub change: Change,
+    /// Whom to answer, after the effects above.
     pub ticket: Ticket,
 }
 
@@ -135,7 +149,9 @@ impl Ticket {
 /// The log a node writes through.
 #[derive(Clone)]
 pub enum WriteLog {
+    /// A single node: a writer thread in this process, ids from a local counter.
     Embedded(embedded::Embedded),
+    /// A cluster node: writes go through the RabbitMQ stream that every node applies.
     Cluster(cluster::Cluster),
 }
 

@@ -15,20 +15,57 @@ use crate::storage::{Message, SessionRecord, UserRecord};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Write {
     /// A new account; with `only_if_first`, only while there is none (setup).
-    CreateUser { user: UserRecord, only_if_first: bool },
+    CreateUser {
+        /// The account, its password already hashed by the submitting node.
+        user: UserRecord,
+        /// Refuse (`SetupClosed`) if any account exists: the setup page's race.
+        only_if_first: bool,
+    },
     /// Deactivating ends every session of the account; activating lets it sign in again.
-    SetUserActive { username: Username, active: bool },
+    SetUserActive {
+        /// The account, exactly as stored.
+        username: Username,
+        /// `false` deactivates.
+        active: bool,
+    },
     /// A signed-in session, under the hash of its cookie's token.
-    CreateSession { token_hash: SessionHash, session: SessionRecord },
+    CreateSession {
+        /// The key: the token itself never enters the log.
+        token_hash: SessionHash,
+        /// Whose session it is and when it expires.
+        session: SessionRecord,
+    },
     /// Signing out.
-    DeleteSession { token_hash: SessionHash },
+    DeleteSession {
+        /// The session to end; its sockets close too.
+        token_hash: SessionHash,
+    },
     /// A user enters a conversation (it is created with its first member).
-    Join { username: Username, conversation: Conversation },
+    Join {
+        /// Who joins (with the peer too, for a direct chat).
+        username: Username,
+        /// The room or direct chat.
+        conversation: Conversation,
+    },
     /// A chat message; it gets its id when applied.
-    Message { conversation: Conversation, author: Username, text: MessageText, ts_ms: u64 },
+    Message {
+        /// Where it is posted.
+        conversation: Conversation,
+        /// The signed-in sender.
+        author: Username,
+        /// Already trimmed and checked.
+        text: MessageText,
+        /// When the accepting node took it (Unix ms): every node stores this same time.
+        ts_ms: u64,
+    },
     /// A new password (from `chatctl changepassword`): every session of
     /// the user ends, and their sockets close with "signed out".
-    SetPassword { username: Username, password_hash: String },
+    SetPassword {
+        /// The account, exactly as stored.
+        username: Username,
+        /// The new PHC string, hashed where it was submitted: the password never enters the log.
+        password_hash: String,
+    },
     /// Written by a cluster node when it connects: reading its own marker
     /// back means it has applied everything written before.
     Marker,
@@ -45,8 +82,11 @@ pub enum Write {
 /// twice (after a lost confirm) is applied once.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The writing process's random id, drawn at start, so processes do not share one.
     pub node: u64,
+    /// Counts the writer's writes from 1; a seq at or below the highest applied is a duplicate.
     pub seq: u64,
+    /// The change.
     pub write: Write,
 }
 
@@ -133,10 +173,15 @@ fn position(lone: bool, offset: u64, index: usize) -> u64 {
 /// What applying a write came to.
 #[derive(Clone, Debug)]
 pub enum Outcome {
+    /// Done; nothing to report (a session, a join, a user created or changed).
     Applied,
+    /// The message is stored with its id; the fan-out delivers it.
     Stored(Message),
+    /// `CreateUser` refused: the name is held in some ASCII case.
     UsernameTaken,
+    /// `CreateUser` with `only_if_first` refused: an account already exists.
     SetupClosed,
+    /// `SetUserActive` or `SetPassword` for an account that does not exist.
     NoSuchUser,
     /// Already applied once (a republished write).
     Duplicate,

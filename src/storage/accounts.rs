@@ -6,22 +6,34 @@ use serde::{Deserialize, Serialize};
 use super::{decode, schema, Result, Store};
 use crate::domain::Username;
 
+/// An account as stored, and as written into the log by `CreateUser`: its JSON form
+/// is the stream's, so fields are only added (with defaults).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UserRecord {
+    /// The unique key; another account cannot take it in another ASCII case.
     pub username: Username,
+    /// Optional and never verified: the admin page and `users list` show
+    /// it, and a password too like it is refused.
     #[serde(default)]
     pub email: String,
     /// PHC string (`$argon2id$...`).
     pub password_hash: String,
+    /// May open `/admin` and create, deactivate and activate accounts there.
     pub is_superuser: bool,
+    /// A deactivated account cannot sign in and has no sessions.
     pub is_active: bool,
+    /// When the account was made, in Unix milliseconds.
     pub created_at_ms: u64,
 }
 
+/// A signed-in session, stored under the hash of its cookie's token.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
+    /// Whose session it is; a deactivated user's sessions are deleted with it.
     pub username: Username,
+    /// When the session began, in Unix milliseconds.
     pub created_at_ms: u64,
+    /// After this (Unix ms) the session is dead, even before the hourly sweep deletes it.
     pub expires_at_ms: u64,
 }
 
@@ -97,11 +109,13 @@ pub(crate) mod in_txn {
         Ok(())
     }
 
+    /// Stores a new session under its token's hash; the caller already checked the password.
     pub fn insert_session(txn: &WriteTransaction, token_hash: &[u8; 32], session: &SessionRecord) -> Result<()> {
         txn.open_table(schema::SESSIONS)?.insert(token_hash.as_slice(), encode(session).as_slice())?;
         Ok(())
     }
 
+    /// Ends one session (signing out); an unknown hash is not an error.
     pub fn delete_session(txn: &WriteTransaction, token_hash: &[u8; 32]) -> Result<()> {
         txn.open_table(schema::SESSIONS)?.remove(token_hash.as_slice())?;
         Ok(())
@@ -131,6 +145,7 @@ impl Store {
         self.write(|txn| in_txn::insert_user(txn, user, true))
     }
 
+    /// The account under exactly this name (no case folding), whether active or not.
     pub fn user(&self, username: &str) -> Result<Option<UserRecord>> {
         let txn = self.db()?.begin_read()?;
         let users = txn.open_table(schema::USERS)?;
@@ -167,6 +182,7 @@ impl Store {
         Ok(twins)
     }
 
+    /// Zero means setup is open: startup makes a setup token only then.
     pub fn user_count(&self) -> Result<u64> {
         let txn = self.db()?.begin_read()?;
         Ok(txn.open_table(schema::USERS)?.len()?)
@@ -184,14 +200,17 @@ impl Store {
         Ok(out)
     }
 
+    /// `in_txn::set_user_active` in a transaction of its own, bypassing the log: for tests.
     pub fn set_user_active(&self, username: &str, active: bool) -> Result<bool> {
         self.write(|txn| in_txn::set_user_active(txn, username, active))
     }
 
+    /// `in_txn::insert_session` in a transaction of its own, bypassing the log: for tests.
     pub fn create_session(&self, token_hash: &[u8; 32], session: &SessionRecord) -> Result<()> {
         self.write(|txn| in_txn::insert_session(txn, token_hash, session))
     }
 
+    /// The stored session, expired or not; `session_user` is the check requests use.
     pub fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
         let txn = self.db()?.begin_read()?;
         let sessions = txn.open_table(schema::SESSIONS)?;
@@ -209,6 +228,7 @@ impl Store {
         Ok(self.user(&session.username)?.filter(|user| user.is_active))
     }
 
+    /// `in_txn::delete_session` in a transaction of its own, bypassing the log: for tests.
     pub fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()> {
         self.write(|txn| in_txn::delete_session(txn, token_hash))
     }

@@ -17,18 +17,43 @@ use super::{migrations, schema, StorageError, Store, DB_FILE};
 /// What can stop a backup or a restore, worded with what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// The database could not be opened or read.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A file operation failed; `what` and `path` say which.
     #[error("cannot {what} {path}: {cause}")]
-    Io { what: &'static str, path: PathBuf, cause: io::Error },
+    Io {
+        /// The operation, as a verb phrase (`create`, `fsync`).
+        what: &'static str,
+        /// The file it was done to.
+        path: PathBuf,
+        /// What the OS said.
+        cause: io::Error,
+    },
+    /// A table this build does not know: a copy without it would lose data silently.
     #[error("the database holds a table this chatctl does not know ({0}); refusing to write an incomplete backup. Back it up with the chatctl version that wrote it")]
     UnknownTable(String),
+    /// The target exists and `--force` was not given.
     #[error("{0} already exists; pass --force to replace it, or choose another file")]
     Exists(PathBuf),
+    /// The file to restore is not a redb database with chatctl's tables.
     #[error("{path} is not a chatctl database ({reason}); pass a file written by `chatctl backup`")]
-    NotADatabase { path: PathBuf, reason: String },
+    NotADatabase {
+        /// The file given to restore.
+        path: PathBuf,
+        /// What redb or the schema check said.
+        reason: String,
+    },
+    /// The file to restore was written by a newer chatctl.
     #[error("{path} was written by a newer chatctl (schema version {found}, this build reads up to {supported}); restore it with that version")]
-    NewerSchema { path: PathBuf, found: u64, supported: u64 },
+    NewerSchema {
+        /// The file given to restore.
+        path: PathBuf,
+        /// Its schema version.
+        found: u64,
+        /// The newest this build reads.
+        supported: u64,
+    },
 }
 
 fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BackupError + 'a {
@@ -38,9 +63,13 @@ fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 /// What a backup wrote.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct BackupSummary {
+    /// Where the backup is; `snapshot_into` leaves it empty for its caller to fill in.
     pub path: PathBuf,
+    /// Tables copied, for the summary line.
     pub tables: u64,
+    /// Rows copied, across all tables.
     pub rows: u64,
+    /// The backup file's size.
     pub bytes: u64,
     /// Cluster nodes: the stream offset the copy resumes from.
     pub stream_next_offset: Option<u64>,
@@ -99,7 +128,10 @@ pub fn snapshot_into(store: &Store, file: File) -> Result<BackupSummary, BackupE
 /// (same file system, so the final rename is atomic), removed unless
 /// published.
 pub struct PendingBackup {
+    /// The temp file's path, removed on drop unless published.
     pub path: PathBuf,
+    /// Open for writing: the caller (or the server, sent over the
+    /// control socket) writes the copy into it.
     pub file: File,
     published: bool,
 }

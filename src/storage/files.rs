@@ -64,6 +64,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 /// A data dir or database that group or others may read or write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoosePermission {
+    /// The file or directory to `chmod`, for the message.
     pub path: PathBuf,
     /// What it is, for the message: "data dir" or "database".
     pub what: &'static str,

@@ -11,8 +11,11 @@ pub type Progress<'a> = &'a dyn Fn(u64, u64);
 
 /// One schema step: it takes the database from `version - 1` to `version`.
 pub struct Step {
+    /// The version the step brings the database to; steps are numbered from 1 without gaps.
     pub version: u64,
+    /// What the step does, as `chatctl migrate` prints it.
     pub description: &'static str,
+    /// Runs the step in the caller's transaction, which also records `version`.
     pub apply: fn(&WriteTransaction, Progress) -> Result<()>,
 }
 
@@ -30,6 +33,7 @@ pub static STEPS: &[Step] = &[
     },
 ];
 
+/// The schema version this build reads and writes: the last step's.
 pub const CURRENT_VERSION: u64 = 2;
 
 fn create_initial_tables(txn: &WriteTransaction, _progress: Progress) -> Result<()> {

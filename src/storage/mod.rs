@@ -37,30 +37,74 @@ const LOCK_RETRY: Duration = Duration::from_millis(100);
 /// Everything that can go wrong with storage, worded with what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The data dir cannot be created or written: wrong path or permissions.
     #[error(
         "cannot create or write the data dir {path}: {source}. Choose a writable --data-dir or fix its permissions"
     )]
-    DataDirNotWritable { path: PathBuf, source: std::io::Error },
+    DataDirNotWritable {
+        /// The data dir.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Another process (most likely a running chatctl) holds the database's lock.
     #[error("the database {path} is in use by another running chatctl (redb holds a lock on it). Stop that process, or point this one at another --data-dir")]
-    Locked { path: PathBuf },
+    Locked {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The database file exists but is empty: refused, since redb would
+    /// start a fresh, empty database over it.
     #[error("the database {path} is an empty file: it holds no accounts or messages, and chatctl will not start a fresh database over it. Restore a backup with `chatctl restore --data-dir {dir} --from FILE --force`, or remove the empty file to start afresh", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
-    EmptyDatabaseFile { path: PathBuf },
+    EmptyDatabaseFile {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A newer chatctl wrote this file; this one must not touch it.
     #[error("the database {path} was written by a newer chatctl (schema version {found}, this build knows up to {supported}). Run the newer chatctl, or restore a backup made with this version")]
-    NewerSchema { path: PathBuf, found: u64, supported: u64 },
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The file's schema version.
+        found: u64,
+        /// The newest this build knows.
+        supported: u64,
+    },
+    /// An older chatctl wrote this file; `chatctl migrate` brings it up to date.
     #[error("the database {path} is at schema version {found} and this chatctl needs {current}. Run `chatctl migrate --data-dir {dir}` first", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
-    NeedsMigration { path: PathBuf, found: u64, current: u64 },
+    NeedsMigration {
+        /// The database file.
+        path: PathBuf,
+        /// The file's schema version.
+        found: u64,
+        /// The version this build needs.
+        current: u64,
+    },
+    /// Another account holds this name in some ASCII case; the form asks for another.
     #[error("the username is already taken")]
     UsernameTaken,
+    /// The setup page lost a race: an account already exists.
     #[error("setup is closed: an account already exists")]
     SetupClosed,
+    /// A record would not decode: the file was changed outside chatctl or is damaged.
     #[error("stored record is unreadable ({0}); restore the data dir from a backup")]
     Corrupt(String),
+    /// The integrity check at open failed or redb panicked opening
+    /// it; the file is kept for inspection.
     #[error("the database {path} is damaged ({detail}) and was not opened. Restore your last backup: stop chatctl, then `chatctl restore --data-dir {dir} --from BACKUP --force` (the damaged file is kept beside it)", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
-    Damaged { path: PathBuf, detail: String },
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What the check or the panic said.
+        detail: String,
+    },
+    /// A storage call panicked; the node reports itself unready until restarted.
     #[error("the database layer failed unexpectedly ({0}); the file may be damaged. Take a copy with `chatctl backup`, stop the server, and restart it; if it will not start, restore a backup with `chatctl restore`")]
     Panicked(String),
+    /// Writes fail (disk full, I/O error) or the database is being reopened; `recovery` clears it.
     #[error("storage cannot write ({0}); the node reopens its database by itself once the disk takes writes again. If the disk is full, free space in the data dir's file system")]
     Unavailable(String),
+    /// Any other redb error, kept whole for the log.
     #[error("storage error: {0}. If the disk is full, free space and retry")]
     Redb(#[from] redb::Error),
 }
@@ -91,6 +135,7 @@ macro_rules! redb_error_from {
 }
 redb_error_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
+/// Every storage call can fail only with a `StorageError`.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// A handle on the open database; cheap to clone. Every clone sees the
@@ -362,6 +407,7 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A fresh store in its own temp dir; keep the dir alive as long as the store.
 #[cfg(test)]
 pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,9 @@ struct RoomRecord {
 /// One row of the lobby: a conversation the user is in and its newest message.
 #[derive(Clone, Debug)]
 pub struct ConversationSummary {
+    /// The room or direct chat, whose key links to its page.
     pub conversation: Conversation,
+    /// Its newest message, for the preview; `None` before the first message.
     pub latest: Option<Message>,
 }
 
@@ -71,6 +73,7 @@ impl Store {
         Ok(true)
     }
 
+    /// `in_txn::join` in a transaction of its own, bypassing the log: for tests.
     pub fn join(&self, user: &str, conversation: &Conversation) -> Result<()> {
         self.write(|txn| in_txn::join(txn, user, conversation, now_ms()))
     }

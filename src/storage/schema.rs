@@ -5,7 +5,9 @@ use redb::TableDefinition;
 
 /// `schema_version` and `next_message_id`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `META` key of the schema version, which `Store::open` checks against this build's.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// `META` key of the single node's next message id; a cluster node never uses it.
 pub const NEXT_MESSAGE_ID_KEY: &str = "next_message_id";
 
 /// username -> `UserRecord`.
@@ -34,7 +36,9 @@ pub fn node_seq_key(node: u64) -> String {
 /// Something done to every table of the schema, whatever its key and value
 /// types (backups copy each one).
 pub trait TableVisitor {
+    /// What stops the walk; `for_each_table` returns it at once.
     type Error;
+    /// Called once per table, with its typed definition, so the visitor can open it.
     fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
         &mut self,
         table: TableDefinition<'static, K, V>,

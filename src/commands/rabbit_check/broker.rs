@@ -15,9 +15,12 @@ use super::{amqp_url, value_text};
 /// The broker as --amqp-url names it, and its self-description once read.
 #[derive(Debug)]
 pub(super) struct Target {
+    /// The parsed URL that connections are made with; never printed (it holds the password).
     pub(super) uri: AMQPUri,
     /// The URL as given, password masked: the only form ever printed.
     pub(super) masked: String,
+    /// The broker's product and version once the handshake told
+    /// them; the diagnoses use the version.
     pub(super) server: Option<Server>,
 }
 
@@ -58,7 +61,9 @@ impl Target {
 /// The broker's self-description from connection.start.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub(super) struct Server {
+    /// The broker's name for itself, e.g. `RabbitMQ`.
     pub(super) product: String,
+    /// Its version, which decides whether streams are supported.
     pub(super) version: String,
 }
 

@@ -12,9 +12,13 @@ use super::{CONNECT_TIMEOUT, STEP_TIMEOUT};
 /// What went wrong with one broker operation.
 #[derive(Debug)]
 pub(super) enum Failure {
+    /// lapin's error: its AMQP reply code, when there is one, decides the diagnosis.
     Broker(lapin::Error),
+    /// The TCP connection failed before AMQP began.
     Io(std::io::Error),
+    /// No answer within `CONNECT_TIMEOUT` or `STEP_TIMEOUT`.
     Timeout,
+    /// Already a diagnosis, printed as it is.
     Other(String),
 }
 
@@ -62,11 +66,17 @@ impl Failure {
 /// Which operation failed: the same AMQP code means different things in each.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Phase<'a> {
+    /// Reaching the broker: TCP and the AMQP handshake.
     Connect,
+    /// Declaring the probe's stream queue: where a broker without streams fails.
     Declare(&'a str),
+    /// Publishing the probe with confirms.
     Publish(&'a str),
+    /// Reading the probe back from the stream.
     Consume(&'a str),
+    /// Removing the probe's queue again.
     Delete(&'a str),
+    /// Looking at serve's own stream, without changing it.
     Inspect(&'a str),
 }
 

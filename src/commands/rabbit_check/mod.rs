@@ -36,6 +36,7 @@ use report::Report;
 /// Where `serve` and this check look for RabbitMQ when no URL is given.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// `chatctl rabbit-check`'s flags: the same URL and stream as `serve`'s.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The RabbitMQ to check: amqp://USER:PASSWORD@HOST:PORT/VHOST (vhost `/` is %2f).
@@ -54,6 +55,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Any single broker operation after the handshake.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs every check and prints the report; exits 1 when any check failed.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut report = Report::new(amqp_url::mask(&args.amqp_url), args.json);
     super::runtime().context("starting the async runtime")?.block_on(check(&args, &mut report));

@@ -20,9 +20,12 @@ pub(super) struct Report {
     /// False once any check failed: the exit code.
     pub(super) ok: bool,
     url: String,
+    /// The broker's product and version, once the handshake told them.
     pub(super) server: Option<Server>,
     checks: Vec<Check>,
+    /// How long the probe took from publish to delivery, when the round trip worked.
     pub(super) latency_ms: Option<f64>,
+    /// What is known of serve's stream, once it was inspected.
     pub(super) stream: Option<StreamState>,
     error: Option<String>,
     #[serde(skip)]
@@ -67,13 +70,20 @@ impl Report {
 /// The state of serve's stream, as `--json` reports it.
 #[derive(Serialize, Debug, Default)]
 pub(super) struct StreamState {
+    /// The stream queue's name (`--amqp-stream`).
     pub(super) name: String,
+    /// False before serve's first start declares it.
     pub(super) exists: bool,
+    /// `stream`, or `not a stream` when a queue of that name cannot serve as the log.
     #[serde(rename = "type")]
     pub(super) queue_type: Option<String>,
+    /// Records in the stream, from its offsets (a stream's declare always says 0).
     pub(super) messages: Option<u32>,
+    /// Consumers attached now: roughly the serve nodes running.
     pub(super) consumers: Option<u32>,
+    /// The oldest offset retention kept; `None` for an empty stream.
     pub(super) first_offset: Option<u64>,
+    /// The newest offset read.
     pub(super) last_offset: Option<u64>,
     /// False when messages were still arriving when the tail read stopped:
     /// `last_offset` is then a lower bound.

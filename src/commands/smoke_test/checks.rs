@@ -13,8 +13,11 @@ use crate::client::{ChatSocket, Client, ConnectError};
 
 /// What the shared checks leave for the local-only ones.
 pub(super) struct Signed {
+    /// The first user, signed in on `nodes[0]`.
     pub(super) alice: Client,
+    /// The second user, signed in on `nodes[1]`.
     pub(super) bob: Client,
+    /// The room the checks chatted in, with a random name so runs do not mix.
     pub(super) room: String,
 }
 

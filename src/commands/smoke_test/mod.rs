@@ -22,6 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::client::Client;
 use crate::storage::{now_ms, UserRecord};
 
+/// `chatctl smoke-test`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A running chatctl (http://host:port or https://host:port) to check
@@ -45,6 +46,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// How long one check may take in all before it counts as failed.
 const STEP_LIMIT: Duration = Duration::from_secs(60);
 
+/// Runs the checks against a temporary server, `--url`, or two nodes through
+/// `--amqp-url`; exits 1 when any check failed.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async move {
         let mut report = Report::default();
