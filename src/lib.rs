@@ -4,7 +4,8 @@
 //! - `domain`: validated names, ids and message text.
 //! - `storage`: the redb database (accounts, sessions, rooms, messages) and its migrations.
 //! - `auth`: password hashing and rules, session and CSRF tokens, login throttling.
-//! - `chat`: a message's path: `socket` → `frames` → `crate::log` (store) → `hub` (fan-out) → sockets.
+//! - `chat`: a message's path: `socket` → `frames` → `crate::log` (store), then `fanout` → `hub` → sockets;
+//!   `ephemeral` for typing and presence.
 //! - `log`: every write in one order: a local writer thread, or a RabbitMQ stream shared by many nodes.
 //! - `relay`: best-effort messages between nodes (typing, presence), never stored.
 //! - `http`: the routes of PROTOCOL.md, pages and the JSON API.
@@ -12,6 +13,9 @@
 //! - `control`: the local control socket and the admin operations it and the command line share.
 //! - `client`: a small HTTP + WebSocket client, used by `smoke-test` and the tests.
 //! - `commands`: one module per subcommand.
+
+// Every public item says why it exists (issue 10); the build keeps it so.
+#![warn(missing_docs)]
 
 /// What `chatctl --version` prints after the name: the package version, the
 /// git commit and the UTC build date, stamped by `build.rs`.

@@ -29,10 +29,20 @@ const LISTENER_BACKLOG: usize = 1024;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Ephemeral {
     /// `user` is typing in `conversation` (repeated while they type).
-    Typing { conversation: Conversation, user: Username },
+    Typing {
+        /// Where they type: only its members hear of it.
+        conversation: Conversation,
+        /// Who types.
+        user: Username,
+    },
     /// `user` has at least one socket open on the sending node (`online`),
     /// or no longer has.
-    Presence { user: Username, online: bool },
+    Presence {
+        /// Whose presence changed.
+        user: Username,
+        /// Whether they now have a socket open on the sending node.
+        online: bool,
+    },
 }
 
 /// Where ephemeral events meet on this node.

@@ -35,11 +35,14 @@ use crate::storage::Store;
 /// Where the cluster's log lives.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
+    /// The broker, as `amqp://` or `amqps://` (see `amqp_url`).
     pub url: String,
     /// The stream queue's name; every node of one chat uses the same.
     pub stream: String,
     /// Retention: `x-max-age` (e.g. `30D`, `12h`), `x-max-length-bytes`.
     pub max_age: Option<String>,
+    /// Retention by size (`x-max-length-bytes`); a node that falls behind
+    /// past it must be seeded anew.
     pub max_bytes: Option<u64>,
 }
 
@@ -57,6 +60,7 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 /// AMQP heartbeat unless the URL sets one: a dead link shows within ~20 s.
 const HEARTBEAT_SECS: u16 = 10;
 
+/// This node's handle on the cluster's log; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
     queue: mpsc::Sender<Pending>,
@@ -155,6 +159,7 @@ impl Cluster {
         self.state.connected.load(Ordering::Relaxed)
     }
 
+    /// `Ok` once connected and caught up on the stream; else why not (`/readyz`).
     pub fn readiness(&self) -> Result<(), String> {
         self.accepting()?;
         if !self.state.caught_up.load(Ordering::Relaxed) {

@@ -11,19 +11,28 @@ use crate::domain::MessageId;
 /// A message accepted from a socket, not yet stored.
 #[derive(Clone, Debug)]
 pub struct NewMessage {
+    /// The conversation's key (`Conversation::key`).
     pub conversation: String,
+    /// Who sent it.
     pub author: String,
+    /// Validated and trimmed before it got here (`MessageText`).
     pub text: String,
+    /// When the server accepted it, in ms since the epoch.
     pub ts_ms: u64,
 }
 
 /// A stored message: it has an id and is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
+    /// Its place in the one order (see `MessageId`).
     pub id: MessageId,
+    /// The conversation's key (`Conversation::key`).
     pub conversation: String,
+    /// Who sent it.
     pub author: String,
+    /// As stored: trimmed, 1 to 4,096 characters.
     pub text: String,
+    /// When the server accepted it, in ms since the epoch.
     pub ts_ms: u64,
 }
 
@@ -177,6 +186,7 @@ pub enum PageEnd {
 
 /// See `Store::socket_history`.
 pub struct SocketHistory {
+    /// Why the read stopped: whether older messages are left for `"more"`.
     pub end: PageEnd,
     /// The conversation's newest id when the snapshot was taken.
     pub latest: Option<MessageId>,
