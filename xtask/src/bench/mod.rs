@@ -2,9 +2,11 @@
 //! server as a child process per scenario, drives it with a load generator
 //! written here (tokio, WebSockets over plain TCP, loopback only), and
 //! reports throughput, latency, delivery correctness and the server's CPU
-//! and memory. Speed is reported, never asserted: the command fails only
-//! when a scenario cannot run (a failed `chatctl backup` in `backup` counts
-//! as one) or a message is lost, duplicated or reordered.
+//! and memory; the attack scenarios (run only when named) report memory
+//! and `/healthz` answers under abuse. Speed is reported, never asserted:
+//! the command fails only when a scenario cannot run (a failed `chatctl
+//! backup` in `backup` counts as one) or a message is lost, duplicated or
+//! reordered.
 //!
 //! The load generator must not be a debug build, so a debug `xtask` (what
 //! the cargo alias runs) builds `xtask` in release and hands the run to it.
@@ -26,15 +28,22 @@ use report::{Report, Status, Summary};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Every scenario, in the order they run.
+/// Every scenario run by default (and by `cargo xtask test`'s quick
+/// bench), in the order they run.
 pub const SCENARIOS: [&str; 7] = ["fanout", "latency", "durable", "connections", "login-storm", "backup", "cluster"];
+/// Attacks on the server, run only when named: they hold thousands of
+/// connections for the server's 30 s deadlines, so even their quick sizes
+/// take minutes, and what they report is memory and answers under abuse,
+/// not throughput.
+pub const ATTACKS: [&str; 3] = ["history-flood", "slow-bodies", "storm-memory"];
 
 /// Internal flag: the release binary was already built by the debug xtask that started us.
 const PREBUILT: &str = "--prebuilt";
 
 pub const USAGE: &str = "usage: cargo xtask bench [--scenario NAME[,NAME...]] [--quick]\n\n\
 scenarios: fanout, latency, durable, connections, login-storm, backup, cluster (all by default)\n\
---quick    small sizes and short runs (CI): under a minute\n\
+attacks (only when named): history-flood, slow-bodies, storm-memory\n\
+--quick    small sizes and short runs (CI): under a minute (the attacks: a few minutes)\n\
 cluster runs when CHATCTL_BENCH_AMQP_URL or CHATCTL_TEST_AMQP_URL names a RabbitMQ\n\
 CHATCTL_BENCH_LOADER_THREADS=N sets the load generator's worker threads (default: one per core)";
 
@@ -57,6 +66,7 @@ impl Options {
                     for name in names.split(',') {
                         let known = SCENARIOS
                             .iter()
+                            .chain(&ATTACKS)
                             .find(|s| **s == name)
                             .ok_or(format!("unknown scenario `{name}`\n\n{USAGE}"))?;
                         if !options.scenarios.contains(known) {
@@ -72,7 +82,7 @@ impl Options {
             options.scenarios = SCENARIOS.to_vec();
         } else {
             // Keep the canonical order: `cluster` compares itself with `fanout`.
-            options.scenarios.sort_by_key(|s| SCENARIOS.iter().position(|k| k == s));
+            options.scenarios.sort_by_key(|s| SCENARIOS.iter().chain(&ATTACKS).position(|k| k == s));
         }
         Ok(options)
     }
@@ -235,7 +245,7 @@ fn run(root: &Path, target: &Path, options: &Options, command: String) -> Result
     println!("\n{}", report::table(&summary.scenarios));
     report::write_json(&env.out, &summary)?;
     // Only a full run of every scenario speaks for the project; others stay in target/.
-    let complete = !options.quick && options.scenarios.len() == SCENARIOS.len();
+    let complete = !options.quick && SCENARIOS.iter().all(|s| options.scenarios.contains(s));
     let doc = if complete { root.join("docs/BENCHMARKS.md") } else { env.out.join("BENCHMARKS.md") };
     let mut text = report::markdown(&summary);
     // What was tried, with before/after figures, is kept by hand and

@@ -1,6 +1,7 @@
-//! The seven scenarios. Each starts its own server(s), signs in, opens its
+//! The scenarios. Each starts its own server(s), signs in, opens its
 //! sockets, runs one measured phase (`measure`) and turns what it saw into
-//! a `Report` with its own figure and targets.
+//! a `Report` with its own figure and targets. The attack scenarios
+//! (`history-flood`, `slow-bodies`, `storm-memory`) run only when named.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,8 +23,15 @@ use super::server::{Launch, Server, PASSWORD};
 use super::ws::{self, Ws};
 use super::{BoxError, Env};
 
+mod attack;
 mod backup;
+mod history_flood;
+mod slow_bodies;
+mod storm_memory;
 use backup::backup_scenario;
+use history_flood::history_flood_scenario;
+use slow_bodies::slow_bodies_scenario;
+use storm_memory::storm_memory_scenario;
 
 /// The account that publishes, and the one every receiving socket uses (a
 /// user may hold many sockets: one sign-in serves them all, so argon2 does
@@ -74,6 +82,26 @@ struct Sizes {
     drain: Duration,
     /// How long a side load (the login storm) may hold the run open.
     hold_max: Duration,
+    /// `history-flood`: the room's messages, each of `flood_chars` emoji.
+    flood_messages: usize,
+    flood_chars: usize,
+    /// Sockets the one user opens with `?since=0`, and how long they stay unread.
+    flood_sockets: usize,
+    flood_hold: Duration,
+    /// How long after the sockets close the RSS is read again.
+    flood_settle: Duration,
+    /// `slow-bodies`: connections at once, and the addresses they come from.
+    slow_connections: usize,
+    slow_addresses: usize,
+    /// One body byte this often (`slow-bodies` and `storm-memory`).
+    slow_every: Duration,
+    /// When the client stops waiting for the server to close a slow connection.
+    slow_give_up: Duration,
+    /// `storm-memory`: rounds of `memory_connections` slow connections.
+    memory_rounds: usize,
+    memory_connections: usize,
+    /// How long after the last round the settled RSS is read.
+    memory_settle: Duration,
 }
 
 impl Sizes {
@@ -108,6 +136,19 @@ impl Sizes {
             backup_for: secs(10, 2000),
             drain: secs(15, 5000),
             hold_max: secs(60, 20_000),
+            flood_messages: pick(1000, 100),
+            flood_chars: 4096,
+            flood_sockets: 100,
+            flood_hold: secs(20, 3000),
+            flood_settle: secs(5, 2000),
+            slow_connections: pick(5000, 500),
+            slow_addresses: 10,
+            // The server's 30 s body deadline sets these, whatever the size.
+            slow_every: Duration::from_secs(3),
+            slow_give_up: Duration::from_secs(60),
+            memory_rounds: pick(4, 2),
+            memory_connections: pick(9000, 1000),
+            memory_settle: secs(30, 5000),
         }
     }
 
@@ -165,6 +206,28 @@ impl Sizes {
                 self.fanout_per_room,
                 s(self.fanout_run)
             ),
+            "history-flood" => format!(
+                "a room of {} messages of {} emoji; one user opens {} sockets to it with ?since=0 from one address \
+                 (per-address cap {}) and never reads, for {}",
+                thousands(self.flood_messages as f64),
+                thousands(self.flood_chars as f64),
+                self.flood_sockets,
+                super::server::DEFAULT_PER_ADDRESS_CAP,
+                s(self.flood_hold)
+            ),
+            "slow-bodies" => format!(
+                "{} POSTs at once from {} addresses (per-address cap {}), each announcing a 1 MB body and sending one byte every {}",
+                thousands(self.slow_connections as f64),
+                self.slow_addresses,
+                super::server::DEFAULT_PER_ADDRESS_CAP,
+                s(self.slow_every)
+            ),
+            "storm-memory" => format!(
+                "{} rounds of {} slow-body connections at once (all admitted), then {} idle",
+                self.memory_rounds,
+                thousands(self.memory_connections as f64),
+                s(self.memory_settle)
+            ),
             _ => String::new(),
         }
     }
@@ -181,6 +244,9 @@ pub fn run(name: &str, env: &Env, runtime: &tokio::runtime::Runtime, fanout: Opt
         "connections" => runtime.block_on(connections_scenario(env, &sizes)),
         "login-storm" => runtime.block_on(login_storm_scenario(env, &sizes)),
         "backup" => runtime.block_on(backup_scenario(env, &sizes)),
+        "history-flood" => runtime.block_on(history_flood_scenario(env, &sizes)),
+        "slow-bodies" => runtime.block_on(slow_bodies_scenario(env, &sizes)),
+        "storm-memory" => runtime.block_on(storm_memory_scenario(env, &sizes)),
         "cluster" => match &env.amqp_url {
             Some(url) => runtime.block_on(cluster_scenario(env, &sizes, url, fanout)),
             None => {
@@ -204,8 +270,19 @@ pub fn run(name: &str, env: &Env, runtime: &tokio::runtime::Runtime, fanout: Opt
 // ---------------------------------------------------------------------------
 // Servers and sockets
 
-/// A single node with the publisher, receiver and `extra` accounts, ready.
+/// A single node with the publisher, receiver and `extra` accounts, ready,
+/// without the per-address connection cap.
 async fn single_node(env: &Env, scenario: &str, extra: &[String]) -> Result<Server, BoxError> {
+    single_node_capped(env, scenario, extra, 0).await
+}
+
+/// `single_node` with `--max-connections-per-address per_address_cap`.
+async fn single_node_capped(
+    env: &Env,
+    scenario: &str,
+    extra: &[String],
+    per_address_cap: u32,
+) -> Result<Server, BoxError> {
     let mut accounts = vec![PUBLISHER.to_owned(), RECEIVER.to_owned()];
     accounts.extend_from_slice(extra);
     let mut server = Server::start(Launch {
@@ -213,6 +290,7 @@ async fn single_node(env: &Env, scenario: &str, extra: &[String]) -> Result<Serv
         log: env.out.join("logs").join(format!("{scenario}.log")),
         accounts: &accounts,
         cluster: None,
+        per_address_cap,
     })?;
     ready(&mut server).await?;
     Ok(server)
@@ -682,18 +760,24 @@ async fn stored_ids(addr: SocketAddr, cookie: &str, room: &str) -> Result<Vec<u6
 // ---------------------------------------------------------------------------
 // connections
 
-async fn connections_scenario(env: &Env, sizes: &Sizes) -> Result<Report, BoxError> {
-    // Each side holds one descriptor per socket, plus the publishers and some slack.
-    let needed = (sizes.connections + sizes.connections.div_ceil(sizes.connections_per_room) + 256) as u64;
+/// Err unless `sockets` (plus some slack) fit under the open-file limit,
+/// which each side (load generator and server) needs one descriptor per socket of.
+fn enough_open_files(sockets: usize) -> Result<(), BoxError> {
+    let needed = (sockets + 256) as u64;
     let limit = super::sys::raise_open_files();
     if limit < needed {
         return Err(format!(
-            "{} sockets need an open-file limit of at least {needed}, and the hard limit is {limit}: \
-             raise it (ulimit -Hn, or /etc/security/limits.conf) and run again",
-            sizes.connections
+            "{sockets} sockets need an open-file limit of at least {needed}, and the hard limit is {limit}: \
+             raise it (ulimit -Hn, or /etc/security/limits.conf) and run again"
         )
         .into());
     }
+    Ok(())
+}
+
+async fn connections_scenario(env: &Env, sizes: &Sizes) -> Result<Report, BoxError> {
+    // Each side holds one descriptor per socket, plus the publishers.
+    enough_open_files(sizes.connections + sizes.connections.div_ceil(sizes.connections_per_room))?;
     let mut server = single_node(env, "connections", &[]).await?;
     let addr = server.addr;
     let publisher: Arc<str> = http::session(addr, PUBLISHER, PASSWORD).await?.into();
@@ -971,6 +1055,7 @@ async fn cluster_scenario(env: &Env, sizes: &Sizes, url: &str, fanout: Option<&R
         log: env.out.join("logs").join(format!("cluster-node{node}.log")),
         accounts: &[],
         cluster: Some((url, &stream)),
+        per_address_cap: 0,
     };
 
     // No account yet: node 1 prints its one-time setup URL.

@@ -32,7 +32,15 @@ pub struct Launch<'a> {
     pub accounts: &'a [String],
     /// `(amqp_url, stream)` to run as a cluster node.
     pub cluster: Option<(&'a str, &'a str)>,
+    /// `--max-connections-per-address`. Load scenarios turn it off (0), and
+    /// `--max-sockets-per-user` with it: every simulated client connects
+    /// from 127.0.0.1 as one of two users, and the caps would refuse all but
+    /// the first 64. The attack scenarios keep the defaults (64 and 64).
+    pub per_address_cap: u32,
 }
+
+/// `serve`'s own default for `--max-connections-per-address`.
+pub const DEFAULT_PER_ADDRESS_CAP: u32 = 64;
 
 impl Server {
     /// Makes the accounts (single node only), then starts `serve`. Does not
@@ -66,12 +74,14 @@ impl Server {
             .args(["serve", "--bind", &addr.to_string(), "--data-dir"])
             .arg(data_dir.path())
             .args(["--message-rate", "0"])
-            // Every simulated client connects from 127.0.0.1: the per-address
-            // cap would refuse all but the first 64.
-            .args(["--max-connections-per-address", "0", "--max-sockets-per-user", "0"])
+            .args(["--max-connections-per-address", &launch.per_address_cap.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if launch.per_address_cap == 0 {
+            // Load scenarios: one user holds thousands of sockets.
+            command.args(["--max-sockets-per-user", "0"]);
+        }
         if let Some((url, stream)) = launch.cluster {
             command.args(["--amqp-url", url, "--amqp-stream", stream]);
         }

@@ -29,13 +29,30 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
 
 /// The process's resident set (VmRSS) in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64, String> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The process's peak resident set (VmHWM) in KiB, since it started or
+/// since `reset_rss_peak`.
+pub fn rss_peak_kib(pid: u32) -> Result<u64, String> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Starts the process's VmHWM over from its current resident set
+/// (`/proc/<pid>/clear_refs`, Linux 4.0+), so that a peak can be taken over
+/// one phase. Needs the right to write there (the same user, or root).
+pub fn reset_rss_peak(pid: u32) -> Result<(), String> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").map_err(|e| format!("resetting the peak RSS of {pid}: {e}"))
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("/proc/{pid}/status has no VmRSS"))
+        .ok_or_else(|| format!("/proc/{pid}/status has no {field}"))
 }
 
 /// CPU seconds the whole machine has spent so far, over all cores, from
