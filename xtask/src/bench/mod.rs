@@ -45,7 +45,8 @@ scenarios: fanout, latency, durable, connections, login-storm, backup, cluster (
 attacks (only when named): history-flood, slow-bodies, storm-memory\n\
 --quick    small sizes and short runs (CI): under a minute (the attacks: a few minutes)\n\
 cluster runs when CHATCTL_BENCH_AMQP_URL or CHATCTL_TEST_AMQP_URL names a RabbitMQ\n\
-CHATCTL_BENCH_LOADER_THREADS=N sets the load generator's worker threads (default: one per core)";
+CHATCTL_BENCH_LOADER_THREADS=N sets the load generator's worker threads (default: one per core)\n\
+CHATCTL_BENCH_QUIET_WAIT_S=N caps each scenario's wait for an idle machine (default: 600 full, 3 quick)";
 
 struct Options {
     scenarios: Vec<&'static str>,
@@ -151,6 +152,17 @@ const QUIET_WAIT_QUICK: Duration = Duration::from_secs(3);
 /// Runs of one scenario at most while other processes keep disturbing it (full runs only).
 const DISTURBED_ATTEMPTS: u32 = 3;
 
+/// How long a scenario waits for an idle machine: `CHATCTL_BENCH_QUIET_WAIT_S`
+/// when set (on a machine others keep busy, waiting longer only delays the
+/// run; the report still says the machine was not idle), else the mode's default.
+fn quiet_wait(quick: bool) -> Duration {
+    std::env::var("CHATCTL_BENCH_QUIET_WAIT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(if quick { QUIET_WAIT_QUICK } else { QUIET_WAIT_FULL })
+}
+
 /// Waits (up to `max`) for a second in which the machine is nearly idle;
 /// returns the busy cores seen last if it never was.
 fn wait_for_quiet(max: Duration) -> Option<f64> {
@@ -210,7 +222,7 @@ fn run(root: &Path, target: &Path, options: &Options, command: String) -> Result
         let attempts = if options.quick { 1 } else { DISTURBED_ATTEMPTS };
         let mut attempt = 1;
         let report = loop {
-            let busy = wait_for_quiet(if options.quick { QUIET_WAIT_QUICK } else { QUIET_WAIT_FULL });
+            let busy = wait_for_quiet(quiet_wait(options.quick));
             let mut report = scenarios::run(name, &env, &runtime, fanout.as_ref());
             if let Some(busy) = busy {
                 report.notes.push(format!("the machine was not idle before the run ({busy:.2} cores busy)"));
