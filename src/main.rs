@@ -36,6 +36,24 @@ enum Command {
     RabbitCheck(rabbit_check::Args),
 }
 
+/// jemalloc, not the system's malloc, because it gives memory back. Under
+/// glibc's malloc four rounds of 9,000 slow connections left the server at
+/// 913 MB long after the connections were gone (freed memory stayed in its
+/// arenas); under jemalloc it was back to 29 MB within a second of each
+/// round (`storm-memory` in docs/benchmark-attempts.md). mimalloc, tried
+/// first, kept half of it: it purges only when a thread allocates again.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once when it starts (the `MALLOC_CONF`
+/// variable, spelled `_RJEM_MALLOC_CONF` for this prefixed build, still
+/// overrides them). A background thread purges on a timer, so memory goes
+/// back even when the server has gone idle after an attack; freed pages
+/// are returned (dirty) within a second and not kept as "muzzy" pages.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
