@@ -198,6 +198,33 @@ async fn a_body_trickled_past_the_deadline_gets_408_and_its_connection_closed() 
     assert_eq!(app.anonymous().get("/healthz").await.unwrap().status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_a_byte_at_a_time_is_read_whole() {
+    // Each byte is its own read on the server: the body is put together
+    // from many one-byte chunks (copied out, not kept as slices of the
+    // read buffer), and must come out as sent.
+    let app = spawn_app(&[]).await;
+    let body = br#"{"username": "nobody", "password": "not-the-password"}"#;
+    let stream = TcpStream::connect(app.server.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /api/login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        app.server.addr,
+        body.len()
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    for byte in body {
+        writer.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, reader.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    // 401, not 400: the JSON arrived intact and the credentials were checked.
+    assert_eq!(raw_status(&answer), Some(401), "{answer}");
+}
+
 /// A connection from 127.0.0.1 (or `from`) that asked for `/healthz`, was
 /// answered, and stays open (keep-alive).
 async fn held_connection(addr: SocketAddr, from: Option<[u8; 4]>) -> TcpStream {
