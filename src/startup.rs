@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-
 use crate::app::App;
 use crate::auth::setup::SetupToken;
 use crate::auth::throttle::LoginThrottle;
@@ -84,7 +82,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, SchemaCheck::RequireCurrent))
         .await
         .expect("opening storage does not panic")?;
-    let listener = TcpListener::bind(config.bind).await.map_err(|source| match source.kind() {
+    let listener = crate::http::server::bind(config.bind).map_err(|source| match source.kind() {
         std::io::ErrorKind::AddrInUse => StartError::PortInUse { addr: config.bind },
         _ => StartError::Bind { addr: config.bind, source },
     })?;

@@ -14,7 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -30,10 +30,26 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// each failure doubles the wait from 10 ms up to this, so the loop never
 /// spins, and connections already accepted keep being served meanwhile.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// Connections the kernel holds for us between handshake and accept (it
+/// caps this at `net.core.somaxconn`, 4096 by default). tokio's 1,024 filled
+/// up during a burst of thousands of connects: the kernel then drops SYNs,
+/// and every client caught there, a health check included, waits out a 1 s
+/// retransmit.
+const LISTEN_BACKLOG: u32 = 4096;
 /// What a plain-HTTP client over its address's cap reads before the close.
 const AT_CAP_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
 Content-Length: 66\r\nConnection: close\r\nRetry-After: 5\r\n\r\n\
 too many open connections from your address; close some and retry\n";
+
+/// The listening socket for `addr`, as `TcpListener::bind` makes it
+/// (`SO_REUSEADDR`, so a restart does not wait out TIME_WAIT) but with a
+/// backlog of `LISTEN_BACKLOG`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Accepts until shutdown begins; each connection then finishes its
 /// current request. The loop and every connection task hold a `Running`
