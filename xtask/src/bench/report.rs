@@ -412,7 +412,10 @@ the backups' own process CPU is counted apart (`backup_client_cpu_s`). A failed 
 - The targets are goals, not assertions: the bench reports them and passes whatever the speed. `--quick` sizes \
 are too small to compare with them.\n\
 - `cluster` uses two nodes and the RabbitMQ broker on this same machine; its server CPU is both nodes' (the \
-broker's is listed apart). It runs only when `CHATCTL_BENCH_AMQP_URL` or `CHATCTL_TEST_AMQP_URL` names a broker.\n";
+broker's is listed apart). It runs only when `CHATCTL_BENCH_AMQP_URL` or `CHATCTL_TEST_AMQP_URL` names a broker.\n\
+- `history-flood`, `slow-bodies` and `storm-memory` are attacks, run only when named with `--scenario`: the server \
+keeps its per-address connection cap (64), `/healthz` is asked every 100 ms from 127.0.0.200, and memory is the \
+server's resident set (`VmRSS`; peaks from `VmHWM` or 100 ms samples).\n";
 
 /// Writes `<dir>/<scenario>.json` for each report and `<dir>/summary.json`.
 pub fn write_json(dir: &Path, summary: &Summary) -> Result<(), String> {
