@@ -119,8 +119,9 @@ pub fn percent_decode(segment: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Digits only: `from_str_radix` alone would also take a `+` sign.
+            let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -223,6 +224,9 @@ mod tests {
         assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
         assert_eq!(percent_decode("bad%4"), None);
         assert_eq!(percent_decode("%ff"), None);
+        // Found by the http_parsing fuzz target: a sign is no hex digit.
+        assert_eq!(percent_decode("%+0"), None);
+        assert_eq!(percent_decode("a%+4b"), None);
         assert_eq!(query_value("/"), "/");
         assert_eq!(query_value("/direct/a+b%40c"), "/direct/a%2Bb%2540c");
     }
