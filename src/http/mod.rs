@@ -30,36 +30,61 @@ use respond::{error_page, json, json_error, see_other, text, Reply};
 use websocket::Target;
 
 /// Every route of chatctl, parsed (names validated) before any work is done.
-enum Route {
+/// Public so the router can be fuzzed (`fuzz/`) without a server.
+pub enum Route {
+    /// `GET /healthz`
     Health,
+    /// `GET /readyz`
     Ready,
+    /// `GET /metrics`
     Metrics,
+    /// `GET /static/<name>` (and `/favicon.ico`)
     Static(String),
+    /// `GET /login`
     LoginPage,
+    /// `POST /login`
     LoginSubmit,
+    /// `POST /logout`
     Logout,
+    /// `GET /setup`
     SetupPage,
+    /// `POST /setup`
     SetupSubmit,
+    /// `POST /api/login`
     ApiLogin,
+    /// `GET /ws/chat/<room>/`
     RoomSocket(RoomName),
+    /// `GET /ws/direct/<user>/`
     DirectSocket(Username),
     // Signed in from here on.
+    /// `GET /`
     Lobby,
+    /// `GET /chat/<room>/`
     RoomPage(RoomName),
+    /// `GET /direct/<user>/`
     DirectPage(Username),
+    /// `GET /api/me`
     Me,
+    /// `GET /api/lobby`
     LobbyApi,
+    /// `GET /api/rooms/<room>/messages`
     RoomHistory(RoomName),
+    /// `GET /api/direct/<user>/messages`
     DirectHistory(Username),
     // Superusers only.
+    /// `GET /admin`
     Admin,
+    /// `POST /admin/users`
     AdminCreateUser,
+    /// `POST /admin/users/<user>/activate` (true) or `/deactivate` (false)
     AdminSetActive(Username, bool),
 }
 
-/// Why no route matched.
-enum Miss {
+/// Why no route matched. Public with `Route`, for the fuzz targets.
+pub enum Miss {
+    /// 404, and why.
     NotFound(&'static str),
+    /// 405: the path exists, not for this method.
     MethodNotAllowed,
 }
 
@@ -82,8 +107,8 @@ const NO_SUCH_ROOM: &str = "no such room: room names are 1 to 64 of A-Z a-z 0-9 
 const NO_SUCH_USER: &str = "no such user";
 
 /// The routing table. Bad room and user names are 404 before sign-in is
-/// checked, on every route alike.
-fn parse_route(method: &Method, segments: &[&str]) -> Result<Route, Miss> {
+/// checked, on every route alike. Public for the fuzz targets.
+pub fn parse_route(method: &Method, segments: &[&str]) -> Result<Route, Miss> {
     let (get, post) = (method == Method::GET, method == Method::POST);
     let only = |allowed: bool, route: Route| if allowed { Ok(route) } else { Err(Miss::MethodNotAllowed) };
     let room = |raw: &str| RoomName::parse(raw).map_err(|_| Miss::NotFound(NO_SUCH_ROOM));
@@ -118,14 +143,18 @@ fn parse_route(method: &Method, segments: &[&str]) -> Result<Route, Miss> {
     }
 }
 
+/// A request path's segments, percent-decoded (browsers send
+/// `/direct/bob%40example`); `None` when an escape is malformed. Public so
+/// the fuzz targets route paths exactly as `route` does.
+pub fn path_segments(path: &str) -> Option<Vec<String>> {
+    path.trim_start_matches('/').split('/').map(request::percent_decode).collect()
+}
+
 /// Answers one request that arrived over a connection from `tcp_peer`.
 pub async fn route(app: Arc<App>, request: Request<Incoming>, tcp_peer: SocketAddr) -> Reply {
     app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let is_api = request.uri().path().starts_with("/api/");
-    // Segments are percent-decoded: browsers send `/direct/bob%40example`.
-    let decoded: Option<Vec<String>> =
-        request.uri().path().trim_start_matches('/').split('/').map(request::percent_decode).collect();
-    let Some(decoded) = decoded else {
+    let Some(decoded) = path_segments(request.uri().path()) else {
         return Miss::NotFound("No such page.").reply(is_api);
     };
     let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();

@@ -28,7 +28,8 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The query string's parameters, decoded; a repeated name keeps its last value.
-pub fn query(request: &Request<Incoming>) -> HashMap<String, String> {
+/// Any body type, so the fuzz targets can call it on a request they build.
+pub fn query<B>(request: &Request<B>) -> HashMap<String, String> {
     request.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
@@ -129,8 +130,9 @@ pub fn percent_decode(segment: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Digits only: `from_str_radix` alone would also take a `+` sign.
+            let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -233,6 +235,9 @@ mod tests {
         assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
         assert_eq!(percent_decode("bad%4"), None);
         assert_eq!(percent_decode("%ff"), None);
+        // Found by the http_parsing fuzz target: a sign is no hex digit.
+        assert_eq!(percent_decode("%+0"), None);
+        assert_eq!(percent_decode("a%+4b"), None);
         assert_eq!(query_value("/"), "/");
         assert_eq!(query_value("/direct/a+b%40c"), "/direct/a%2Bb%2540c");
     }

@@ -110,8 +110,9 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
 /// The answer to a request that breaks RFC 6455's handshake rules (section
 /// 4.2.1), if it does. Checked in full before anything is written:
 /// fastwebsockets checks only that a key is present and the version is 13,
-/// and answers a wrong version with a plain 400.
-fn handshake_refusal(request: &Request<Incoming>) -> Option<Reply> {
+/// and answers a wrong version with a plain 400. Public and over any body
+/// type so the fuzz targets can check it against fastwebsockets.
+pub fn handshake_refusal<B>(request: &Request<B>) -> Option<Reply> {
     if !fastwebsockets::upgrade::is_upgrade_request(request) {
         return Some(json_error(StatusCode::UPGRADE_REQUIRED, "this route speaks WebSocket only"));
     }

@@ -5,8 +5,11 @@
 //!   form when `CHATCTL_TEST_AMQP_URL` names a broker), then the quick
 //!   bench. `.ci/run` installs what the tests need and then runs exactly this.
 //! - `bench`: load scenarios against the release server; see `bench/mod.rs`.
+//! - `fuzz`: a short run of each cargo-fuzz target in `fuzz/`; see `fuzz.rs`.
+//!   Never part of `test`.
 
 mod bench;
+mod fuzz;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
         None => Err(USAGE.to_owned()),
     };
@@ -30,7 +34,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <task>\n\ntasks:\n  test    fmt check, clippy, the test suite, smoke-test on the release build, and the quick bench\n  bench   load scenarios against the release build (cargo xtask bench --help)";
+const USAGE: &str = "usage: cargo xtask <task>\n\ntasks:\n  test    fmt check, clippy, the test suite, smoke-test on the release build, and the quick bench\n  bench   load scenarios against the release build (cargo xtask bench --help)\n  fuzz    30 s of each cargo-fuzz target in fuzz/; needs cargo-fuzz (cargo xtask fuzz --help)";
 
 fn test() -> Result<(), String> {
     let root = workspace_root();
