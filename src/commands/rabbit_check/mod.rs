@@ -6,6 +6,7 @@
 //! This file holds the flags and the order of the checks; each step lives in
 //! its own module:
 //! - `broker`: the broker being checked (the URL's parts, what it says it is);
+//! - `handshake`: reading the broker's product and version from a handshake of our own;
 //! - `round_trip`: the probe through a temporary stream queue;
 //! - `serve_stream`: serve's own stream (exists, is a stream, offsets, retention);
 //! - `diagnosis`: what a failure means, in words, with the fix;
@@ -13,6 +14,7 @@
 
 mod broker;
 mod diagnosis;
+mod handshake;
 mod report;
 mod round_trip;
 mod serve_stream;
@@ -73,7 +75,7 @@ async fn check(args: &Args, report: &mut Report) {
     // lapin keeps the server's properties to itself, so read them from a
     // handshake of our own (plain AMQP only: amqps would need TLS here too).
     if target.uri.scheme == AMQPScheme::AMQP {
-        match tokio::time::timeout(CONNECT_TIMEOUT, broker::read_server(&target)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake::read_server(&target)).await {
             Ok(Ok(server)) => {
                 report.server = Some(server.clone());
                 target.server = Some(server);
