@@ -114,7 +114,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         history_frames: Arc::new(tokio::sync::Semaphore::new(crate::chat::socket::HISTORY_FRAMES_AT_ONCE)),
         metrics: metrics.clone(),
         socket_idle_timeout: config.socket_idle_timeout,
-        ephemeral: ephemeral_bus(&config, &shutdown),
+        ephemeral: ephemeral_bus(&config, &log, &shutdown),
     });
     let app = Arc::new(App {
         login_throttle: LoginThrottle::default(),
@@ -329,12 +329,11 @@ impl RunningServer {
 }
 
 /// A single node's bus, or one that relays to the cluster's other nodes.
-fn ephemeral_bus(config: &ServerConfig, stopping: &Stopping) -> Arc<EphemeralBus> {
-    let Some(cluster) = &config.cluster else { return EphemeralBus::local() };
-    let mut node = [0u8; 8];
-    getrandom::fill(&mut node).expect("the OS random source is available");
+/// The relay names this node by the id it writes to the stream under.
+fn ephemeral_bus(config: &ServerConfig, log: &WriteLog, stopping: &Stopping) -> Arc<EphemeralBus> {
+    let (Some(cluster), WriteLog::Cluster(node)) = (&config.cluster, log) else { return EphemeralBus::local() };
     let relay = RelayConfig::for_stream(&cluster.url, &cluster.stream);
-    let (relay, from_other_nodes) = Relay::start(relay, u64::from_le_bytes(node), stopping.clone());
+    let (relay, from_other_nodes) = Relay::start(relay, node.node_id(), stopping.clone());
     EphemeralBus::clustered(relay, from_other_nodes)
 }
 

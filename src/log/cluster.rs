@@ -159,6 +159,12 @@ impl Cluster {
         self.state.connected.load(Ordering::Relaxed)
     }
 
+    /// This process's random id as a writer of the stream; the relay
+    /// (`crate::relay`) names the node by it too.
+    pub fn node_id(&self) -> u64 {
+        self.state.node
+    }
+
     /// `Ok` once connected and caught up on the stream; else why not (`/readyz`).
     pub fn readiness(&self) -> Result<(), String> {
         self.accepting()?;
