@@ -1,7 +1,11 @@
-//! The embedded client in a real browser: two Chromiums (separate cookie
+//! The embedded client in a real browser. Two Chromiums (separate cookie
 //! jars) sign in through the login page, chat live in one room, see markup
-//! as plain text, and get the history back after a reload. Screenshots land
-//! in `target/browser-screenshots/` for a human to look at.
+//! as plain text and links as links, and get the history back after a
+//! reload. Three (alice, bob, carol) then use the chat app of PROTOCOL.md
+//! "The chat app": bob's sidebar counts unread messages of another room and
+//! shows a new direct conversation live, alice sees bob typing, alice's edit
+//! and delete reach bob's page. Screenshots (desktop 1280×800 and phone
+//! 390×844) land in `target/browser-screenshots/` for a human to look at.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver`
 //! (`apt-get install chromium chromium-driver`); without them the test skips
@@ -19,18 +23,26 @@ use chatctl::config::ServerConfig;
 use chatctl::storage::{now_ms, SchemaCheck, Store, UserRecord};
 use serde_json::Value;
 
-/// WebDriver's key code for Enter.
+/// WebDriver's key codes for Enter and the Up arrow.
 const ENTER: &str = "\u{E007}";
+const ARROW_UP: &str = "\u{E013}";
 /// How long anything the user would wait for may take.
 const PATIENCE: Duration = Duration::from_secs(10);
 const PASSWORD: &str = "correct horse battery staple";
 const SCRIPT_TEXT: &str = "<script>alert(1)</script>";
+/// A link among words, and a `javascript:` address that must stay text.
+const LINK_TEXT: &str = "see https://example.com/a?b=1, not javascript:alert(1)";
+
+/// One browser test at a time: each starts several Chromiums, and two cores
+/// running five of them at once would make every patience timeout flaky.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_sign_in_chat_live_see_markup_as_text_and_reload_history() -> anyhow::Result<()> {
     if !browser_support::browser_available() {
         return Ok(());
     }
+    let _turn = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir()?;
     create_users(data.path(), &["alice", "bob"]).await?;
     let server = chatctl::startup::start(ServerConfig::ephemeral(data.path())).await?;
@@ -75,11 +87,33 @@ async fn two_browsers_sign_in_chat_live_see_markup_as_text_and_reload_history() 
     }
     alice.screenshot(&shots.join("02-alice-room.png")).await?;
 
+    // Links in message text are links (http and https only), opening elsewhere.
+    send(&bob, LINK_TEXT).await?;
+    let all = [("alice", "hello from alice"), ("bob", "hello from bob"), ("alice", SCRIPT_TEXT), ("bob", LINK_TEXT)];
+    wait_for_messages(&alice, &all).await?;
+    let links = alice
+        .execute(
+            "return Array.from(document.querySelectorAll('#messages > li.msg:last-child .text a'), \
+             (a) => [a.getAttribute('href'), a.target, a.rel, a.textContent]);",
+        )
+        .await?;
+    ensure!(
+        links
+            == serde_json::json!([[
+                "https://example.com/a?b=1",
+                "_blank",
+                "noopener noreferrer",
+                "https://example.com/a?b=1"
+            ]]),
+        "the link message should hold exactly one https link, is {links}"
+    );
+
     // 5. A reload rebuilds the conversation from history.
     bob.refresh().await?;
     wait_online(&bob).await?;
     wait_for_messages(&bob, &all).await?;
-    assert_shown_as_text("bob after reload", &bob).await?;
+    let scripts = bob.execute("return document.querySelectorAll('#messages script').length").await?;
+    ensure!(scripts == 0, "bob after reload: #messages holds {scripts} <script> elements");
     bob.screenshot(&shots.join("03-bob-room-after-reload.png")).await?;
 
     // 6. The lobby lists the room with its latest message.
@@ -102,6 +136,257 @@ async fn two_browsers_sign_in_chat_live_see_markup_as_text_and_reload_history() 
     server.shutdown().await;
     eprintln!("browser test screenshots: {}", shots.display());
     Ok(())
+}
+
+/// PROTOCOL.md "The chat app" through the client: alice, bob and carol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the server side of PROTOCOL.md \"The chat app\" (/ws/user/, read, typing, presence, edit, delete), landing on main"]
+async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> anyhow::Result<()> {
+    if !browser_support::browser_available() {
+        return Ok(());
+    }
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir()?;
+    create_users(data.path(), &["alice", "bob", "carol"]).await?;
+    let server = chatctl::startup::start(ServerConfig::ephemeral(data.path())).await?;
+    let base = server.url();
+    let room_x = format!("{base}/chat/xroom");
+    let room_y = format!("{base}/chat/yroom");
+    let shots = screenshots_dir()?;
+
+    let driver = ChromeDriver::start().await?;
+    let alice = driver.new_session().await?;
+    let bob = driver.new_session().await?;
+    let carol = driver.new_session().await?;
+    for (name, session) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        session.set_window_size(1280, 800).await?;
+        session.goto(&format!("{base}/login?next=/chat/yroom")).await?;
+        session.find("#login-button").await?;
+        sign_in(session, &base, name).await?;
+        wait_online(session).await?;
+    }
+
+    // Everyone is a member of room Y; alice and bob of room X, where bob sits.
+    // bob has read room Y (the server has his marker) before he leaves it.
+    send(&carol, "first in y").await?;
+    wait_for_messages(&bob, &[("carol", "first in y")]).await?;
+    wait_until_read(&bob, "yroom").await?;
+    bob.goto(&room_x).await?;
+    wait_online(&bob).await?;
+    alice.goto(&room_x).await?;
+    wait_online(&alice).await?;
+    wait_for_sidebar(&bob, &["yroom", "xroom"]).await?;
+
+    // 1. Messages in room Y raise bob's unread count there, live.
+    send(&carol, "second in y").await?;
+    wait_for_unread(&bob, "yroom", 1).await?;
+    send(&carol, "third in y, @bob look").await?;
+    wait_for_unread(&bob, "yroom", 2).await?;
+    wait_for_title(&bob, "(2) #xroom · chatctl").await?;
+
+    // 2. A direct message from alice appears in bob's sidebar, unread.
+    alice.goto(&format!("{base}/direct/bob")).await?;
+    wait_online(&alice).await?;
+    wait_for_peer_presence(&alice, true).await?;
+    send(&alice, "psst, bob").await?;
+    wait_for_sidebar(&bob, &["dm:alice:bob", "yroom", "xroom"]).await?;
+    wait_for_unread(&bob, "dm:alice:bob", 1).await?;
+    wait_for_title(&bob, "(3) #xroom · chatctl").await?;
+    poll("bob's favicon to carry the unread badge", || async {
+        let href = bob.execute("return document.querySelector('link[rel=icon]').href.slice(0, 22)").await?;
+        Ok(if href == "data:image/png;base64," { Ok(()) } else { Err(href.to_string()) })
+    })
+    .await?;
+    bob.screenshot(&shots.join("10-desktop-sidebar-unread.png")).await?;
+
+    // 3. bob types in room X; alice, there too, sees it.
+    alice.goto(&room_x).await?;
+    wait_online(&alice).await?;
+    bob.find("#message-input").await?.send_keys("typing something").await?;
+    poll("alice to see bob typing", || async {
+        let text = alice.find("#typing").await?.text().await?;
+        Ok(if text == "bob is typing…" { Ok(()) } else { Err(format!("#typing reads {text:?}")) })
+    })
+    .await?;
+    alice.screenshot(&shots.join("11-desktop-typing.png")).await?;
+    bob.find("#message-input").await?.clear().await?;
+
+    // 4. alice edits her message (Up arrow in the empty box) and bob sees it.
+    send(&alice, "to be edited").await?;
+    wait_for_messages(&alice, &[("alice", "to be edited")]).await?;
+    wait_for_messages(&bob, &[("alice", "to be edited")]).await?;
+    let input = alice.find("#message-input").await?;
+    input.send_keys(ARROW_UP).await?;
+    poll("alice's box to hold her last message for editing", || async {
+        let value = input.property("value").await?;
+        Ok(if value == "to be edited" { Ok(()) } else { Err(format!("box holds {value}")) })
+    })
+    .await?;
+    input.clear().await?;
+    send(&alice, "edited text").await?;
+    wait_for_messages(&bob, &[("alice", "edited text")]).await?;
+    poll("bob to see the (edited) mark", || async {
+        let marks = bob.execute("return document.querySelectorAll('#messages .edited').length").await?;
+        Ok(if marks == 1 { Ok(()) } else { Err(format!("{marks} marks")) })
+    })
+    .await?;
+    bob.screenshot(&shots.join("12-desktop-edited.png")).await?;
+
+    // 5. alice deletes it from the message menu; it disappears for bob.
+    send(&alice, "to be deleted").await?;
+    wait_for_messages(&alice, &[("alice", "edited text"), ("alice", "to be deleted")]).await?;
+    wait_for_messages(&bob, &[("alice", "edited text"), ("alice", "to be deleted")]).await?;
+    alice.find("#messages > li.msg:last-child .bubble").await?.click().await?;
+    alice.find("#messages > li.msg:last-child .msg-menu-btn").await?.click().await?;
+    alice.find("#msg-menu [data-action=delete]").await?.click().await?;
+    alice.screenshot(&shots.join("13-desktop-confirm-delete.png")).await?;
+    alice.find("#confirm-delete-button").await?.click().await?;
+    wait_for_messages(&bob, &[("alice", "edited text")]).await?;
+    wait_for_messages(&alice, &[("alice", "edited text")]).await?;
+
+    // 6. Opening room Y marks it read: bob's count there drops to zero.
+    bob.goto(&room_y).await?;
+    wait_online(&bob).await?;
+    wait_for_unread(&bob, "yroom", 0).await?;
+    wait_for_title(&bob, "(1) #yroom · chatctl").await?;
+
+    // Phone-sized: the conversation, then the sidebar drawer.
+    bob.set_window_size(390, 844).await?;
+    wait_for_narrow_viewport(&bob).await?;
+    bob.screenshot(&shots.join("14-phone-conversation.png")).await?;
+    bob.find("#sidebar-toggle").await?.click().await?;
+    poll("the drawer to open", || async {
+        let open = bob
+            .execute(
+                "const r = document.getElementById('sidebar').getBoundingClientRect(); \
+                 return document.body.classList.contains('drawer-open') && r.left >= 0 && r.width > 200;",
+            )
+            .await?;
+        Ok(if open == true { Ok(()) } else { Err("drawer closed or still sliding".to_owned()) })
+    })
+    .await?;
+    bob.screenshot(&shots.join("15-phone-sidebar-drawer.png")).await?;
+    bob.find("#sidebar-list a[data-room='dm:alice:bob']").await?.click().await?;
+    poll("bob to open the direct chat from the drawer", || async {
+        let url = bob.current_url().await?;
+        Ok(if url == format!("{base}/direct/alice") { Ok(()) } else { Err(url) })
+    })
+    .await?;
+    wait_online(&bob).await?;
+    wait_for_unread(&bob, "dm:alice:bob", 0).await?;
+    bob.screenshot(&shots.join("16-phone-direct.png")).await?;
+
+    // The lobby: the room directory and the username completion.
+    carol.goto(&format!("{base}/")).await?;
+    poll("the room directory to list both rooms", || async {
+        let names = carol
+            .execute("return Array.from(document.querySelectorAll('#directory-list .conv-name'), (e) => e.textContent)")
+            .await?;
+        Ok(if names == serde_json::json!(["#xroom", "#yroom"]) { Ok(()) } else { Err(names.to_string()) })
+    })
+    .await?;
+    carol.find("#direct-name").await?.send_keys("@al").await?;
+    poll("the completion to offer alice", || async {
+        let names = carol
+            .execute(
+                "return Array.from(document.querySelectorAll('#direct-options .combo-name'), (e) => e.textContent)",
+            )
+            .await?;
+        Ok(if names == serde_json::json!(["alice"]) { Ok(()) } else { Err(names.to_string()) })
+    })
+    .await?;
+    carol.screenshot(&shots.join("17-desktop-lobby-completion.png")).await?;
+    carol.find("#direct-name").await?.send_keys(&format!("ice{ENTER}")).await?;
+    poll("carol to open the direct chat with alice from \"@alice\"", || async {
+        let url = carol.current_url().await?;
+        Ok(if url == format!("{base}/direct/alice") { Ok(()) } else { Err(url) })
+    })
+    .await?;
+    wait_online(&carol).await?;
+    carol.set_window_size(390, 844).await?;
+    wait_for_narrow_viewport(&carol).await?;
+    carol.goto(&format!("{base}/")).await?;
+    wait_for_directory(&carol).await?;
+    carol.screenshot(&shots.join("18-phone-lobby.png")).await?;
+
+    // TODO(passwords): once POST /api/password is on main, change bob's
+    // password in one tab and check that his other tab says he was signed
+    // out and lands on /login.
+
+    alice.quit().await?;
+    bob.quit().await?;
+    carol.quit().await?;
+    drop(driver);
+    server.shutdown().await;
+    eprintln!("browser test screenshots: {}", shots.display());
+    Ok(())
+}
+
+/// The sidebar lists exactly these conversations (their `room`), in this order.
+async fn wait_for_sidebar(session: &Session, rooms: &[&str]) -> anyhow::Result<()> {
+    let script = "return Array.from(document.querySelectorAll('#sidebar-list a.conv'), (a) => a.dataset.room);";
+    poll(&format!("the sidebar to list {rooms:?}"), move || async move {
+        let shown: Vec<String> = serde_json::from_value(session.execute(script).await?)?;
+        Ok(if shown == rooms { Ok(()) } else { Err(format!("{shown:?}")) })
+    })
+    .await
+}
+
+/// The user socket has confirmed that the user's read marker in `room` is
+/// at its latest message (the sidebar row's data attributes).
+async fn wait_until_read(session: &Session, room: &str) -> anyhow::Result<()> {
+    let script = format!(
+        "const a = document.querySelector('#sidebar-list a.conv[data-room=\"{room}\"]'); \
+         return a ? [a.dataset.latest ?? null, a.dataset.readUpTo ?? null] : null;"
+    );
+    let script = &script;
+    poll(&format!("{room} to be read up to its latest message"), move || async move {
+        let shown = session.execute(script).await?;
+        let read = shown[0].is_string() && shown[0] == shown[1];
+        Ok(if read { Ok(()) } else { Err(format!("[latest, read_up_to] = {shown}")) })
+    })
+    .await
+}
+
+/// The sidebar's unread count of `room` (0 when it shows none).
+async fn wait_for_unread(session: &Session, room: &str, count: u64) -> anyhow::Result<()> {
+    let script = format!(
+        "const a = document.querySelector('#sidebar-list a.conv[data-room=\"{room}\"]'); \
+         if (!a) return null; const b = a.querySelector('.unread'); return b ? Number(b.dataset.count) : 0;"
+    );
+    let script = &script;
+    poll(&format!("{room}'s unread count to be {count}"), move || async move {
+        let shown = session.execute(script).await?;
+        Ok(if shown.as_u64() == Some(count) { Ok(()) } else { Err(format!("{shown}")) })
+    })
+    .await
+}
+
+async fn wait_for_title(session: &Session, title: &str) -> anyhow::Result<()> {
+    poll(&format!("the title to read {title:?}"), move || async move {
+        let shown = session.execute("return document.title").await?;
+        Ok(if shown == title { Ok(()) } else { Err(format!("{shown}")) })
+    })
+    .await
+}
+
+/// The direct chat's header shows the other person's presence.
+async fn wait_for_peer_presence(session: &Session, online: bool) -> anyhow::Result<()> {
+    poll(&format!("the header to show the peer online={online}"), move || async move {
+        let state = session
+            .execute("const p = document.getElementById('presence'); return p.hidden ? null : p.dataset.online;")
+            .await?;
+        Ok(if state == online.to_string().as_str() { Ok(()) } else { Err(format!("{state}")) })
+    })
+    .await
+}
+
+async fn wait_for_directory(session: &Session) -> anyhow::Result<()> {
+    poll("the room directory to load", move || async move {
+        let status = session.execute("return document.getElementById('directory-status').textContent").await?;
+        Ok(if status == "" { Ok(()) } else { Err(format!("{status}")) })
+    })
+    .await
 }
 
 /// Makes the users straight in storage, before the server opens it.
@@ -181,16 +466,15 @@ async fn sign_in(session: &Session, base: &str, username: &str) -> anyhow::Resul
     .await
 }
 
-/// The status pill: chat.js sets `data-state="online"` and "Online" once the socket opens.
+/// The connection pill: the client sets `data-state="online"` once the
+/// conversation's socket opens (and then hides the pill).
 async fn wait_online(session: &Session) -> anyhow::Result<()> {
-    poll("the status pill to say Online", move || async move {
-        let pill = session.find("#status").await?;
-        let text = pill.text().await?;
-        let state = session.execute("return document.getElementById('status').dataset.state").await?;
-        if text == "Online" && state == "online" {
+    poll("the conversation socket to open", move || async move {
+        let state = session.execute("return document.getElementById('status')?.dataset.state ?? null").await?;
+        if state == "online" {
             Ok(Ok(()))
         } else {
-            Ok(Err(format!("text {text:?}, data-state {state}")))
+            Ok(Err(format!("data-state {state}")))
         }
     })
     .await

@@ -87,6 +87,10 @@ pub fn static_file(name: &str) -> Option<&'static StaticFile> {
             ("app.css", file(include_bytes!("../../assets/app.css"), "text/css; charset=utf-8")),
             ("chat.js", file(include_bytes!("../../assets/chat.js"), "text/javascript; charset=utf-8")),
             ("lobby.js", file(include_bytes!("../../assets/lobby.js"), "text/javascript; charset=utf-8")),
+            ("util.js", file(include_bytes!("../../assets/util.js"), "text/javascript; charset=utf-8")),
+            ("inbox.js", file(include_bytes!("../../assets/inbox.js"), "text/javascript; charset=utf-8")),
+            ("sidebar.js", file(include_bytes!("../../assets/sidebar.js"), "text/javascript; charset=utf-8")),
+            ("conversation.js", file(include_bytes!("../../assets/conversation.js"), "text/javascript; charset=utf-8")),
             ("favicon.svg", file(include_bytes!("../../assets/favicon.svg"), "image/svg+xml")),
         ]
     });
@@ -111,7 +115,9 @@ mod tests {
 
     #[test]
     fn every_static_file_is_embedded() {
-        for name in ["app.css", "chat.js", "lobby.js", "favicon.svg"] {
+        for name in
+            ["app.css", "chat.js", "lobby.js", "util.js", "inbox.js", "sidebar.js", "conversation.js", "favicon.svg"]
+        {
             assert!(!static_file(name).unwrap().bytes.is_empty(), "{name}");
         }
         assert!(static_file("../Cargo.toml").is_none());

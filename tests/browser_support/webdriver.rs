@@ -286,6 +286,12 @@ impl Element<'_> {
         Ok(())
     }
 
+    /// Empties an input or textarea.
+    pub async fn clear(&self) -> anyhow::Result<()> {
+        self.cmd(Method::POST, "/clear", None).await?;
+        Ok(())
+    }
+
     pub async fn click(&self) -> anyhow::Result<()> {
         self.cmd(Method::POST, "/click", None).await?;
         Ok(())

@@ -1,0 +1,949 @@
+/* chatctl conversation view: one room or direct chat over its own socket
+ * (PROTOCOL.md "WebSocket" and "The chat app"). The socket carries live
+ * frames; the history API fills gaps after a reconnect and pages back as the
+ * user scrolls up. Also: read markers, typing, presence, edit and delete.
+ * Untrusted text (messages, names) only ever reaches the DOM via textContent. */
+import {
+  el, me, isChatFrame, idAbove, shortTime, longTime, dayLabel, linkify, presenceDot,
+  sessionEnded, toLogin, isLeavingForLogin, getJson, wsUrl, backoffDelay, directRoom,
+} from './util.js';
+
+const MAX_CHARS = 4096;              // server limit, in Unicode scalar values
+const COUNT_FROM = MAX_CHARS - 300;  // show a counter only when it matters
+const PAGE_LIMIT = 500;              // largest page the history API returns
+const INITIAL_HISTORY = 50;          // history frame size without ?since
+const OLDER_PAGE = 50;
+const STABLE_AFTER_MS = 10000;       // an open socket this long resets the backoff
+const NOTICE_MS = 6000;
+const GROUP_GAP_MS = 5 * 60 * 1000;
+const NEAR_BOTTOM_PX = 80;
+const LOAD_OLDER_PX = 300;           // this close to the top, the previous page loads
+const TYPING_SHOW_MS = 6000;         // PROTOCOL.md "Typing"
+const TYPING_SEND_MS = 2000;
+const READ_DEBOUNCE_MS = 400;
+
+/** The conversation the page's path names, or null. */
+export function conversationFromPath(path) {
+  const m = /^\/(chat|direct)\/([^/]+)\/?$/.exec(path);
+  if (!m) return null;
+  let name;
+  try {
+    name = decodeURIComponent(m[2]);
+  } catch {
+    return null;
+  }
+  const enc = encodeURIComponent(name);
+  return m[1] === 'chat'
+    ? { kind: 'room', name, room: name, ws: `/ws/chat/${enc}/`, api: `/api/rooms/${enc}/messages` }
+    : { kind: 'direct', name, room: directRoom(me, name), ws: `/ws/direct/${enc}/`, api: `/api/direct/${enc}/messages` };
+}
+
+export class ConversationView {
+  constructor(conv, inbox) {
+    this.conv = conv;
+    this.inbox = inbox;
+    const $ = (id) => document.getElementById(id);
+    this.list = $('messages');
+    this.scroller = $('scroller');
+    this.input = $('message-input');
+    this.composer = $('composer');
+    this.statusEl = $('status');
+    this.noticeEl = $('notice');
+    this.newBtn = $('new-messages');
+    this.olderBtn = $('load-older');
+    this.countEl = $('char-count');
+    this.typingEl = $('typing');
+    this.presenceEl = $('presence');
+    this.editBar = $('edit-bar');
+    this.menu = $('msg-menu');
+    this.confirmDialog = $('confirm-delete');
+
+    this.seen = new Set();      // message ids rendered or deleted: frames may repeat across reconnects
+    this.deleted = new Set();
+    this.lastId = null;         // newest message rendered
+    this.cursor = null;         // newest id of any event applied (messages, edits, deletes): `since=`
+    this.newestFromOthers = null;
+    // While a `more` recovery pages through the history API, everything up to
+    // this id is applied but later live frames may have jumped a gap, so a
+    // reconnect resumes from here rather than from `cursor`.
+    this.backfillCursor = null;
+    // client_id -> {row, text, gen}. Map order is send order; pending rows sit
+    // after all confirmed rows in the list, which keeps the binary search simple.
+    this.pending = new Map();
+    this.hasOlder = false;
+    this.loadingOlder = false;
+
+    this.ws = null;
+    this.generation = 0;        // bumps on every connect
+    this.activeGen = 0;         // generation of the open socket, 0 if none
+    this.attempt = 0;
+    this.needAuthCheck = false;
+    this.leaving = false;
+    this.retryTimer = null;
+    this.countdownTimer = null;
+    this.stableTimer = null;
+    this.noticeTimer = null;
+
+    this.isSuperuser = false;
+    this.online = null;         // Set of the conversation's online members, once known
+    this.typing = new Map();    // user -> timer
+    this.lastTypingSent = 0;
+    this.readSent = null;
+    this.readTimer = null;
+    this.editing = null;        // {id, row} while the composer edits a message
+    this.menuRow = null;
+  }
+
+  start() {
+    this.wire();
+    this.onInputChanged();
+    this.connect();
+    this.input.focus({ preventScroll: true });
+    getJson('/api/me').then((who) => {
+      this.isSuperuser = !!(who && who.is_superuser === true);
+      document.body.classList.toggle('superuser', this.isSuperuser);
+    }).catch(() => {});
+    this.inbox.current = this.conv.room;
+    this.inbox.currentVisible = () => this.canMarkRead();
+    this.inbox.addEventListener('change', () => this.showPresence());
+  }
+
+  // ---------- Rendering ----------
+
+  buildRow(m, isPending) {
+    const li = el('li', 'msg');
+    if (m.author === me) li.classList.add('mine');
+    if (isPending) li.classList.add('pending');
+    else li.dataset.id = m.id;
+    li.dataset.author = m.author;
+
+    const when = new Date(m.ts);
+    const t = when.getTime();
+    li.dataset.time = Number.isFinite(t) ? String(t) : '0';
+
+    const time = el('time', 'time');
+    if (isPending) {
+      time.textContent = 'Sending…';
+    } else if (Number.isFinite(t)) {
+      time.dateTime = m.ts;
+      time.textContent = shortTime(when);
+      time.title = longTime(when);
+    }
+
+    const bubble = el('div', 'bubble');
+    const text = el('p', 'text');
+    text.append(linkify(m.message));
+    const meta = el('div', 'meta');
+    meta.append(time);
+    bubble.append(el('span', 'author', m.author), text, meta);
+    const line = el('div', 'msg-line');
+    line.append(bubble);
+    li.append(line);
+    if (typeof m.edited === 'string') this.markEdited(li, m.edited);
+    if (!isPending) {
+      const menuBtn = el('button', 'msg-menu-btn', '⋯');
+      menuBtn.type = 'button';
+      menuBtn.setAttribute('aria-label', 'Message actions');
+      menuBtn.setAttribute('aria-haspopup', 'menu');
+      menuBtn.setAttribute('aria-expanded', 'false');
+      line.append(menuBtn);
+    }
+    return li;
+  }
+
+  markEdited(row, ts) {
+    const meta = row.querySelector('.meta');
+    let mark = meta.querySelector('.edited');
+    if (!mark) {
+      mark = el('span', 'edited', '(edited)');
+      meta.prepend(mark);
+    }
+    const when = new Date(ts);
+    mark.title = Number.isFinite(when.getTime()) ? `Edited ${longTime(when)}` : 'Edited';
+  }
+
+  // Consecutive messages from one author within a few minutes read as a
+  // block; a new local day gets a separator above its first message.
+  regroup(row) {
+    if (!row) return;
+    const prev = row.previousElementSibling;
+    const same = !!prev && prev.dataset.author === row.dataset.author
+      && Math.abs(Number(row.dataset.time) - Number(prev.dataset.time)) < GROUP_GAP_MS;
+    const t = Number(row.dataset.time);
+    const day = t ? new Date(t).toDateString() : '';
+    const prevDay = prev && Number(prev.dataset.time) ? new Date(Number(prev.dataset.time)).toDateString() : '';
+    const newDay = !!day && day !== prevDay && !row.classList.contains('pending');
+    let sep = row.querySelector(':scope > .day-sep');
+    if (newDay && !sep) {
+      sep = el('div', 'day-sep');
+      sep.setAttribute('role', 'separator');
+      row.prepend(sep);
+    } else if (!newDay && sep) {
+      sep.remove();
+    }
+    if (sep && newDay) sep.textContent = dayLabel(new Date(t));
+    row.classList.toggle('continued', same && !newDay);
+  }
+
+  removeRow(row) {
+    const next = row.nextElementSibling;
+    if (this.menuRow === row) this.closeMenu();
+    row.remove();
+    this.regroup(next);
+  }
+
+  removePending(key) {
+    const p = this.pending.get(key);
+    if (!p) return null;
+    this.pending.delete(key);
+    this.removeRow(p.row);
+    return p;
+  }
+
+  // A stored copy of one of our own messages retires its pending row. The echo
+  // names it by client_id; after a reconnect the history copy has no client_id,
+  // so a message sent on an older socket is matched by its text instead.
+  settlePending(m) {
+    let key = null;
+    if (typeof m.client_id === 'string' && this.pending.has(m.client_id)) {
+      key = m.client_id;
+    } else if (m.author === me) {
+      for (const [k, p] of this.pending) {
+        if (p.gen !== this.activeGen && p.text === m.message) { key = k; break; }
+      }
+    }
+    if (key !== null) this.removePending(key);
+  }
+
+  /** Inserts one message in id order; returns 'end', 'middle' or null (dupe). */
+  insertMessage(m) {
+    if (this.seen.has(m.id)) return null;
+    this.seen.add(m.id);
+    this.settlePending(m);
+
+    const row = this.buildRow(m, false);
+    // Confirmed rows are children[0 .. confirmed), sorted by id (ids sort as strings).
+    const rows = this.list.children;
+    const confirmed = rows.length - this.pending.size;
+    let lo = 0;
+    let hi = confirmed;
+    if (confirmed > 0 && rows[confirmed - 1].dataset.id < m.id) {
+      lo = confirmed; // the usual case: newer than everything shown
+    } else {
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (rows[mid].dataset.id < m.id) lo = mid + 1;
+        else hi = mid;
+      }
+    }
+    this.list.insertBefore(row, rows[lo] || null);
+    this.regroup(row);
+    this.regroup(row.nextElementSibling);
+    if (idAbove(m.id, this.lastId)) this.lastId = m.id;
+    if (m.author !== me && idAbove(m.id, this.newestFromOthers)) this.newestFromOthers = m.id;
+    return lo === confirmed ? 'end' : 'middle';
+  }
+
+  rowOf(id) {
+    return this.list.querySelector(`li.msg[data-id="${CSS.escape(id)}"]`);
+  }
+
+  applyEdit(f) {
+    if (typeof f.target !== 'string' || typeof f.message !== 'string') return;
+    const row = this.rowOf(f.target);
+    if (!row) return;
+    const text = row.querySelector('.text');
+    text.replaceChildren(linkify(f.message));
+    this.markEdited(row, f.ts);
+  }
+
+  applyDelete(f) {
+    if (typeof f.target !== 'string') return;
+    this.seen.add(f.target);
+    this.deleted.add(f.target);
+    const row = this.rowOf(f.target);
+    if (row) {
+      const stick = this.isNearBottom();
+      if (this.editing && this.editing.id === f.target) this.cancelEdit();
+      this.removeRow(row);
+      if (stick) this.scrollToBottom();
+    }
+  }
+
+  isNearBottom() {
+    const s = this.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  scrollToBottom() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.newBtn.hidden = true;
+  }
+
+  /** Applies history entries or live frames in order. opts.older: a page
+   *  prepended above the view, whose scroll position must not jump. */
+  apply(items, opts = {}) {
+    if (!items.length) return;
+    const stick = this.isNearBottom();
+    const oldHeight = this.scroller.scrollHeight;
+    const oldTop = this.scroller.scrollTop;
+    let grewAtEnd = false;
+    for (const f of items) {
+      if (!f || typeof f !== 'object' || typeof f.id !== 'string') continue;
+      if (!opts.older && idAbove(f.id, this.cursor)) this.cursor = f.id;
+      if (f.type === 'edit') {
+        this.applyEdit(f);
+      } else if (f.type === 'delete') {
+        this.applyDelete(f);
+      } else if (isChatFrame(f)) {
+        if (this.insertMessage(f) === 'end') {
+          grewAtEnd = true;
+          this.clearTyping(f.author);
+        }
+      }
+    }
+    if (opts.older) this.scroller.scrollTop = oldTop + (this.scroller.scrollHeight - oldHeight);
+    else if (stick) this.scrollToBottom();
+    else if (grewAtEnd) this.newBtn.hidden = false;
+    this.scheduleRead();
+  }
+
+  // ---------- Read markers ----------
+
+  canMarkRead() {
+    return document.visibilityState === 'visible' && this.isNearBottom();
+  }
+
+  // Debounced; only forwards, only when someone else wrote something newer
+  // than the marker the inbox knows, and only while the user can see it.
+  scheduleRead() {
+    clearTimeout(this.readTimer);
+    this.readTimer = setTimeout(() => this.sendRead(), READ_DEBOUNCE_MS);
+  }
+
+  sendRead() {
+    if (!this.canMarkRead() || this.lastId === null || this.newestFromOthers === null) return;
+    const marker = [this.readSent, this.inbox.readUpTo(this.conv.room)].reduce(
+      (a, b) => (idAbove(b, a) ? b : a), null);
+    if (!idAbove(this.newestFromOthers, marker) || !idAbove(this.lastId, marker)) return;
+    if (this.sendFrame({ type: 'read', up_to: this.lastId })) this.readSent = this.lastId;
+  }
+
+  // ---------- Presence and typing ----------
+
+  onPresence(f) {
+    if (Array.isArray(f.online)) {
+      this.online = new Set(f.online.filter((u) => typeof u === 'string'));
+    } else if (typeof f.user === 'string' && typeof f.online === 'boolean') {
+      if (!this.online) this.online = new Set();
+      if (f.online) this.online.add(f.user);
+      else this.online.delete(f.user);
+    } else {
+      return;
+    }
+    this.showPresence();
+  }
+
+  // Direct chats: the OTHER person's state (the room socket's presence, or
+  // the user socket's until that arrives). Rooms: how many members are here.
+  showPresence() {
+    const p = this.presenceEl;
+    if (this.conv.kind === 'direct') {
+      const who = this.conv.name;
+      let on = null;
+      if (this.online) on = this.online.has(who);
+      else if (this.inbox.loaded) on = this.inbox.online.has(who);
+      if (on === null) return;
+      p.replaceChildren(presenceDot(on, who), el('span', '', on ? 'Online' : 'Offline'));
+      p.dataset.online = String(on);
+      p.hidden = false;
+    } else if (this.online) {
+      const others = [...this.online].filter((u) => u !== me).sort();
+      const n = others.length + 1;
+      p.replaceChildren(presenceDot(true, 'You'), el('span', '', `${n} online`));
+      p.firstChild.setAttribute('aria-hidden', 'true');
+      p.title = others.length ? `Online: you, ${others.join(', ')}` : 'Only you are here';
+      p.hidden = false;
+    }
+  }
+
+  onTyping(f) {
+    if (typeof f.user !== 'string' || f.user === me) return;
+    clearTimeout(this.typing.get(f.user));
+    this.typing.set(f.user, setTimeout(() => this.clearTyping(f.user), TYPING_SHOW_MS));
+    this.showTyping();
+  }
+
+  clearTyping(user) {
+    if (!this.typing.has(user)) return;
+    clearTimeout(this.typing.get(user));
+    this.typing.delete(user);
+    this.showTyping();
+  }
+
+  showTyping() {
+    const names = [...this.typing.keys()];
+    let text = '';
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) text = `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]} are typing…`;
+    this.typingEl.textContent = text;
+  }
+
+  sendTyping() {
+    const now = Date.now();
+    if (now - this.lastTypingSent < TYPING_SEND_MS || this.editing) return;
+    if (this.sendFrame({ type: 'typing' })) this.lastTypingSent = now;
+  }
+
+  // ---------- Notices and the draft ----------
+
+  showNotice(text, ms = NOTICE_MS) {
+    this.noticeEl.textContent = text;
+    clearTimeout(this.noticeTimer);
+    this.noticeTimer = setTimeout(() => { this.noticeEl.textContent = ''; }, ms);
+  }
+
+  /** Puts unsent text back in the box, ahead of anything typed since. */
+  restoreDraft(text) {
+    const current = this.input.value;
+    this.input.value = current.trim() ? text + '\n' + current : text;
+    this.onInputChanged();
+  }
+
+  autosize() {
+    const input = this.input;
+    input.style.height = 'auto';
+    const border = input.offsetHeight - input.clientHeight;
+    input.style.height = input.scrollHeight + border + 'px';
+  }
+
+  onInputChanged() {
+    this.autosize();
+    const value = this.input.value;
+    const n = value.length < COUNT_FROM ? 0 : [...value].length;
+    this.countEl.textContent = n >= COUNT_FROM ? `${n}/${MAX_CHARS}` : '';
+    this.countEl.classList.toggle('over', n > MAX_CHARS);
+  }
+
+  // ---------- Server frames ----------
+
+  onFrame(raw, gen) {
+    let f;
+    try {
+      f = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    if (!f || typeof f !== 'object') return;
+    switch (f.type) {
+      case 'chat_handler':
+      case 'edit':
+      case 'delete':
+        this.apply([f]);
+        break;
+      case 'history': this.onHistory(f, gen); break;
+      case 'presence': this.onPresence(f); break;
+      case 'typing': this.onTyping(f); break;
+      case 'error': this.onServerError(f); break;
+      default: break;
+    }
+  }
+
+  onHistory(f, gen) {
+    const items = Array.isArray(f.messages) ? f.messages : [];
+    const since = this.backfillCursor !== null ? this.backfillCursor : this.cursor;
+    const firstFill = since === null;
+    this.apply(items);
+    document.body.classList.add('loaded');
+    // Without ?since the server sent only the newest messages; older ones may exist.
+    if (firstFill) this.setHasOlder(items.filter(isChatFrame).length >= INITIAL_HISTORY);
+
+    if (f.more === true) {
+      this.backfillCursor = items.length ? items[items.length - 1].id : since;
+      this.backfill(gen);
+    } else {
+      this.backfillCursor = null;
+      this.settleLost(gen);
+    }
+  }
+
+  /** Pages through `after=` until a short page: the history frame stops at 1,000. */
+  async backfill(gen) {
+    try {
+      while (gen === this.activeGen && this.backfillCursor !== null) {
+        const page = await this.fetchMessages({ after: this.backfillCursor, limit: PAGE_LIMIT });
+        if (gen !== this.activeGen) return; // that socket is gone; its successor resumes
+        this.apply(page);
+        if (page.length) this.backfillCursor = page[page.length - 1].id;
+        if (page.length < PAGE_LIMIT) {
+          this.backfillCursor = null;
+          this.settleLost(gen);
+        }
+      }
+    } catch {
+      if (gen !== this.activeGen) return;
+      this.showNotice("Couldn't load the messages you missed. Retrying…");
+      // Closing resumes from backfillCursor through the normal reconnect path.
+      if (this.ws) this.ws.close(4000, 'history fetch failed');
+    }
+  }
+
+  // Once recovery is complete, a message sent on an earlier socket that has not
+  // shown up was never stored: give its text back rather than lose it.
+  settleLost(gen) {
+    const lost = [];
+    for (const [key, p] of this.pending) {
+      if (p.gen !== gen) lost.push(this.removePending(key).text);
+    }
+    if (lost.length) {
+      this.restoreDraft(lost.join('\n'));
+      this.showNotice('The connection dropped before your message was delivered. It is back in the message box.');
+    }
+  }
+
+  onServerError(f) {
+    const code = typeof f.code === 'string' ? f.code : '';
+    const detail = typeof f.detail === 'string' && f.detail ? f.detail : 'The server refused that message.';
+    // The error names the client_id of the message it refuses: nothing was
+    // stored, so that text goes back into the box.
+    if (typeof f.client_id === 'string' && this.pending.has(f.client_id)) {
+      this.restoreDraft(this.removePending(f.client_id).text);
+    }
+    if (code === 'rate_limited') {
+      this.showNotice("You're sending messages too fast. Wait a moment, then send again.");
+    } else if (code === 'unavailable') {
+      this.showNotice(`${detail} Your message was not sent and is back in the message box.`);
+    } else if (code === 'forbidden') {
+      this.showNotice('You can only change your own messages.');
+    } else if (code === 'not_found') {
+      this.showNotice('That message no longer exists.');
+    } else {
+      this.showNotice(detail);
+    }
+  }
+
+  // ---------- History API ----------
+
+  async fetchMessages(params) {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) qs.set(k, String(v));
+    const body = await getJson(`${this.conv.api}?${qs}`);
+    return body && Array.isArray(body.messages) ? body.messages.filter((m) => m && typeof m.id === 'string') : [];
+  }
+
+  setHasOlder(more) {
+    this.hasOlder = more;
+    this.olderBtn.hidden = !more;
+  }
+
+  async loadOlder() {
+    if (this.loadingOlder || !this.hasOlder) return;
+    const first = this.list.firstElementChild;
+    const before = first && first.dataset.id;
+    if (!before) return;
+    this.loadingOlder = true;
+    this.olderBtn.disabled = true;
+    this.olderBtn.textContent = 'Loading earlier messages…';
+    try {
+      const page = await this.fetchMessages({ before, limit: OLDER_PAGE });
+      this.apply(page, { older: true });
+      if (page.length < OLDER_PAGE) this.setHasOlder(false);
+    } catch {
+      this.showNotice("Couldn't load earlier messages. Try again.");
+    } finally {
+      this.loadingOlder = false;
+      this.olderBtn.disabled = false;
+      this.olderBtn.textContent = 'Show earlier messages';
+    }
+  }
+
+  // ---------- Connection ----------
+
+  setStatus(state, text) {
+    this.statusEl.dataset.state = state;
+    this.statusEl.textContent = text;
+  }
+
+  connect() {
+    this.clearRetry();
+    if (this.ws || this.leaving || isLeavingForLogin()) return;
+    const gen = ++this.generation;
+    this.setStatus(this.attempt ? 'reconnecting' : 'connecting', this.attempt ? 'Reconnecting…' : 'Connecting…');
+
+    const since = this.backfillCursor !== null ? this.backfillCursor : this.cursor;
+    let url = wsUrl(this.conv.ws);
+    if (since !== null) url += '?since=' + encodeURIComponent(since);
+
+    let sock;
+    try {
+      sock = new WebSocket(url);
+    } catch {
+      this.needAuthCheck = true;
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = sock;
+    let opened = false;
+
+    sock.onopen = () => {
+      if (this.ws !== sock) return;
+      opened = true;
+      this.activeGen = gen;
+      this.setStatus('online', 'Connected');
+      this.stableTimer = setTimeout(() => { this.attempt = 0; }, STABLE_AFTER_MS);
+    };
+    sock.onmessage = (event) => {
+      if (this.ws === sock && typeof event.data === 'string') this.onFrame(event.data, gen);
+    };
+    // Every other close (1001 going away, 1008 slow consumer, 1006 network)
+    // gets the same treatment: back off and resume from `since`.
+    sock.onclose = (event) => {
+      if (this.ws !== sock) return;
+      this.ws = null;
+      this.activeGen = 0;
+      clearTimeout(this.stableTimer);
+      const ended = sessionEnded(event);
+      if (ended) {
+        this.leaving = true;
+        this.setStatus('offline', 'Signed out');
+        this.input.disabled = true;
+        toLogin(ended);
+        return;
+      }
+      // A socket that never opened may mean the session ended: the upgrade's
+      // 401 is invisible to scripts, so ask /api/me before trying again.
+      this.needAuthCheck = !opened;
+      if (!this.leaving) this.scheduleReconnect();
+    };
+  }
+
+  scheduleReconnect() {
+    this.clearRetry();
+    if (this.leaving) return;
+    if (navigator.onLine === false) {
+      this.setStatus('offline', 'Offline'); // the `online` event reconnects
+      return;
+    }
+    const delay = backoffDelay(this.attempt);
+    this.attempt = Math.min(this.attempt + 1, 16);
+    const due = Date.now() + delay;
+    const tick = () => {
+      const s = Math.max(1, Math.ceil((due - Date.now()) / 1000));
+      this.setStatus('reconnecting', `Reconnecting in ${s}s`);
+    };
+    tick();
+    this.countdownTimer = setInterval(tick, 250);
+    this.retryTimer = setTimeout(() => this.reconnect(), delay);
+  }
+
+  clearRetry() {
+    clearTimeout(this.retryTimer);
+    clearInterval(this.countdownTimer);
+    this.retryTimer = null;
+    this.countdownTimer = null;
+  }
+
+  async reconnect() {
+    this.clearRetry();
+    if (this.ws || this.leaving) return;
+    if (this.needAuthCheck) {
+      this.setStatus('reconnecting', 'Reconnecting…');
+      try {
+        const res = await fetch('/api/me', { credentials: 'same-origin', cache: 'no-store' });
+        if (res.status === 401) {
+          this.leaving = true;
+          toLogin();
+          return;
+        }
+      } catch {
+        // Network trouble: the socket attempt will fail too and back off.
+      }
+    }
+    this.connect();
+  }
+
+  sendFrame(frame) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || this.activeGen === 0) return false;
+    try {
+      this.ws.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---------- Sending, editing, deleting ----------
+
+  randomId() {
+    // crypto.randomUUID needs a secure context; getRandomValues works on plain http too.
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  send() {
+    // The server trims Unicode White_Space; trim the same set so the length
+    // check and the pending copy match what will be stored.
+    const text = this.input.value.replace(/^\p{White_Space}+|\p{White_Space}+$/gu, '');
+    if (!text) {
+      if (this.editing) this.askDelete(this.editing.row);
+      return;
+    }
+    const length = [...text].length;
+    if (length > MAX_CHARS) {
+      this.showNotice(`Messages can be at most ${MAX_CHARS} characters; this one has ${length}.`);
+      return;
+    }
+    const clientId = this.randomId();
+    if (this.editing) {
+      const { id, row } = this.editing;
+      if (text === row.querySelector('.text').textContent) {
+        this.cancelEdit();
+        return;
+      }
+      if (!this.sendFrame({ type: 'edit', target: id, message: text, client_id: clientId })) {
+        this.showNotice('Not connected — your edit was not saved');
+        return;
+      }
+      this.cancelEdit();
+      return;
+    }
+    if (!this.sendFrame({ message: text, client_id: clientId })) {
+      this.showNotice('Not connected — your message was not sent');
+      return;
+    }
+    this.lastTypingSent = 0;
+    const row = this.buildRow({ id: '', author: me, message: text, ts: new Date().toISOString() }, true);
+    this.list.append(row);
+    this.regroup(row);
+    this.pending.set(clientId, { row, text, gen: this.activeGen });
+    document.body.classList.add('loaded');
+    this.scrollToBottom();
+    this.input.value = '';
+    this.onInputChanged();
+    this.input.focus();
+  }
+
+  canEdit(row) {
+    return !!row && !!row.dataset.id && row.dataset.author === me;
+  }
+
+  canDelete(row) {
+    return !!row && !!row.dataset.id && (row.dataset.author === me || this.isSuperuser);
+  }
+
+  startEdit(row) {
+    if (!this.canEdit(row)) return;
+    this.editing = { id: row.dataset.id, row, draft: this.editing ? this.editing.draft : this.input.value };
+    for (const r of this.list.querySelectorAll('.msg.editing')) r.classList.remove('editing');
+    row.classList.add('editing');
+    this.editBar.hidden = false;
+    this.composer.classList.add('is-editing');
+    this.input.value = row.querySelector('.text').textContent;
+    this.input.setAttribute('aria-describedby', 'edit-bar');
+    this.onInputChanged();
+    this.input.focus();
+    this.input.setSelectionRange(this.input.value.length, this.input.value.length);
+  }
+
+  cancelEdit() {
+    if (!this.editing) return;
+    const { row, draft } = this.editing;
+    this.editing = null;
+    row.classList.remove('editing');
+    this.editBar.hidden = true;
+    this.composer.classList.remove('is-editing');
+    this.input.removeAttribute('aria-describedby');
+    this.input.value = draft || '';
+    this.onInputChanged();
+    this.input.focus();
+  }
+
+  lastOwnRow() {
+    const rows = this.list.querySelectorAll('li.msg.mine[data-id]');
+    return rows.length ? rows[rows.length - 1] : null;
+  }
+
+  askDelete(row) {
+    if (!this.canDelete(row)) return;
+    const dialog = this.confirmDialog;
+    dialog.querySelector('.quote').textContent = row.querySelector('.text').textContent;
+    dialog.returnValue = '';
+    const id = row.dataset.id;
+    const onClose = () => {
+      dialog.removeEventListener('close', onClose);
+      if (dialog.returnValue === 'delete') {
+        if (!this.sendFrame({ type: 'delete', target: id, client_id: this.randomId() })) {
+          this.showNotice('Not connected — the message was not deleted');
+        } else if (this.editing && this.editing.id === id) {
+          this.cancelEdit();
+        }
+      }
+      this.input.focus();
+    };
+    dialog.addEventListener('close', onClose);
+    dialog.showModal();
+    dialog.querySelector('button[value="cancel"]').focus();
+  }
+
+  // ---------- The message menu ----------
+
+  openMenu(row, button) {
+    this.closeMenu();
+    const canEdit = this.canEdit(row);
+    const canDelete = this.canDelete(row);
+    if (!canEdit && !canDelete) return;
+    this.menuRow = row;
+    const editItem = this.menu.querySelector('[data-action="edit"]');
+    editItem.hidden = !canEdit;
+    this.menu.querySelector('[data-action="delete"]').hidden = !canDelete;
+    row.classList.add('menu-open');
+    button.setAttribute('aria-expanded', 'true');
+    this.menu.hidden = false;
+    // Place the menu under its button, inside the window.
+    const b = button.getBoundingClientRect();
+    const m = this.menu.getBoundingClientRect();
+    const left = Math.max(8, Math.min(b.right - m.width, window.innerWidth - m.width - 8));
+    const below = b.bottom + 4 + m.height < window.innerHeight;
+    this.menu.style.left = `${left}px`;
+    this.menu.style.top = `${below ? b.bottom + 4 : b.top - m.height - 4}px`;
+    this.menu.querySelector('button:not([hidden])').focus();
+  }
+
+  closeMenu(refocus = false) {
+    if (!this.menuRow) return;
+    const row = this.menuRow;
+    this.menuRow = null;
+    this.menu.hidden = true;
+    row.classList.remove('menu-open');
+    const btn = row.querySelector('.msg-menu-btn');
+    if (btn) {
+      btn.setAttribute('aria-expanded', 'false');
+      if (refocus) btn.focus();
+    }
+  }
+
+  // ---------- Wiring ----------
+
+  wire() {
+    this.composer.addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.send();
+    });
+
+    this.input.addEventListener('keydown', (event) => {
+      if (event.isComposing || event.keyCode === 229) return; // never interrupt an IME
+      // Enter sends, Shift+Enter is a newline.
+      if (event.key === 'Enter' && !event.shiftKey) {
+        event.preventDefault();
+        this.send();
+      } else if (event.key === 'ArrowUp' && !this.input.value && !this.editing) {
+        const row = this.lastOwnRow();
+        if (row) {
+          event.preventDefault();
+          this.startEdit(row);
+        }
+      } else if (event.key === 'Escape' && this.editing) {
+        event.preventDefault();
+        this.cancelEdit();
+      }
+    });
+    this.input.addEventListener('input', () => {
+      this.onInputChanged();
+      if (this.input.value.trim()) this.sendTyping();
+    });
+    document.getElementById('edit-cancel').addEventListener('click', () => this.cancelEdit());
+
+    // Tapping a message shows its menu button (touch has no hover); the
+    // button opens the menu.
+    this.list.addEventListener('click', (event) => {
+      const btn = event.target.closest('.msg-menu-btn');
+      if (btn) {
+        const row = btn.closest('li.msg');
+        if (this.menuRow === row) this.closeMenu();
+        else this.openMenu(row, btn);
+        return;
+      }
+      const row = event.target.closest('li.msg');
+      if (row && !event.target.closest('a')) {
+        for (const r of this.list.querySelectorAll('.msg.tapped')) if (r !== row) r.classList.remove('tapped');
+        row.classList.toggle('tapped');
+      }
+    });
+    this.menu.addEventListener('click', (event) => {
+      const item = event.target.closest('button[data-action]');
+      const row = this.menuRow;
+      if (!item || !row) return;
+      this.closeMenu();
+      if (item.dataset.action === 'edit') this.startEdit(row);
+      else this.askDelete(row);
+    });
+    this.menu.addEventListener('keydown', (event) => {
+      const items = [...this.menu.querySelectorAll('button:not([hidden])')];
+      const i = items.indexOf(document.activeElement);
+      if (event.key === 'Escape' || event.key === 'Tab') {
+        event.preventDefault();
+        this.closeMenu(true);
+      } else if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
+        event.preventDefault();
+        const step = event.key === 'ArrowDown' ? 1 : -1;
+        items[(i + step + items.length) % items.length].focus();
+      }
+    });
+    document.addEventListener('pointerdown', (event) => {
+      if (this.menuRow && !this.menu.contains(event.target) && !event.target.closest('.msg-menu-btn')) this.closeMenu();
+    });
+    window.addEventListener('resize', () => this.closeMenu());
+
+    this.scroller.addEventListener('scroll', () => {
+      this.closeMenu();
+      if (this.isNearBottom()) {
+        this.newBtn.hidden = true;
+        this.scheduleRead();
+      }
+      if (this.scroller.scrollTop < LOAD_OLDER_PX && this.hasOlder) this.loadOlder();
+    }, { passive: true });
+    this.newBtn.addEventListener('click', () => {
+      this.scrollToBottom();
+      this.scheduleRead();
+    });
+    this.olderBtn.addEventListener('click', () => this.loadOlder());
+
+    // Coming back online or to the tab should not wait out a long backoff.
+    window.addEventListener('online', () => {
+      if (!this.ws) this.reconnect();
+    });
+    window.addEventListener('offline', () => {
+      if (!this.ws) {
+        this.clearRetry();
+        this.setStatus('offline', 'Offline');
+      }
+    });
+    document.addEventListener('visibilitychange', () => {
+      if (document.hidden) return;
+      this.scheduleRead();
+      if (!this.ws) this.reconnect();
+    });
+    window.addEventListener('focus', () => this.scheduleRead());
+
+    // Leaving the page must not look like a dropped connection; a page restored
+    // from the back/forward cache picks up where it left off.
+    window.addEventListener('pagehide', () => {
+      this.leaving = true;
+      this.clearRetry();
+      if (this.ws) {
+        const sock = this.ws;
+        this.ws = null;
+        this.activeGen = 0;
+        sock.close(1000);
+      }
+    });
+    window.addEventListener('pageshow', (event) => {
+      if (!event.persisted || isLeavingForLogin()) return;
+      this.leaving = false;
+      this.attempt = 0;
+      this.reconnect();
+    });
+  }
+}
