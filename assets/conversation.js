@@ -281,12 +281,10 @@ export class ConversationView {
   }
 
   /** Applies history entries or live frames in order. opts.older: a page
-   *  prepended above the view, whose scroll position must not jump. */
+   *  prepended above the view (the caller keeps the view in place). */
   apply(items, opts = {}) {
     if (!items.length) return;
     const stick = this.isNearBottom();
-    const oldHeight = this.scroller.scrollHeight;
-    const oldTop = this.scroller.scrollTop;
     let grewAtEnd = false;
     for (const f of items) {
       if (!f || typeof f !== 'object' || typeof f.id !== 'string') continue;
@@ -302,8 +300,8 @@ export class ConversationView {
         }
       }
     }
-    if (opts.older) this.scroller.scrollTop = oldTop + (this.scroller.scrollHeight - oldHeight);
-    else if (stick) this.scrollToBottom();
+    if (opts.older) return;
+    if (stick) this.scrollToBottom();
     else if (grewAtEnd) this.newBtn.hidden = false;
     this.scheduleRead();
   }
@@ -547,8 +545,13 @@ export class ConversationView {
     this.olderBtn.textContent = 'Loading earlier messages…';
     try {
       const page = await this.fetchMessages({ before, limit: OLDER_PAGE });
-      this.apply(page, { older: true });
+      // What the user looks at keeps its distance from the bottom, through
+      // the new rows above it and the button going away.
+      const s = this.scroller;
+      const fromBottom = s.scrollHeight - s.scrollTop;
       if (page.length < OLDER_PAGE) this.setHasOlder(false);
+      this.apply(page, { older: true });
+      s.scrollTop = s.scrollHeight - fromBottom;
     } catch {
       this.showNotice("Couldn't load earlier messages. Try again.");
     } finally {

@@ -45,7 +45,9 @@ async fn two_browsers_sign_in_chat_live_see_markup_as_text_and_reload_history() 
     let _turn = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir()?;
     create_users(data.path(), &["alice", "bob"]).await?;
-    let server = chatctl::startup::start(ServerConfig::ephemeral(data.path())).await?;
+    let mut config = ServerConfig::ephemeral(data.path());
+    config.message_rate = 0; // the long room is filled faster than a person types
+    let server = chatctl::startup::start(config).await?;
     let base = server.url();
     let room = format!("{base}/chat/lobby");
     let shots = screenshots_dir()?;
@@ -115,6 +117,15 @@ async fn two_browsers_sign_in_chat_live_see_markup_as_text_and_reload_history() 
     let scripts = bob.execute("return document.querySelectorAll('#messages script').length").await?;
     ensure!(scripts == 0, "bob after reload: #messages holds {scripts} <script> elements");
     bob.screenshot(&shots.join("03-bob-room-after-reload.png")).await?;
+
+    // Older messages load as the user scrolls up, keeping what they looked at in place.
+    post_messages(&base, "alice", "long", LONG_ROOM_MESSAGES).await?;
+    bob.goto(&format!("{base}/chat/long")).await?;
+    wait_online(&bob).await?;
+    scroll_back_through_history(&bob).await?;
+    bob.screenshot(&shots.join("03b-bob-scrolled-back.png")).await?;
+    bob.goto(&room).await?;
+    wait_online(&bob).await?;
 
     // 6. The lobby lists the room with its latest message.
     alice.goto(&format!("{base}/")).await?;
@@ -387,6 +398,72 @@ async fn wait_for_directory(session: &Session) -> anyhow::Result<()> {
         Ok(if status == "" { Ok(()) } else { Err(format!("{status}")) })
     })
     .await
+}
+
+/// Messages in the room that pages back: more than one history frame's 50.
+const LONG_ROOM_MESSAGES: usize = 120;
+
+/// Posts `count` messages ("old message 1", …) as `user` through a plain
+/// WebSocket and waits for the last one's echo, so all are stored.
+async fn post_messages(base: &str, user: &str, room: &str, count: usize) -> anyhow::Result<()> {
+    let mut client = chatctl::client::Client::new(base)?;
+    let answer = client.login(user, PASSWORD).await?;
+    ensure!(answer.status == 200, "signing {user} in over the API: {}", answer.status);
+    let mut socket = client.connect(&format!("/ws/chat/{room}/"), None).await?;
+    socket.next_of_type("history", PATIENCE).await?;
+    for i in 1..=count {
+        socket.send_message(&format!("old message {i}"), None).await?;
+    }
+    let last = format!("old message {count}");
+    loop {
+        let frame = socket.next_of_type("chat_handler", PATIENCE).await?;
+        if frame["message"] == last.as_str() {
+            break;
+        }
+    }
+    socket.close().await;
+    Ok(())
+}
+
+/// Scrolls `#scroller` to the top until every message is shown; each page
+/// must arrive above the view without moving the message that was at the top.
+async fn scroll_back_through_history(session: &Session) -> anyhow::Result<()> {
+    let count = "return document.querySelectorAll('#messages > li.msg').length";
+    poll("the newest 50 messages", || async {
+        let n = session.execute(count).await?;
+        Ok(if n == 50 { Ok(()) } else { Err(format!("{n} rows")) })
+    })
+    .await?;
+    let mut shown = 50;
+    while shown < LONG_ROOM_MESSAGES {
+        // The first row's place on screen before and after the page arrives.
+        let top = "const s = document.getElementById('scroller'); s.scrollTop = 0; \
+                   s.dispatchEvent(new Event('scroll')); \
+                   const first = document.querySelector('#messages > li.msg'); \
+                   return [first.dataset.id, first.querySelector('.text').getBoundingClientRect().top];";
+        let before: (String, f64) = serde_json::from_value(session.execute(top).await?)?;
+        let (id, place) = &before;
+        let grown = poll("an older page above the view", || async {
+            let n = session.execute(count).await?.as_u64().unwrap_or(0) as usize;
+            Ok(if n > shown { Ok(n) } else { Err(format!("{n} rows")) })
+        })
+        .await?;
+        let script = format!(
+            "const row = document.querySelector('#messages > li.msg[data-id=\"{id}\"]'); \
+             return row ? row.querySelector('.text').getBoundingClientRect().top : null;"
+        );
+        let after = session.execute(&script).await?.as_f64().context("the row that was first is gone")?;
+        ensure!((after - place).abs() < 2.0, "the view jumped: the message that was at {place}px is at {after}px");
+        shown = grown;
+    }
+    let texts: Vec<String> = serde_json::from_value(
+        session
+            .execute("return Array.from(document.querySelectorAll('#messages .text'), (e) => e.textContent)")
+            .await?,
+    )?;
+    let expected: Vec<String> = (1..=LONG_ROOM_MESSAGES).map(|i| format!("old message {i}")).collect();
+    ensure!(texts == expected, "after scrolling back the room reads {texts:?}");
+    Ok(())
 }
 
 /// Makes the users straight in storage, before the server opens it.
