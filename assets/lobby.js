@@ -28,17 +28,42 @@ wireForm({
   // "@bob" is how people write a name; the @ is not part of it.
   clean: (v) => v.trim().replace(/^@/, ''),
   help: 'Usernames use only letters, digits and _ . @ + - (up to 150 characters).',
+  check: userProblem,
 });
 
-function wireForm({ form, input, error, re, prefix, clean, help }) {
+// A name nobody has gets a sentence here instead of a 404 page; when the
+// directory cannot be asked, the direct-chat page answers instead.
+async function userProblem(name) {
+  let users;
+  try {
+    const body = await getJson('/api/users?prefix=' + encodeURIComponent(name));
+    users = body && Array.isArray(body.users) ? body.users : null;
+  } catch {
+    return null;
+  }
+  if (!users || users.some((u) => u && u.username === name)) return null;
+  const other = users.find((u) => u && typeof u.username === 'string' && u.username.toLowerCase() === name.toLowerCase());
+  if (other) return `There is no user named “${name}”. Did you mean “${other.username}”? Case matters.`;
+  return `There is no user named “${name}”.`;
+}
+
+function wireForm({ form, input, error, re, prefix, clean, help, check }) {
   if (!form || !input || !error) return;
-  form.addEventListener('submit', (event) => {
+  const complain = (text) => {
+    error.textContent = text;
+    input.setAttribute('aria-invalid', 'true');
+    input.focus();
+  };
+  form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const name = clean(input.value);
     if (!re.test(name)) {
-      error.textContent = name ? help : 'Type a name first.';
-      input.setAttribute('aria-invalid', 'true');
-      input.focus();
+      complain(name ? help : 'Type a name first.');
+      return;
+    }
+    const problem = check ? await check(name) : null;
+    if (problem) {
+      complain(problem);
       return;
     }
     location.assign(prefix + encodeURIComponent(name));
