@@ -135,7 +135,9 @@ export class ConversationView {
     text.append(linkify(m.message));
     const meta = el('div', 'meta');
     meta.append(time);
-    bubble.append(el('span', 'author', m.author), text, meta);
+    const author = el('span', 'author', m.author);
+    if (this.online && this.online.has(m.author)) author.classList.add('is-online');
+    bubble.append(author, text, meta);
     const line = el('div', 'msg-line');
     line.append(bubble);
     li.append(line);
@@ -356,6 +358,10 @@ export class ConversationView {
       p.dataset.online = String(on);
       p.hidden = false;
     } else if (this.online) {
+      // A dot beside the names of people who are here now.
+      for (const a of this.list.querySelectorAll('.author')) {
+        a.classList.toggle('is-online', this.online.has(a.textContent));
+      }
       const others = [...this.online].filter((u) => u !== me).sort();
       const n = others.length + 1;
       p.replaceChildren(presenceDot(true, 'You'), el('span', '', `${n} online`));
