@@ -208,7 +208,7 @@ impl Client {
         let request =
             request.body(http_body_util::Empty::<Bytes>::new()).map_err(|e| ConnectError::Io(e.to_string()))?;
         match fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await {
-            Ok((ws, _)) => Ok(ChatSocket { ws: FragmentCollector::new(ws) }),
+            Ok((ws, _)) => Ok(ChatSocket { ws: FragmentCollector::new(ws), awareness: false }),
             Err(fastwebsockets::WebSocketError::InvalidStatusCode(code)) => Err(ConnectError::Refused(code)),
             Err(other) => Err(ConnectError::Io(other.to_string())),
         }
@@ -318,9 +318,19 @@ pub enum Event {
 /// An open chat socket.
 pub struct ChatSocket {
     ws: FragmentCollector<TokioIo<Upgraded>>,
+    /// Whether `presence` and `typing` frames are handed on; by default they
+    /// are skipped, since they come and go with other users' sockets and
+    /// most readers wait for messages.
+    awareness: bool,
 }
 
 impl ChatSocket {
+    /// Hands on `presence` and `typing` frames too, from now on.
+    pub fn with_awareness(mut self) -> ChatSocket {
+        self.awareness = true;
+        self
+    }
+
     /// Sends a client frame as PROTOCOL.md has it: `message`, and `client_id` when given.
     pub async fn send_message(&mut self, text: &str, client_id: Option<&str>) -> anyhow::Result<()> {
         let mut frame = serde_json::json!({ "message": text });
@@ -349,8 +359,11 @@ impl ChatSocket {
                 tokio::time::timeout(within, self.ws.read_frame()).await.context("no frame arrived in time")??;
             match frame.opcode {
                 OpCode::Text => {
-                    let value = serde_json::from_slice(&frame.payload)
+                    let value: serde_json::Value = serde_json::from_slice(&frame.payload)
                         .context("the server sent a text frame that is not JSON")?;
+                    if !self.awareness && matches!(value["type"].as_str(), Some("presence" | "typing")) {
+                        continue;
+                    }
                     return Ok(Event::Json(value));
                 }
                 OpCode::Close => {
@@ -365,6 +378,15 @@ impl ChatSocket {
                 _ => continue,
             }
         }
+    }
+
+    /// The next text frame as JSON, a `presence` or `typing` one included
+    /// (a conversation socket's `presence` frame follows its `history`).
+    pub async fn next_json_with_awareness(&mut self, within: Duration) -> anyhow::Result<serde_json::Value> {
+        let awareness = std::mem::replace(&mut self.awareness, true);
+        let next = self.next_json(within).await;
+        self.awareness = awareness;
+        next
     }
 
     /// The next text frame as JSON; a close is an error.

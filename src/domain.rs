@@ -190,7 +190,8 @@ impl Conversation {
 /// A message's position. Ids are allocated from one increasing sequence, so
 /// within a conversation they follow its order; on the wire they are written
 /// as 20 zero-padded digits so that they also sort as strings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct MessageId(pub u64);
 
 impl MessageId {

@@ -116,6 +116,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         socket_idle_timeout: config.socket_idle_timeout,
         ephemeral: ephemeral_bus(&config, &log, &shutdown),
     });
+    crate::chat::awareness::start(chat.clone(), shutdown.clone());
     let app = Arc::new(App {
         login_throttle: LoginThrottle::default(),
         // Leave a core to the chat: a login storm must not stall fan-out.

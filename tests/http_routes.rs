@@ -147,7 +147,7 @@ async fn direct_page_signed_out_redirects_to_login() {
 async fn unknown_api_route_is_404_json_signed_in_or_not() {
     let app = spawn_app(&["alice"]).await;
     for client in [app.anonymous(), app.client("alice")] {
-        for path in ["/api/nope", "/api/rooms", "/api/rooms/lobby", "/api/"] {
+        for path in ["/api/nope", "/api/roomz", "/api/rooms/lobby", "/api/"] {
             let answer = client.get(path).await.unwrap();
             assert_json_error(&answer, 404, path);
         }
@@ -158,7 +158,15 @@ async fn unknown_api_route_is_404_json_signed_in_or_not() {
 async fn unauthenticated_api_calls_get_401_json() {
     let app = spawn_app(&["alice"]).await;
     let bogus = app.anonymous();
-    for path in ["/api/me", "/api/lobby", "/api/rooms/lobby/messages", "/api/direct/alice/messages"] {
+    for path in [
+        "/api/me",
+        "/api/lobby",
+        "/api/inbox",
+        "/api/rooms",
+        "/api/users?prefix=a",
+        "/api/rooms/lobby/messages",
+        "/api/direct/alice/messages",
+    ] {
         let answer = bogus.get(path).await.unwrap();
         assert_json_error(&answer, 401, &format!("no cookie: {path}"));
         let forged = bogus

@@ -235,12 +235,15 @@ async fn stored_messages(app: &TestApp, room: &str) -> Value {
     page["messages"].clone()
 }
 
-/// Opens `room` with a correct handshake and reads its `history` frame.
+/// Opens `room` with a correct handshake and reads its `history` frame
+/// and the `presence` frame after it.
 async fn open_room(app: &TestApp, room: &str) -> RawSocket {
     let mut socket =
         upgrade(app, "alice", &format!("/ws/chat/{room}/"), Some(GOOD_KEY), Some("13")).await.into_socket();
     let history = socket.next_json().await.expect("a history frame");
     assert_eq!(history["type"], "history", "{history}");
+    let presence = socket.next_json().await.expect("a presence frame");
+    assert_eq!(presence["type"], "presence", "{presence}");
     socket
 }
 

@@ -18,9 +18,11 @@ use super::frames::{self, Refusal};
 use super::hub::{Hub, Outbound};
 use super::live::LiveSockets;
 use crate::auth::setup::SetupToken;
+use crate::domain::Conversation;
 use crate::log::write::Outcome;
 use crate::log::{Change, Committed, LogError, LogEvent, Ticket};
 use crate::metrics::Metrics;
+use crate::storage::Message;
 
 /// What the fan-out acts on.
 pub struct Targets {
@@ -84,18 +86,73 @@ impl Targets {
                     self.live.sign_out_user(name.as_str());
                 }
                 Change::AccountCreated => self.setup.close(),
+                Change::Joined(user, conversation) => self.follow(user.as_str(), &conversation.key()),
+                Change::ReadMoved(user, conversation, up_to) => {
+                    self.to_inboxes(user.as_str(), || frames::read_bytes(&conversation.key(), *up_to));
+                }
             }
-            if let Outcome::Stored(message) = &outcome {
-                self.metrics.messages_stored.fetch_add(1, Ordering::Relaxed);
-                let origin = match &ticket {
-                    Ticket::Connection { connection, client_id: Some(id) } => Some((*connection, id.as_str())),
-                    _ => None,
-                };
-                self.hub.publish(message, origin);
+            match &outcome {
+                Outcome::Stored(message) => self.stored(message, &ticket),
+                Outcome::NotFound => self.refuse_to(&ticket, Refusal::NotFound),
+                Outcome::Forbidden => self.refuse_to(&ticket, Refusal::Forbidden),
+                Outcome::NoSuchEntry => {
+                    self.refuse_to(&ticket, Refusal::BadFrame("up_to is not an id of this conversation"));
+                }
+                _ => {}
             }
             if let Ticket::Awaited(waiter) = ticket {
                 let _ = waiter.send(Ok(outcome));
             }
+        }
+    }
+
+    /// A stored message, edit or deletion: to every local socket of its
+    /// conversation, and its members' user sockets. A message also moves
+    /// its author's marker, and the first one of a direct conversation
+    /// makes both users members.
+    fn stored(&self, message: &Message, ticket: &Ticket) {
+        self.metrics.messages_stored.fetch_add(1, Ordering::Relaxed);
+        if message.is_message() && message.conversation.starts_with("dm:") {
+            if let Some(Conversation::Direct { low, high }) = Conversation::from_key(&message.conversation) {
+                self.follow(low.as_str(), &message.conversation);
+                self.follow(high.as_str(), &message.conversation);
+            }
+        }
+        let origin = match ticket {
+            Ticket::Connection { connection, client_id: Some(id) } => Some((*connection, id.as_str())),
+            _ => None,
+        };
+        self.hub.publish(message, origin);
+        if message.is_message() {
+            self.to_inboxes(&message.author, || frames::read_bytes(&message.conversation, message.id));
+        }
+    }
+
+    /// Subscribes `user`'s user sockets on this node to `conversation`
+    /// (they may already be: subscribing is idempotent).
+    fn follow(&self, user: &str, conversation: &str) {
+        for inbox in self.live.inboxes_of(user) {
+            self.hub.subscribe(conversation, inbox);
+        }
+    }
+
+    /// Queues a frame on `user`'s user sockets on this node; it is built only if they have any.
+    fn to_inboxes(&self, user: &str, frame: impl FnOnce() -> bytes::Bytes) {
+        let inboxes = self.live.inboxes_of(user);
+        if inboxes.is_empty() {
+            return;
+        }
+        let frame = frame();
+        for inbox in inboxes {
+            inbox.deliver(Outbound::Frame(frame.clone()));
+        }
+    }
+
+    /// An error frame for the connection that submitted a refused edit, deletion or marker.
+    fn refuse_to(&self, ticket: &Ticket, refusal: Refusal) {
+        if let Ticket::Connection { connection, client_id } = ticket {
+            let frame = frames::error_bytes(&refusal, client_id.as_deref());
+            self.live.deliver_to(*connection, Outbound::Frame(frame));
         }
     }
 

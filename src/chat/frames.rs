@@ -5,21 +5,57 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::domain::{MessageText, TextError};
-use crate::storage::{Message, PageEnd, PageFrom};
+use crate::domain::{Conversation, MessageId, MessageText, TextError, Username};
+use crate::storage::{ConversationSummary, EntryKind, Message, PageEnd, PageFrom};
 
 /// The most bytes one client message may have, whole or reassembled.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// The longest `client_id`, in characters.
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
 
-/// A valid client frame.
+/// A valid client frame. Its `type` decides what it is; only a frame
+/// without one is a message (the seed's frame).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Inbound {
-    /// The trimmed text, already within PROTOCOL.md's limits.
-    pub text: MessageText,
-    /// The client's own tag, echoed on its copy of the stored message and on any error frame.
-    pub client_id: Option<String>,
+pub enum Inbound {
+    /// `{"message"}`: a new message.
+    Message {
+        /// The trimmed text, already within PROTOCOL.md's limits.
+        text: MessageText,
+        /// The client's own tag, echoed on its copy of the stored message and on any error frame.
+        client_id: Option<String>,
+    },
+    /// `{"type": "typing"}`: the user is typing here.
+    Typing,
+    /// `{"type": "read", "up_to", "room"?}`: move the user's read marker.
+    Read {
+        /// The conversation key; required on the user socket, ignored elsewhere.
+        room: Option<String>,
+        /// The id read up to.
+        up_to: MessageId,
+    },
+    /// `{"type": "edit", "target", "message"}`: new text for one's own message.
+    Edit {
+        /// The message to edit.
+        target: MessageId,
+        /// Its new text, trimmed and checked as a message's.
+        text: MessageText,
+        /// Echoed on the sender's copy of the `edit` event.
+        client_id: Option<String>,
+    },
+    /// `{"type": "delete", "target"}`: delete a message.
+    Delete {
+        /// The message to delete.
+        target: MessageId,
+        /// Echoed on the sender's copy of the `delete` event.
+        client_id: Option<String>,
+    },
+}
+
+impl Inbound {
+    /// Whether the frame counts against the user's message rate (typing and markers do not).
+    pub fn is_rated(&self) -> bool {
+        matches!(self, Inbound::Message { .. } | Inbound::Edit { .. } | Inbound::Delete { .. })
+    }
 }
 
 /// Why a frame was refused; `code()` is the stable wire code.
@@ -37,6 +73,10 @@ pub enum Refusal {
     RateLimited,
     /// `unavailable`: the log could not store it (storage or broker down); nothing was stored.
     Unavailable,
+    /// `forbidden`: an edit or deletion of someone else's message.
+    Forbidden,
+    /// `not_found`: an edit or deletion of a message this conversation does not hold (or a deleted one).
+    NotFound,
 }
 
 impl Refusal {
@@ -49,6 +89,8 @@ impl Refusal {
             Refusal::TooLong => "too_long",
             Refusal::RateLimited => "rate_limited",
             Refusal::Unavailable => "unavailable",
+            Refusal::Forbidden => "forbidden",
+            Refusal::NotFound => "not_found",
         }
     }
 
@@ -63,6 +105,8 @@ impl Refusal {
             Refusal::Unavailable => {
                 "the server cannot store messages right now; nothing was stored, retry later".to_owned()
             }
+            Refusal::Forbidden => "only its author may edit a message, and its author or an admin delete it".to_owned(),
+            Refusal::NotFound => "no such message in this conversation (it may have been deleted)".to_owned(),
         }
     }
 }
@@ -83,7 +127,7 @@ impl From<Refusal> for Refused {
     }
 }
 
-/// Parses and validates one client text frame; past this, the socket trusts the text.
+/// Parses and validates one client text frame; past this, the socket trusts it.
 pub fn parse_inbound(raw: &[u8]) -> Result<Inbound, Refused> {
     let value: serde_json::Value = serde_json::from_slice(raw).map_err(|_| Refusal::BadJson)?;
     let serde_json::Value::Object(mut object) = value else {
@@ -95,51 +139,145 @@ pub fn parse_inbound(raw: &[u8]) -> Result<Inbound, Refused> {
         Some(_) => return Err(Refusal::BadFrame("client_id must be a string of at most 64 characters").into()),
     };
     let refused = |refusal| Refused { refusal, client_id: client_id.clone() };
-    let Some(serde_json::Value::String(message)) = object.remove("message") else {
-        return Err(refused(Refusal::BadFrame("a frame needs a string \"message\"")));
+    let kind = match object.remove("type") {
+        None => None,
+        Some(serde_json::Value::String(kind)) => Some(kind),
+        Some(_) => return Err(refused(Refusal::BadFrame("\"type\" must be a string"))),
     };
-    let text = MessageText::parse(&message).map_err(|e| match e {
-        TextError::Empty => refused(Refusal::Empty),
-        TextError::TooLong => refused(Refusal::TooLong),
-    })?;
-    Ok(Inbound { text, client_id })
+    let text = |object: &mut serde_json::Map<String, serde_json::Value>| {
+        let Some(serde_json::Value::String(message)) = object.remove("message") else {
+            return Err(refused(Refusal::BadFrame("a frame needs a string \"message\"")));
+        };
+        MessageText::parse(&message).map_err(|e| match e {
+            TextError::Empty => refused(Refusal::Empty),
+            TextError::TooLong => refused(Refusal::TooLong),
+        })
+    };
+    let id = |object: &mut serde_json::Map<String, serde_json::Value>, field: &'static str, why: &'static str| {
+        match object.remove(field) {
+            Some(serde_json::Value::String(raw)) => MessageId::parse(&raw),
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(MessageId),
+            _ => None,
+        }
+        .ok_or_else(|| refused(Refusal::BadFrame(why)))
+    };
+    const BAD_TARGET: &str = "\"target\" must be a message id";
+    match kind.as_deref() {
+        None => Ok(Inbound::Message { text: text(&mut object)?, client_id }),
+        Some("typing") => Ok(Inbound::Typing),
+        Some("read") => {
+            let up_to = id(&mut object, "up_to", "\"up_to\" must be a message id")?;
+            let room = match object.remove("room") {
+                None => None,
+                Some(serde_json::Value::String(room)) => Some(room),
+                Some(_) => return Err(refused(Refusal::BadFrame("\"room\" must be a string"))),
+            };
+            Ok(Inbound::Read { room, up_to })
+        }
+        Some("edit") => {
+            let target = id(&mut object, "target", BAD_TARGET)?;
+            Ok(Inbound::Edit { target, text: text(&mut object)?, client_id })
+        }
+        Some("delete") => Ok(Inbound::Delete { target: id(&mut object, "target", BAD_TARGET)?, client_id }),
+        Some(_) => Err(refused(Refusal::BadFrame(
+            "unknown frame type: send a message without \"type\", or one of typing, read, edit, delete",
+        ))),
+    }
 }
 
-/// The wire form of one message (`chat_handler`).
+/// The wire form of one conversation entry: a message (`chat_handler`),
+/// or an `edit` or `delete` event.
 #[derive(Serialize, Debug, PartialEq, Eq, serde::Deserialize, Clone)]
 pub struct MessageFrame {
-    /// Always `chat_handler`, the type clients switch on.
+    /// `chat_handler`, `edit` or `delete`: the type clients switch on.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The message id as 20 zero-padded digits, so ids also sort as strings.
+    /// The entry's id as 20 zero-padded digits, so ids also sort as strings.
     pub id: String,
     /// The conversation key: a room name, or `dm:a:b` for a direct chat.
     pub room: String,
-    /// The sender's username.
+    /// An edit or deletion: the id of the message it changes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub target: Option<String>,
+    /// The sender (an edit: the editor; a deletion: who deleted).
     pub author: String,
-    /// The stored (trimmed) text.
-    pub message: String,
-    /// When the message was accepted, as RFC 3339 with milliseconds.
+    /// The text as it now stands (an edit: the new text); a deletion has none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+    /// When the entry was accepted, as RFC 3339 with milliseconds.
     pub ts: String,
-    /// Only on the sender's own copy, so it can match the message to what it sent.
+    /// An edited message in a history: when it was last edited.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub edited: Option<String>,
+    /// Only on the sender's own copy, so it can match the entry to what it sent.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client_id: Option<String>,
 }
 
 impl MessageFrame {
-    /// The frame of a stored message, for history pages and
-    /// `/api/lobby` (live frames use `message_bytes`).
+    /// The frame of a stored entry, for history pages and the inbox (live
+    /// frames use `message_bytes`).
     pub fn of(message: &Message, client_id: Option<&str>) -> Self {
+        let (kind, target, text, edited) = match message.kind {
+            EntryKind::Message { edited_ms } => ("chat_handler", None, Some(&message.text), edited_ms.map(rfc3339)),
+            EntryKind::Edit { target } => ("edit", Some(target), Some(&message.text), None),
+            EntryKind::Delete { target } => ("delete", Some(target), None, None),
+        };
         MessageFrame {
-            kind: "chat_handler".to_owned(),
+            kind: kind.to_owned(),
             id: message.id.to_string(),
             room: message.conversation.clone(),
+            target: target.map(|id| id.to_string()),
             author: message.author.clone(),
-            message: message.text.clone(),
+            message: text.cloned(),
             ts: rfc3339(message.ts_ms),
+            edited,
             client_id: client_id.map(str::to_owned),
         }
     }
+}
+
+/// `{"type": "read", "room", "up_to"}`: the user's own marker moved.
+pub fn read_bytes(room: &str, up_to: MessageId) -> Bytes {
+    to_bytes(&serde_json::json!({"type": "read", "room": room, "up_to": up_to.to_string()}))
+}
+
+/// `{"type": "presence", "online": [...]}`: a conversation's online members, after its history.
+pub fn presence_list_bytes(online: &[String]) -> Bytes {
+    to_bytes(&serde_json::json!({"type": "presence", "online": online}))
+}
+
+/// `{"type": "presence", "user", "online"}`: one user came online or went offline.
+pub fn presence_bytes(user: &str, online: bool) -> Bytes {
+    to_bytes(&serde_json::json!({"type": "presence", "user": user, "online": online}))
+}
+
+/// `{"type": "typing", "room", "user"}`.
+pub fn typing_bytes(room: &str, user: &str) -> Bytes {
+    to_bytes(&serde_json::json!({"type": "typing", "room": room, "user": user}))
+}
+
+/// The inbox object of `GET /api/inbox` (and, with `"type": "inbox"`, the
+/// user socket's first frame): `summaries` most recently active first.
+pub fn inbox(me: &Username, summaries: &[ConversationSummary], online: &[String]) -> serde_json::Value {
+    let conversations: Vec<serde_json::Value> = summaries
+        .iter()
+        .map(|summary| {
+            let (kind, name) = match &summary.conversation {
+                Conversation::Room(room) => ("room", room.as_str()),
+                direct => ("direct", direct.peer_of(me).map(Username::as_str).unwrap_or_default()),
+            };
+            serde_json::json!({
+                "kind": kind,
+                "name": name,
+                "room": summary.conversation.key(),
+                "latest": summary.latest.as_ref().map(|m| MessageFrame::of(m, None)),
+                "read_up_to": summary.read.read_up_to.map(|id| id.to_string()),
+                "unread": summary.read.unread,
+            })
+        })
+        .collect();
+    serde_json::json!({"conversations": conversations, "online": online})
 }
 
 /// Unix milliseconds as the RFC 3339 of frames and pages; clamped, so a bad clock cannot panic.
@@ -302,8 +440,9 @@ mod tests {
     #[test]
     fn a_valid_frame_is_trimmed_and_keeps_its_client_id() {
         let ok = parse_inbound(r#"{"message": "  hi  ", "client_id": "c1", "extra": 1}"#.as_bytes()).unwrap();
-        assert_eq!(ok.text.as_str(), "hi");
-        assert_eq!(ok.client_id.as_deref(), Some("c1"));
+        let Inbound::Message { text, client_id } = ok else { panic!("a frame without type is a message") };
+        assert_eq!(text.as_str(), "hi");
+        assert_eq!(client_id.as_deref(), Some("c1"));
     }
 
     #[test]
@@ -313,7 +452,7 @@ mod tests {
 
     #[test]
     fn the_senders_copy_is_the_shared_frame_plus_its_client_id() {
-        let m = Message { id: MessageId(7), conversation: "r".into(), author: "a".into(), text: "t".into(), ts_ms: 1 };
+        let m = Message::posted(MessageId(7), "r", "a", "t", 1);
         for client_id in ["c-1", "quote\" and \\ back", "\u{e9}\u{1F600}"] {
             let spliced = with_client_id(&message_bytes(&m, None), client_id);
             assert_eq!(spliced, message_bytes(&m, Some(client_id)), "{client_id}");
@@ -321,7 +460,7 @@ mod tests {
     }
 
     fn numbered(id: u64, text: &str) -> Message {
-        Message { id: MessageId(id), conversation: "r".into(), author: "a".into(), text: text.into(), ts_ms: 1 }
+        Message::posted(MessageId(id), "r", "a", text, 1)
     }
 
     #[test]
@@ -378,13 +517,7 @@ mod tests {
 
     #[test]
     fn message_frames_have_every_protocol_field() {
-        let m = Message {
-            id: MessageId(42),
-            conversation: "lobby".into(),
-            author: "al".into(),
-            text: "<b>".into(),
-            ts_ms: 1_700_000_000_123,
-        };
+        let m = Message::posted(MessageId(42), "lobby", "al", "<b>", 1_700_000_000_123);
         let v: serde_json::Value = serde_json::from_slice(&message_bytes(&m, None)).unwrap();
         assert_eq!(v["type"], "chat_handler");
         assert_eq!(v["id"], "00000000000000000042");
@@ -395,5 +528,62 @@ mod tests {
         assert!(v.get("client_id").is_none());
         let v: serde_json::Value = serde_json::from_slice(&message_bytes(&m, Some("c"))).unwrap();
         assert_eq!(v["client_id"], "c");
+    }
+
+    #[test]
+    fn the_type_decides_what_a_frame_is() {
+        let parse = |raw: &str| parse_inbound(raw.as_bytes());
+        assert_eq!(parse(r#"{"type": "typing"}"#), Ok(Inbound::Typing));
+        let edit =
+            parse(r#"{"type": "edit", "target": "00000000000000000007", "message": " new ", "client_id": "e1"}"#);
+        assert_eq!(
+            edit,
+            Ok(Inbound::Edit {
+                target: MessageId(7),
+                text: MessageText::parse("new").unwrap(),
+                client_id: Some("e1".into())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type": "delete", "target": "9"}"#),
+            Ok(Inbound::Delete { target: MessageId(9), client_id: None })
+        );
+        assert_eq!(parse(r#"{"type": "read", "up_to": "5"}"#), Ok(Inbound::Read { room: None, up_to: MessageId(5) }));
+        assert_eq!(
+            parse(r#"{"type": "read", "room": "dm:a:b", "up_to": "5"}"#),
+            Ok(Inbound::Read { room: Some("dm:a:b".into()), up_to: MessageId(5) })
+        );
+        let code = |raw: &str| parse(raw).unwrap_err().refusal.code();
+        // The frame the seed stored as a message because it carried "message".
+        assert_eq!(code(r#"{"type": "edit", "target": "x", "message": "hi"}"#), "bad_frame");
+        assert_eq!(code(r#"{"type": "shout", "message": "hi"}"#), "bad_frame");
+        assert_eq!(code(r#"{"type": 3, "message": "hi"}"#), "bad_frame");
+        assert_eq!(code(r#"{"type": "read"}"#), "bad_frame");
+        assert_eq!(code(r#"{"type": "edit", "target": "1", "message": "  "}"#), "empty");
+        let refused = parse(r#"{"type": "delete", "client_id": "d1"}"#).unwrap_err();
+        assert_eq!(refused.client_id.as_deref(), Some("d1"), "a refusal names the frame's client_id");
+    }
+
+    #[test]
+    fn edits_and_deletions_have_their_own_frames() {
+        let mut edit = Message::posted(MessageId(8), "r", "al", "new", 1);
+        edit.kind = EntryKind::Edit { target: MessageId(7) };
+        let v: serde_json::Value = serde_json::from_slice(&message_bytes(&edit, Some("c"))).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "edit", "id": "00000000000000000008", "room": "r", "target": "00000000000000000007",
+                "author": "al", "message": "new", "ts": "1970-01-01T00:00:00.001Z", "client_id": "c"})
+        );
+        let mut deletion = Message::posted(MessageId(9), "r", "root", "", 1);
+        deletion.kind = EntryKind::Delete { target: MessageId(7) };
+        let v: serde_json::Value = serde_json::from_slice(&message_bytes(&deletion, None)).unwrap();
+        assert_eq!((v["type"].as_str(), v.get("message")), (Some("delete"), None));
+        let mut edited = Message::posted(MessageId(7), "r", "al", "new", 1);
+        edited.kind = EntryKind::Message { edited_ms: Some(2) };
+        let v: serde_json::Value = serde_json::from_slice(&message_bytes(&edited, None)).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["edited"].as_str()),
+            (Some("chat_handler"), Some("1970-01-01T00:00:00.002Z"))
+        );
     }
 }

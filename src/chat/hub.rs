@@ -54,29 +54,51 @@ impl UrgentClose {
     }
 }
 
+/// What a socket watches, which decides what it is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketKind {
+    /// `/ws/chat/<room>/` or `/ws/direct/<user>/`: one conversation, typing included.
+    Conversation,
+    /// `/ws/user/`: every conversation of the user, without typing.
+    Inbox,
+}
+
 /// One socket's end of the hub.
 pub struct Subscriber {
     /// Lets the hub give the sender its own copy (with `client_id`)
     /// and unsubscribe the right socket.
     pub id: SocketId,
+    /// Whose socket it is: typing is not sent back to its typist.
+    pub user: String,
+    /// What it watches.
+    pub kind: SocketKind,
     queue: mpsc::Sender<Outbound>,
     urgent: Arc<UrgentClose>,
     /// Set once the server decided to close this socket: it takes no more messages.
     closing: AtomicBool,
+    /// The conversations the hub lists it under, so that it leaves them all when it ends.
+    subscriptions: std::sync::Mutex<Vec<String>>,
 }
 
 impl Subscriber {
     /// A subscriber, the receiving end its writer task drains, and the
     /// writer's view of urgent closes.
-    pub fn new(capacity: usize) -> (Arc<Subscriber>, mpsc::Receiver<Outbound>, Arc<UrgentClose>) {
+    pub fn new(
+        capacity: usize,
+        user: &str,
+        kind: SocketKind,
+    ) -> (Arc<Subscriber>, mpsc::Receiver<Outbound>, Arc<UrgentClose>) {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let (queue, receiver) = mpsc::channel(capacity);
         let urgent = Arc::new(UrgentClose::default());
         let subscriber = Subscriber {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            user: user.to_owned(),
+            kind,
             queue,
             urgent: urgent.clone(),
             closing: AtomicBool::new(false),
+            subscriptions: std::sync::Mutex::new(Vec::new()),
         };
         (Arc::new(subscriber), receiver, urgent)
     }
@@ -129,13 +151,25 @@ impl Hub {
     }
 
     /// Adds a socket to a conversation before its history is read,
-    /// so no message falls between the two.
+    /// so no message falls between the two. Subscribing twice changes nothing.
     pub fn subscribe(&self, conversation: &str, subscriber: Arc<Subscriber>) {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
         let entry = rooms.entry(conversation.to_owned()).or_insert_with(|| Arc::from(Vec::new()));
+        if entry.iter().any(|s| s.id == subscriber.id) {
+            return;
+        }
         let mut list: Vec<_> = entry.iter().cloned().collect();
+        subscriber.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).push(conversation.to_owned());
         list.push(subscriber);
         *entry = Arc::from(list);
+    }
+
+    /// Removes a socket from every conversation it was subscribed to, when it ends.
+    pub fn unsubscribe_everywhere(&self, subscriber: &Subscriber) {
+        let conversations = std::mem::take(&mut *subscriber.subscriptions.lock().unwrap_or_else(|p| p.into_inner()));
+        for conversation in conversations {
+            self.unsubscribe(&conversation, subscriber.id);
+        }
     }
 
     /// Removes a socket when it ends; a conversation nobody watches is forgotten.
@@ -151,16 +185,32 @@ impl Hub {
         }
     }
 
+    /// The local sockets of a conversation, shared (cheap to take).
+    fn subscribers(&self, conversation: &str) -> Option<Arc<[Arc<Subscriber>]>> {
+        self.rooms.read().unwrap_or_else(|p| p.into_inner()).get(conversation).cloned()
+    }
+
+    /// Sends `frame` to the conversation sockets (not user sockets) of
+    /// `conversation`, except those of `except_user`: typing, and presence
+    /// changes of a member. Returns how many were sent it.
+    pub fn to_conversation_sockets(&self, conversation: &str, except_user: &str, frame: &bytes::Bytes) -> usize {
+        let Some(subscribers) = self.subscribers(conversation) else { return 0 };
+        let mut sent = 0;
+        for subscriber in subscribers.iter() {
+            if subscriber.kind == SocketKind::Conversation
+                && subscriber.user != except_user
+                && subscriber.deliver(Outbound::Frame(frame.clone()))
+            {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
     /// Sends a stored message to every local socket of its conversation. The
     /// sender's own socket gets a copy carrying its `client_id`.
     pub fn publish(&self, message: &Message, origin: Option<(SocketId, &str)>) {
-        let subscribers = {
-            let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
-            match rooms.get(&message.conversation) {
-                Some(list) => list.clone(),
-                None => return,
-            }
-        };
+        let Some(subscribers) = self.subscribers(&message.conversation) else { return };
         let shared = frames::message_bytes(message, None);
         let (origin_id, origin_bytes) = match origin {
             Some((id, client_id)) => (Some(id), Some(frames::with_client_id(&shared, client_id))),
@@ -186,7 +236,7 @@ mod tests {
     use super::*;
 
     fn message(id: u64) -> Message {
-        Message { id: MessageId(id), conversation: "r".into(), author: "a".into(), text: "t".into(), ts_ms: 0 }
+        Message::posted(MessageId(id), "r", "a", "t", 0)
     }
 
     fn bytes_of(item: Outbound) -> Bytes {
@@ -199,8 +249,8 @@ mod tests {
     #[tokio::test]
     async fn every_subscriber_gets_the_same_bytes_and_the_sender_its_client_id() {
         let hub = Hub::new(Arc::default());
-        let (alice, mut alice_rx, _) = Subscriber::new(8);
-        let (bob, mut bob_rx, _) = Subscriber::new(8);
+        let (alice, mut alice_rx, _) = Subscriber::new(8, "a", SocketKind::Conversation);
+        let (bob, mut bob_rx, _) = Subscriber::new(8, "a", SocketKind::Conversation);
         hub.subscribe("r", alice.clone());
         hub.subscribe("r", bob.clone());
         hub.publish(&message(1), Some((alice.id, "c-1")));
@@ -217,7 +267,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_flags_the_socket_instead_of_blocking() {
         let hub = Hub::new(Arc::default());
-        let (slow, _rx, urgent) = Subscriber::new(1);
+        let (slow, _rx, urgent) = Subscriber::new(1, "a", SocketKind::Conversation);
         hub.subscribe("r", slow);
         hub.publish(&message(1), None);
         assert_eq!(urgent.requested(), None);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::hub::{SocketId, Subscriber};
+use super::hub::{SocketId, SocketKind, Subscriber};
 
 /// Shared by the sockets, which register themselves, and the
 /// fan-out, which closes them by user or session.
@@ -21,6 +21,9 @@ struct Registry {
     closed_with: Option<(u16, &'static str)>,
     /// Sockets each user holds or is opening (`UserSocketSlot`s).
     per_user: HashMap<String, u32>,
+    /// Each user's open user sockets (`/ws/user/`): read markers and new
+    /// conversations go to them.
+    inboxes: HashMap<String, Vec<Arc<Subscriber>>>,
 }
 
 struct Entry {
@@ -37,7 +40,16 @@ pub struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.live.lock().by_id.remove(&self.id);
+        let mut registry = self.live.lock();
+        let Some(entry) = registry.by_id.remove(&self.id) else { return };
+        if entry.subscriber.kind == SocketKind::Inbox {
+            if let Some(list) = registry.inboxes.get_mut(&entry.username) {
+                list.retain(|s| s.id != self.id);
+                if list.is_empty() {
+                    registry.inboxes.remove(&entry.username);
+                }
+            }
+        }
     }
 }
 
@@ -84,8 +96,21 @@ impl LiveSockets {
         if let Some((code, reason)) = registry.closed_with {
             subscriber.close_now(code, reason);
         }
+        if subscriber.kind == SocketKind::Inbox {
+            registry.inboxes.entry(username.to_owned()).or_default().push(subscriber.clone());
+        }
         registry.by_id.insert(id, Entry { username: username.to_owned(), session, subscriber });
         Registration { live: self, id }
+    }
+
+    /// Whether `username` holds (or is opening) a socket on this node.
+    pub fn has_sockets(&self, username: &str) -> bool {
+        self.lock().per_user.contains_key(username)
+    }
+
+    /// `username`'s open user sockets on this node.
+    pub fn inboxes_of(&self, username: &str) -> Vec<Arc<Subscriber>> {
+        self.lock().inboxes.get(username).cloned().unwrap_or_default()
     }
 
     /// Closes every socket now, ahead of what is queued, and every socket
@@ -156,8 +181,8 @@ mod tests {
     #[test]
     fn closing_a_session_reaches_only_its_sockets() {
         let live = LiveSockets::default();
-        let (one, mut one_rx, _) = Subscriber::new(4);
-        let (two, mut two_rx, _) = Subscriber::new(4);
+        let (one, mut one_rx, _) = Subscriber::new(4, "alice", SocketKind::Conversation);
+        let (two, mut two_rx, _) = Subscriber::new(4, "alice", SocketKind::Conversation);
         let _a = live.register("alice", [1; 32], one.clone());
         let _b = live.register("alice", [2; 32], two.clone());
         assert_eq!(live.close_session(&[1; 32]), 1);
@@ -172,12 +197,12 @@ mod tests {
     #[test]
     fn shutdown_closes_open_sockets_and_later_ones_ahead_of_their_queue() {
         let live = LiveSockets::default();
-        let (open, mut open_rx, open_urgent) = Subscriber::new(4);
+        let (open, mut open_rx, open_urgent) = Subscriber::new(4, "alice", SocketKind::Conversation);
         let _a = live.register("alice", [1; 32], open.clone());
         live.close_all(1001, "server shutting down");
         assert_eq!(open_urgent.requested(), Some((1001, "server shutting down")));
         assert!(matches!(open_rx.try_recv(), Ok(Outbound::Close(1001, _))), "an idle writer is woken");
-        let (late, _late_rx, late_urgent) = Subscriber::new(4);
+        let (late, _late_rx, late_urgent) = Subscriber::new(4, "alice", SocketKind::Conversation);
         let _b = live.register("bob", [2; 32], late.clone());
         assert_eq!(late_urgent.requested(), Some((1001, "server shutting down")));
         assert!(late.is_closing());

@@ -2,6 +2,7 @@
 //! message goes socket -> frames -> `crate::log` (stored), then the log's
 //! event -> `fanout` -> hub -> sockets.
 
+pub mod awareness;
 pub mod ephemeral;
 pub mod fanout;
 pub mod frames;
@@ -15,9 +16,10 @@ pub mod write_buffer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domain::{Conversation, Username};
 use crate::log::WriteLog;
 use crate::metrics::Metrics;
-use crate::storage::Store;
+use crate::storage::{StorageError, Store};
 
 /// What every socket of this node shares; built once by `startup`.
 pub struct Chat {
@@ -40,4 +42,32 @@ pub struct Chat {
     pub socket_idle_timeout: Duration,
     /// Typing and presence: between sockets, and between nodes, never stored.
     pub ephemeral: Arc<ephemeral::EphemeralBus>,
+}
+
+impl Chat {
+    /// The online members of a conversation (for the `presence` frame after its history).
+    pub async fn online_members(&self, conversation: &str, _me: &str) -> Result<Vec<String>, StorageError> {
+        let key = conversation.to_owned();
+        let members = self.store.call(move |store| store.members_of(&key)).await?;
+        Ok(members.into_iter().filter(|member| self.is_online(member)).collect())
+    }
+
+    /// The online users, other than `user`, among those who share a
+    /// conversation with `user` (the inbox's `online`).
+    pub async fn online_contacts(&self, user: &str) -> Result<Vec<String>, StorageError> {
+        let me = user.to_owned();
+        let contacts = self.store.call(move |store| store.contacts_of(&me)).await?;
+        Ok(contacts.into_iter().filter(|contact| contact != user && self.is_online(contact)).collect())
+    }
+
+    /// Whether `user` is online.
+    pub fn is_online(&self, user: &str) -> bool {
+        self.live.has_sockets(user)
+    }
+
+    /// `user` is typing in `conversation`: the conversation's sockets of
+    /// other users hear it, on every node.
+    pub fn typing(&self, conversation: &Conversation, user: &Username) {
+        self.ephemeral.publish(ephemeral::Ephemeral::Typing { conversation: conversation.clone(), user: user.clone() });
+    }
 }

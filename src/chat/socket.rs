@@ -13,15 +13,15 @@ use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
 use tokio::sync::mpsc;
 
-use super::frames::{self, PageBuilder, Refusal, MAX_FRAME_BYTES};
-use super::hub::{Outbound, Subscriber, UrgentClose};
+use super::frames::{self, Inbound, PageBuilder, Refusal, MAX_FRAME_BYTES};
+use super::hub::{Outbound, SocketKind, Subscriber, UrgentClose};
 use super::shared_io::SharedIo;
 use super::write_buffer::LazyBufWriter;
 use super::Chat;
 use crate::domain::{Conversation, MessageId, Username};
 use crate::log::write::Write;
 use crate::log::{Pending, Ticket};
-use crate::storage::{now_ms, PageFrom};
+use crate::storage::{now_ms, PageFrom, StorageError};
 
 /// Frames queued for one socket before it counts as a slow consumer.
 const OUTBOUND_QUEUE: usize = 1024;
@@ -48,10 +48,29 @@ pub struct SocketRequest {
     pub user: Username,
     /// The session it was opened with: signing out closes it.
     pub session: [u8; 32],
-    /// The conversation it watches and sends to.
-    pub conversation: Conversation,
+    /// What it watches and sends to.
+    pub watch: Watch,
     /// `?since=`: the last id the client has; its history frame starts after it.
     pub since: Option<MessageId>,
+}
+
+/// What a socket watches.
+pub enum Watch {
+    /// One conversation (`/ws/chat/<room>/`, `/ws/direct/<user>/`): its
+    /// history, messages, edits, deletions, typing and members' presence.
+    Conversation(Conversation),
+    /// All of the user's conversations (`/ws/user/`): the inbox, then their
+    /// messages, edits and deletions, the user's read markers and presence.
+    Inbox,
+}
+
+impl Watch {
+    fn kind(&self) -> SocketKind {
+        match self {
+            Watch::Conversation(_) => SocketKind::Conversation,
+            Watch::Inbox => SocketKind::Inbox,
+        }
+    }
 }
 
 /// Counts the socket as open for as long as it lives, panics included.
@@ -96,46 +115,30 @@ pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest)
     });
     let closer = closer.into_inner().expect("split calls its closure once");
 
-    let key = request.conversation.key();
-    let (subscriber, queue, urgent) = Subscriber::new(OUTBOUND_QUEUE);
+    let (subscriber, queue, urgent) = Subscriber::new(OUTBOUND_QUEUE, request.user.as_str(), request.watch.kind());
     let registration = chat.live.register(request.user.as_str(), request.session, subscriber.clone());
-    // Subscribe before reading history: a message committed in between is
-    // then in both, and the writer skips the live copy by id.
-    chat.hub.subscribe(&key, subscriber.clone());
+    // Subscribed before the first frame is read: an entry committed in
+    // between is then in both, and the writer skips the live copy by id.
+    let subscribed = subscribe(&chat, &request, &subscriber).await;
 
     // At most HISTORY_FRAMES_AT_ONCE history frames are built or being sent
     // across the server: a burst of sockets asking for 1 MiB each waits here
     // instead of holding that much each. The writer drops the permit once
     // the frame is sent (or the socket is gone).
     let permit = Arc::clone(&chat.history_frames).acquire_owned().await.expect("the semaphore is never closed");
-    let (session, history_key) = (request.session, key.clone());
-    let (from, limit) = match request.since {
-        Some(since) => (PageFrom::After(since), HISTORY_ON_RECOVERY),
-        None => (PageFrom::Before(None), HISTORY_ON_CONNECT),
+    let first = match subscribed {
+        Ok(()) => first_frames(&chat, &request).await,
+        Err(error) => Err(error),
     };
-    let history = chat
-        .store
-        .call(move |store| {
-            // Checked again now that the socket is registered: a sign-out
-            // between the upgrade's check and the registration is not missed.
-            let signed_in = store.session_user(&session, now_ms())?.is_some();
-            // Serialised as read, so that storage stops at the byte cap and
-            // the messages themselves are not kept alive in this task.
-            let mut page = PageBuilder::history(from);
-            let history = store.socket_history(&history_key, from, limit, |m| page.push(&m))?;
-            Ok((signed_in, page.finish(frames::page_has_more(from, history.end)), history.latest))
-        })
-        .await;
-
-    match history {
-        Ok((signed_in, frame, latest)) => {
+    match first {
+        Ok((signed_in, frames, covers)) => {
             if !signed_in {
                 subscriber.close(1008, "signed out");
             }
             // Pings at 2/5 of the idle limit: a live client answers twice
             // before it would count as silent.
             let ping_every = chat.socket_idle_timeout * 2 / 5;
-            let history = History { frame, covers: latest, permit };
+            let history = History { frames, covers, permit };
             let writer_task = tokio::spawn(write_loop(writer, queue, urgent, history, ping_every));
             let mut writer_task = AbortOnDrop(writer_task);
             let writer_finished = tokio::select! {
@@ -143,7 +146,7 @@ pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest)
                 // The writer closed the socket (slow consumer, shutdown, error): stop reading.
                 _ = &mut writer_task.0 => true,
             };
-            chat.hub.unsubscribe(&key, subscriber.id);
+            unsubscribe(&chat, &subscriber);
             // The last senders of the socket's queue: once gone, the writer
             // ends after what is queued (a close echo, an error frame).
             drop(registration);
@@ -153,13 +156,84 @@ pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest)
             }
         }
         Err(error) => {
-            tracing::error!(%error, conversation = %key, "reading history failed; closing the socket");
-            chat.hub.unsubscribe(&key, subscriber.id);
+            tracing::error!(%error, user = %request.user, "reading the socket's first frame failed; closing the socket");
+            unsubscribe(&chat, &subscriber);
             let mut writer = writer;
             let _ = close(&mut writer, 1011, "storage unavailable").await;
         }
     }
     closer.finish(CLOSE_LINGER).await;
+}
+
+/// Subscribes the socket to what it watches: its conversation, or every
+/// conversation of its user (one joined later is added by the fan-out).
+async fn subscribe(chat: &Arc<Chat>, request: &SocketRequest, me: &Arc<Subscriber>) -> Result<(), StorageError> {
+    match &request.watch {
+        Watch::Conversation(conversation) => chat.hub.subscribe(&conversation.key(), me.clone()),
+        Watch::Inbox => {
+            let user = request.user.as_str().to_owned();
+            for key in chat.store.call(move |store| store.conversation_keys_of(&user)).await? {
+                chat.hub.subscribe(&key, me.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes the socket out of every conversation it watched.
+fn unsubscribe(chat: &Chat, me: &Subscriber) {
+    chat.hub.unsubscribe_everywhere(me);
+}
+
+/// The socket's first frames, read in one snapshot: a conversation's
+/// `history` (then its online members), or the user socket's `inbox`; with
+/// whether the session is still signed in, and the newest id they cover.
+async fn first_frames(
+    chat: &Arc<Chat>,
+    request: &SocketRequest,
+) -> Result<(bool, Vec<Bytes>, Option<MessageId>), StorageError> {
+    let session = request.session;
+    let user = request.user.clone();
+    match &request.watch {
+        Watch::Conversation(conversation) => {
+            let key = conversation.key();
+            let (from, limit) = match request.since {
+                Some(since) => (PageFrom::After(since), HISTORY_ON_RECOVERY),
+                None => (PageFrom::Before(None), HISTORY_ON_CONNECT),
+            };
+            let presence_key = key.clone();
+            let (signed_in, history, covers) = chat
+                .store
+                .call(move |store| {
+                    // Checked again now that the socket is registered: a sign-out
+                    // between the upgrade's check and the registration is not missed.
+                    let signed_in = store.session_user(&session, now_ms())?.is_some();
+                    // Serialised as read, so that storage stops at the byte cap and
+                    // the messages themselves are not kept alive in this task.
+                    let mut page = PageBuilder::history(from);
+                    let history = store.socket_history(&key, from, limit, |m| page.push(&m))?;
+                    Ok((signed_in, page.finish(frames::page_has_more(from, history.end)), history.latest))
+                })
+                .await?;
+            let online = chat.online_members(&presence_key, user.as_str()).await?;
+            Ok((signed_in, vec![history, frames::presence_list_bytes(&online)], covers))
+        }
+        Watch::Inbox => {
+            let name = user.as_str().to_owned();
+            let (signed_in, summaries, covers) = chat
+                .store
+                .call(move |store| {
+                    let signed_in = store.session_user(&session, now_ms())?.is_some();
+                    let (summaries, covers) = store.inbox(&name)?;
+                    Ok((signed_in, summaries, covers))
+                })
+                .await?;
+            let online = chat.online_contacts(user.as_str()).await?;
+            let mut inbox = frames::inbox(&user, &summaries, &online);
+            inbox["type"] = serde_json::Value::from("inbox");
+            Ok((signed_in, vec![Bytes::from(serde_json::to_vec(&inbox).expect("JSON serialises"))], covers))
+        }
+    }
 }
 
 /// Stops the writer task if the socket's task ends without it.
@@ -291,21 +365,71 @@ async fn accept(chat: &Chat, me: &Arc<Subscriber>, request: &SocketRequest, raw:
             return true;
         }
     };
-    if !chat.message_rate.allow(request.user.as_str()) {
-        refuse(Refusal::RateLimited, inbound.client_id.as_deref());
+    let conversation = match (&request.watch, &inbound) {
+        (Watch::Conversation(conversation), _) => conversation.clone(),
+        (Watch::Inbox, Inbound::Read { room: Some(room), .. }) => match inbox_conversation(room, &request.user) {
+            Some(conversation) => conversation,
+            None => {
+                refuse(Refusal::BadFrame("\"room\" must name one of your conversations (a room, or dm:a:b)"), None);
+                return true;
+            }
+        },
+        (Watch::Inbox, Inbound::Read { room: None, .. }) => {
+            refuse(Refusal::BadFrame("a read frame on the user socket needs \"room\""), None);
+            return true;
+        }
+        (Watch::Inbox, _) => {
+            refuse(
+                Refusal::BadFrame(
+                    "the user socket takes only read frames: open the conversation's socket to write there",
+                ),
+                None,
+            );
+            return true;
+        }
+    };
+    if inbound.is_rated() && !chat.message_rate.allow(request.user.as_str()) {
+        let client_id = match &inbound {
+            Inbound::Message { client_id, .. }
+            | Inbound::Edit { client_id, .. }
+            | Inbound::Delete { client_id, .. } => client_id.as_deref(),
+            _ => None,
+        };
+        refuse(Refusal::RateLimited, client_id);
         return true;
     }
-    let write = Write::Message {
-        conversation: request.conversation.clone(),
-        author: request.user.clone(),
-        text: inbound.text,
-        ts_ms: now_ms(),
+    let user = request.user.clone();
+    let (write, client_id) = match inbound {
+        Inbound::Message { text, client_id } => {
+            (Write::Message { conversation, author: user, text, ts_ms: now_ms() }, client_id)
+        }
+        Inbound::Edit { target, text, client_id } => {
+            (Write::Edit { conversation, editor: user, target, text, ts_ms: now_ms() }, client_id)
+        }
+        Inbound::Delete { target, client_id } => {
+            (Write::Delete { conversation, deleter: user, target, ts_ms: now_ms() }, client_id)
+        }
+        Inbound::Read { up_to, .. } => (Write::Read { username: user, conversation, up_to }, None),
+        Inbound::Typing => {
+            chat.typing(&conversation, &request.user);
+            return true;
+        }
     };
     // Stored first; the fan-out then brings it to every socket, this one
-    // included (with its client_id). A refusal comes back as `unavailable`.
-    let ticket = Ticket::Connection { connection: me.id, client_id: inbound.client_id };
+    // included (with its client_id). A refusal comes back as an error frame.
+    let ticket = Ticket::Connection { connection: me.id, client_id };
     chat.log.submit(Pending { write, ticket }).await;
     true
+}
+
+/// The conversation a user socket's read frame names, if the user may be
+/// in it: any room, or a direct conversation of theirs.
+fn inbox_conversation(room: &str, user: &Username) -> Option<Conversation> {
+    let conversation = Conversation::from_key(room)?;
+    match &conversation {
+        Conversation::Room(_) => Some(conversation),
+        Conversation::Direct { low, high } => (low == user || high == user).then_some(conversation),
+    }
 }
 
 /// Drains the socket's queue: the history frame first, then queued frames in
@@ -324,7 +448,9 @@ async fn write_loop(
     ping_every: Duration,
 ) {
     let sent = with_deadline(async {
-        send_text(&mut ws, &history.frame).await?;
+        for frame in &history.frames {
+            send_text(&mut ws, frame).await?;
+        }
         ws.flush().await
     });
     if !matches!(sent.await, Ok(())) {
@@ -332,8 +458,8 @@ async fn write_loop(
     }
     // Sent: do not keep up to 1 MiB alive for the socket's whole life, and
     // let the next socket build its history.
-    let History { frame, covers: history_covers, permit } = history;
-    drop((frame, permit));
+    let History { frames, covers: history_covers, permit } = history;
+    drop((frames, permit));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     loop {
         if let Some((code, reason)) = urgent.requested() {
@@ -364,9 +490,9 @@ async fn write_loop(
     }
 }
 
-/// A socket's `history` frame on its way out.
+/// A socket's first frames (`history` and `presence`, or `inbox`) on their way out.
 struct History {
-    frame: Bytes,
+    frames: Vec<Bytes>,
     /// The newest id when the frame was read: live copies up to it are skipped.
     covers: Option<MessageId>,
     /// Held until the frame is sent; see `serve`.

@@ -117,6 +117,61 @@ pub async fn lobby(app: &Arc<App>, user: &CurrentUser) -> Reply {
     )
 }
 
+/// `GET /api/inbox`: the user socket's `inbox` frame, without `type`.
+pub async fn inbox(app: &Arc<App>, user: &CurrentUser) -> Reply {
+    let name = user.username.as_str().to_owned();
+    let summaries = match app.store.call(move |store| store.conversations_of(&name)).await {
+        Ok(summaries) => summaries,
+        Err(error) => return storage_failure_json(error),
+    };
+    match app.chat.online_contacts(user.username.as_str()).await {
+        Ok(online) => json(StatusCode::OK, &frames::inbox(&user.username, &summaries, &online)),
+        Err(error) => storage_failure_json(error),
+    }
+}
+
+/// `GET /api/rooms`: every group room, most recently active first.
+pub async fn room_directory(app: &Arc<App>) -> Reply {
+    match app.store.call(|store| store.room_directory()).await {
+        Ok(rooms) => {
+            let rooms: Vec<serde_json::Value> = rooms
+                .iter()
+                .map(|summary| {
+                    serde_json::json!({
+                        "room": summary.room.key(),
+                        "members": summary.members,
+                        "latest": summary.latest.as_ref().map(|m| MessageFrame::of(m, None)),
+                    })
+                })
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({ "rooms": rooms }))
+        }
+        Err(error) => storage_failure_json(error),
+    }
+}
+
+/// Users `GET /api/users` answers at most.
+const USER_SEARCH_LIMIT: usize = 20;
+
+/// `GET /api/users?prefix=`: active users whose name starts with the prefix
+/// ignoring ASCII case, the first 20 in byte order, with whether each is online.
+pub async fn user_search(app: &Arc<App>, request: &Request<Incoming>) -> Reply {
+    let prefix = query(request).get("prefix").cloned().unwrap_or_default();
+    if prefix.len() > Username::MAX_LEN {
+        return json(StatusCode::OK, &serde_json::json!({ "users": [] }));
+    }
+    match app.store.call(move |store| store.active_users_with_prefix(&prefix, USER_SEARCH_LIMIT)).await {
+        Ok(names) => {
+            let users: Vec<serde_json::Value> = names
+                .iter()
+                .map(|name| serde_json::json!({"username": name, "online": app.chat.is_online(name)}))
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({ "users": users }))
+        }
+        Err(error) => storage_failure_json(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,8 @@ pub enum Route {
     RoomSocket(RoomName),
     /// `GET /ws/direct/<user>/`
     DirectSocket(Username),
+    /// `GET /ws/user/`
+    UserSocket,
     // Signed in from here on.
     /// `GET /`
     Lobby,
@@ -67,6 +69,12 @@ pub enum Route {
     Me,
     /// `GET /api/lobby`
     LobbyApi,
+    /// `GET /api/inbox`
+    Inbox,
+    /// `GET /api/rooms`
+    RoomDirectory,
+    /// `GET /api/users?prefix=`
+    UserSearch,
     /// `GET /api/rooms/<room>/messages`
     RoomHistory(RoomName),
     /// `GET /api/direct/<user>/messages`
@@ -127,11 +135,15 @@ pub fn parse_route(method: &Method, segments: &[&str]) -> Result<Route, Miss> {
         ["api", "login"] => only(post, Route::ApiLogin),
         ["ws", "chat", name] | ["ws", "chat", name, ""] => only(get, Route::RoomSocket(room(name)?)),
         ["ws", "direct", name] | ["ws", "direct", name, ""] => only(get, Route::DirectSocket(user(name)?)),
+        ["ws", "user"] | ["ws", "user", ""] => only(get, Route::UserSocket),
         [""] => only(get, Route::Lobby),
         ["chat", name] | ["chat", name, ""] => only(get, Route::RoomPage(room(name)?)),
         ["direct", name] | ["direct", name, ""] => only(get, Route::DirectPage(user(name)?)),
         ["api", "me"] => only(get, Route::Me),
         ["api", "lobby"] => only(get, Route::LobbyApi),
+        ["api", "inbox"] => only(get, Route::Inbox),
+        ["api", "rooms"] | ["api", "rooms", ""] => only(get, Route::RoomDirectory),
+        ["api", "users"] | ["api", "users", ""] => only(get, Route::UserSearch),
         ["api", "rooms", name, "messages"] => only(get, Route::RoomHistory(room(name)?)),
         ["api", "direct", name, "messages"] => only(get, Route::DirectHistory(user(name)?)),
         ["admin"] | ["admin", ""] => only(get, Route::Admin),
@@ -183,6 +195,7 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, tcp_peer: SocketAd
         Route::ApiLogin => accounts::api_login(&app, request, &peer).await,
         Route::RoomSocket(room) => websocket::upgrade(&app, request, &peer, Target::Room(room)).await,
         Route::DirectSocket(other) => websocket::upgrade(&app, request, &peer, Target::Direct(other)).await,
+        Route::UserSocket => websocket::upgrade(&app, request, &peer, Target::Inbox).await,
         signed_in => signed_in_route(&app, request, signed_in, is_api, peer.secure_cookies(&app.config)).await,
     }
 }
@@ -209,10 +222,13 @@ async fn signed_in_route(
     };
     match route {
         Route::Lobby => pages::lobby(&user),
-        Route::RoomPage(room) => pages::room(&user, &room),
+        Route::RoomPage(room) => pages::room(app, &user, &room).await,
         Route::DirectPage(peer) => pages::direct(app, &user, &peer).await,
         Route::Me => api::me(&user),
         Route::LobbyApi => api::lobby(app, &user).await,
+        Route::Inbox => api::inbox(app, &user).await,
+        Route::RoomDirectory => api::room_directory(app).await,
+        Route::UserSearch => api::user_search(app, &request).await,
         Route::RoomHistory(room) => api::history(app, &request, Conversation::Room(room)).await,
         Route::DirectHistory(peer) => match api::direct_with(app, &user, &peer).await {
             Ok(conversation) => api::history(app, &request, conversation).await,

@@ -14,7 +14,7 @@ use super::respond::{self, error_page, escape_html, see_other, with_cookie, Repl
 use super::templates::{self, Page};
 use crate::app::App;
 use crate::auth::csrf;
-use crate::domain::{RoomName, Username};
+use crate::domain::{Conversation, RoomName, Username};
 use crate::log::write::{Outcome, Write};
 
 /// Where a signed-in page sits, for its top bar.
@@ -54,8 +54,14 @@ pub fn lobby(user: &CurrentUser) -> Reply {
     respond::html(StatusCode::OK, signed_in_page(Page::Lobby, user, Section::Lobby, &[], &[]))
 }
 
-/// `/chat/<room>/`: the room's page; its script opens the socket.
-pub fn room(user: &CurrentUser, room: &RoomName) -> Reply {
+/// `/chat/<room>/`: the room's page; its script opens the socket. Opening
+/// the page makes the user a member, as opening the socket does.
+pub async fn room(app: &App, user: &CurrentUser, room: &RoomName) -> Reply {
+    // A refused join (the log is down) leaves the page usable: its socket
+    // joins again and says what is wrong.
+    if super::websocket::join(app, &user.username, &Conversation::Room(room.clone())).await.is_err() {
+        tracing::debug!(room = %room.as_str(), "joining from the room page failed; the socket will retry");
+    }
     chat_page(user, &format!("#{}", room.as_str()))
 }
 

@@ -13,7 +13,7 @@ use super::per_address::HeldSlot;
 use super::request::{origin_allowed, query};
 use super::respond::{json_error, Body, Reply};
 use crate::app::App;
-use crate::chat::socket::{self, SocketRequest};
+use crate::chat::socket::{self, SocketRequest, Watch};
 use crate::domain::{Conversation, MessageId, RoomName, Username};
 use crate::log::write::Write;
 use crate::telemetry::{log_safe, SECURITY};
@@ -30,6 +30,8 @@ pub enum Target {
     Room(RoomName),
     /// `/ws/direct/<user>/`: the direct chat with this user, who must exist.
     Direct(Username),
+    /// `/ws/user/`: every conversation of the signed-in user.
+    Inbox,
 }
 
 /// Checks Origin, session, `since`, the peer, the handshake and the per-user cap,
@@ -56,11 +58,12 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
         },
     };
     let conversation = match target {
-        Target::Room(room) => Conversation::Room(room),
+        Target::Room(room) => Some(Conversation::Room(room)),
         Target::Direct(peer) => match super::api::direct_with(app, &user, &peer).await {
-            Ok(conversation) => conversation,
+            Ok(conversation) => Some(conversation),
             Err(reply) => return reply,
         },
+        Target::Inbox => None,
     };
     if let Some(refusal) = handshake_refusal(&request) {
         return refusal;
@@ -80,21 +83,16 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
         Ok(pair) => pair,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, &format!("bad WebSocket handshake: {error}")),
     };
-    let member = user.username.as_str().to_owned();
-    let joined = conversation.clone();
-    // Rooms are created and memberships recorded through the log; an
-    // upgrade by a member (the common case) writes nothing.
-    match app.store.call(move |store| store.is_member(&member, &joined)).await {
-        Ok(true) => {}
-        Ok(false) => {
-            let write = Write::Join { username: user.username.clone(), conversation: conversation.clone() };
-            if let Err(error) = app.log.apply(write).await {
-                return super::accounts::log_failure_json(error);
+    let watch = match conversation {
+        Some(conversation) => {
+            if let Err(reply) = join(app, &user.username, &conversation).await {
+                return reply;
             }
+            Watch::Conversation(conversation)
         }
-        Err(error) => return super::accounts::storage_failure_json(error),
-    }
-    let socket_request = SocketRequest { session: user.session_hash(), user: user.username, conversation, since };
+        None => Watch::Inbox,
+    };
+    let socket_request = SocketRequest { session: user.session_hash(), user: user.username, watch, since };
     // The socket outlives its HTTP connection: it keeps the connection's
     // place under --max-connections-per-address until it closes.
     let held = request.extensions_mut().remove::<HeldSlot>();
@@ -105,6 +103,21 @@ pub async fn upgrade(app: &Arc<App>, mut request: Request<Incoming>, peer: &Peer
         socket.await
     });
     response.map(|_| Body::default())
+}
+
+/// Makes `user` a member of `conversation` (opening its socket or page
+/// does): rooms are created and memberships recorded through the log, and a
+/// member (the common case) writes nothing. The error is the JSON answer.
+pub async fn join(app: &App, user: &Username, conversation: &Conversation) -> Result<(), Reply> {
+    let (member, joined) = (user.as_str().to_owned(), conversation.clone());
+    match app.store.call(move |store| store.is_member(&member, &joined)).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let write = Write::Join { username: user.clone(), conversation: conversation.clone() };
+            app.log.apply(write).await.map(drop).map_err(super::accounts::log_failure_json)
+        }
+        Err(error) => Err(super::accounts::storage_failure_json(error)),
+    }
 }
 
 /// The answer to a request that breaks RFC 6455's handshake rules (section

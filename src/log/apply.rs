@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use redb::ReadableTable;
 
 use super::write::{Outcome, Write};
-use crate::domain::MessageId;
-use crate::storage::{self, accounts, messages, now_ms, rooms, schema, NewMessage, StorageError, Store};
+use crate::domain::{Conversation, MessageId};
+use crate::storage::{
+    self, accounts, messages, now_ms, rooms, schema, AmendRefusal, MarkerMove, NewMessage, StorageError, Store,
+};
 
 /// One write to apply.
 pub struct Entry {
@@ -29,9 +31,10 @@ pub struct Entry {
 pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -> storage::Result<Vec<Outcome>> {
     store.write(|txn| {
         let mut outcomes = Vec::with_capacity(entries.len());
-        let mut new_messages = Vec::new();
+        // Opened at the batch's first message, edit, deletion or marker.
+        let mut conversation_writes: Option<messages::in_txn::Entries> = None;
         let mut highest_seq: HashMap<u64, u64> = HashMap::new();
-        for (index, entry) in entries.iter().enumerate() {
+        for entry in entries {
             if let Some((node, seq)) = entry.origin {
                 let highest = match highest_seq.get(&node) {
                     Some(highest) => *highest,
@@ -51,6 +54,7 @@ pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -
                 }
                 highest_seq.insert(node, seq);
             }
+            let id = entry.position.map(MessageId);
             let outcome = match &entry.write {
                 Write::CreateUser { user, only_if_first } => {
                     match accounts::in_txn::insert_user(txn, user, *only_if_first) {
@@ -83,22 +87,61 @@ pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -
                     Outcome::Applied
                 }
                 Write::Join { username, conversation } => {
-                    rooms::in_txn::join(txn, username.as_str(), conversation, now_ms())?;
+                    rooms::in_txn::join(txn, &[username.as_str()], conversation, now_ms())?;
                     Outcome::Applied
                 }
                 Write::Message { conversation, author, text, ts_ms } => {
+                    // Both users of a direct conversation are members from its first message.
+                    if let Conversation::Direct { low, high } = conversation {
+                        rooms::in_txn::join(txn, &[low.as_str(), high.as_str()], conversation, *ts_ms)?;
+                    }
                     let new = NewMessage {
                         conversation: conversation.key(),
                         author: author.as_str().to_owned(),
                         text: text.as_str().to_owned(),
                         ts_ms: *ts_ms,
                     };
-                    new_messages.push((index, new, entry.position.map(MessageId)));
-                    Outcome::Applied
+                    Outcome::Stored(open(&mut conversation_writes, txn)?.post(new, id)?)
+                }
+                Write::Edit { conversation, editor, target, text, ts_ms } => {
+                    let key = conversation.key();
+                    let edited = open(&mut conversation_writes, txn)?.edit(
+                        &key,
+                        editor.as_str(),
+                        *target,
+                        text.as_str().to_owned(),
+                        *ts_ms,
+                        id,
+                    )?;
+                    amended(edited)
+                }
+                Write::Delete { conversation, deleter, target, ts_ms } => {
+                    let may_delete_any = accounts::in_txn::is_active_superuser(txn, deleter.as_str())?;
+                    let key = conversation.key();
+                    let deleted = open(&mut conversation_writes, txn)?.delete(
+                        &key,
+                        deleter.as_str(),
+                        may_delete_any,
+                        *target,
+                        *ts_ms,
+                        id,
+                    )?;
+                    amended(deleted)
+                }
+                Write::Read { username, conversation, up_to } => {
+                    let key = conversation.key();
+                    match open(&mut conversation_writes, txn)?.mark_read(username.as_str(), &key, *up_to)? {
+                        MarkerMove::Moved => Outcome::MarkerMoved,
+                        MarkerMove::NotForward => Outcome::MarkerNotForward,
+                        MarkerMove::NoSuchEntry => Outcome::NoSuchEntry,
+                    }
                 }
                 Write::Marker | Write::Unreadable => Outcome::Applied,
             };
             outcomes.push(outcome);
+        }
+        if let Some(writes) = conversation_writes {
+            writes.finish(txn)?;
         }
         if !highest_seq.is_empty() || next_offset.is_some() {
             let mut meta = txn.open_table(schema::META)?;
@@ -109,14 +152,28 @@ pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -
                 meta.insert(schema::STREAM_NEXT_OFFSET_KEY, next)?;
             }
         }
-        let indexes: Vec<usize> = new_messages.iter().map(|(index, ..)| *index).collect();
-        let stored =
-            messages::in_txn::insert_messages(txn, new_messages.into_iter().map(|(_, m, id)| (m, id)).collect())?;
-        for (index, message) in indexes.into_iter().zip(stored) {
-            outcomes[index] = Outcome::Stored(message);
-        }
         Ok(outcomes)
     })
+}
+
+/// The batch's conversation tables, opened on first use.
+fn open<'a, 'txn>(
+    slot: &'a mut Option<messages::in_txn::Entries<'txn>>,
+    txn: &'txn redb::WriteTransaction,
+) -> storage::Result<&'a mut messages::in_txn::Entries<'txn>> {
+    if slot.is_none() {
+        *slot = Some(messages::in_txn::Entries::open(txn)?);
+    }
+    Ok(slot.as_mut().expect("just opened"))
+}
+
+/// An edit's or deletion's outcome.
+fn amended(result: Result<storage::Message, AmendRefusal>) -> Outcome {
+    match result {
+        Ok(entry) => Outcome::Stored(entry),
+        Err(AmendRefusal::NotFound) => Outcome::NotFound,
+        Err(AmendRefusal::Forbidden) => Outcome::Forbidden,
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{SessionHash, Username};
+use crate::domain::{Conversation, MessageId, SessionHash, Username};
 use write::{Outcome, Write};
 
 /// How whoever submitted a write hears what became of it. The log never
@@ -79,6 +79,10 @@ pub enum Change {
     PasswordChanged(Username),
     /// An account was created (the first one closes first-run setup).
     AccountCreated,
+    /// The user is a member of the conversation (opened it; maybe already was).
+    Joined(Username, Conversation),
+    /// The user's read marker in the conversation moved forward to the id.
+    ReadMoved(Username, Conversation, MessageId),
 }
 
 /// One write of a commit, as its consumer sees it: what applying it came to
@@ -125,6 +129,10 @@ impl Change {
             Write::SetUserActive { username, active: false } if applied => Change::AccountDeactivated(username.clone()),
             Write::SetPassword { username, .. } if applied => Change::PasswordChanged(username.clone()),
             Write::CreateUser { .. } if applied => Change::AccountCreated,
+            Write::Join { username, conversation } if applied => Change::Joined(username.clone(), conversation.clone()),
+            Write::Read { username, conversation, up_to } if matches!(outcome, Outcome::MarkerMoved) => {
+                Change::ReadMoved(username.clone(), conversation.clone(), *up_to)
+            }
             _ => Change::Nothing,
         }
     }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Conversation, MessageText, SessionHash, Username};
+use crate::domain::{Conversation, MessageId, MessageText, SessionHash, Username};
 use crate::storage::{Message, SessionRecord, UserRecord};
 
 /// One change, in the validated types of `domain`: a write read from the
@@ -58,6 +58,40 @@ pub enum Write {
         /// When the accepting node took it (Unix ms): every node stores this same time.
         ts_ms: u64,
     },
+    /// An edit of a message by its author; it gets an id of its own when
+    /// applied, in the conversation's order.
+    Edit {
+        /// Where the message is.
+        conversation: Conversation,
+        /// Who edits: refused unless it is the message's author.
+        editor: Username,
+        /// The message edited.
+        target: MessageId,
+        /// The new text, already trimmed and checked.
+        text: MessageText,
+        /// When the accepting node took it (Unix ms).
+        ts_ms: u64,
+    },
+    /// A deletion by the message's author or a superuser; it gets an id of its own.
+    Delete {
+        /// Where the message is.
+        conversation: Conversation,
+        /// Who deletes: the author, or an active superuser.
+        deleter: Username,
+        /// The message deleted.
+        target: MessageId,
+        /// When the accepting node took it (Unix ms).
+        ts_ms: u64,
+    },
+    /// Moves a user's read marker forward (never back).
+    Read {
+        /// Whose marker.
+        username: Username,
+        /// In which conversation.
+        conversation: Conversation,
+        /// The id read up to: one the conversation holds.
+        up_to: MessageId,
+    },
     /// A new password (from `chatctl changepassword`): every session of
     /// the user ends, and their sockets close with "signed out".
     SetPassword {
@@ -93,7 +127,7 @@ pub struct Envelope {
 /// Writes in one stream record at most. The writes of the record at offset
 /// `o` take the positions `o * RECORD_SLOTS + index`: unique, and in stream
 /// order, so a message's id still says where it is in the one order.
-pub const RECORD_SLOTS: u64 = 1024;
+pub const RECORD_SLOTS: u64 = crate::storage::IDS_PER_STREAM_RECORD;
 
 /// A record's bytes at most, unless a single write is larger.
 pub const RECORD_BYTES: usize = 512 * 1024;
@@ -175,8 +209,18 @@ fn position(lone: bool, offset: u64, index: usize) -> u64 {
 pub enum Outcome {
     /// Done; nothing to report (a session, a join, a user created or changed).
     Applied,
-    /// The message is stored with its id; the fan-out delivers it.
+    /// The message (or edit, or deletion) is stored with its id; the fan-out delivers it.
     Stored(Message),
+    /// An edit or deletion refused: no such message in the conversation, or it is deleted.
+    NotFound,
+    /// An edit or deletion refused: the message is someone else's.
+    Forbidden,
+    /// A read marker moved; the fan-out tells the user's sockets.
+    MarkerMoved,
+    /// A read marker stayed: it already stood there or further on.
+    MarkerNotForward,
+    /// A read marker refused: the conversation holds no such id.
+    NoSuchEntry,
     /// `CreateUser` refused: the name is held in some ASCII case.
     UsernameTaken,
     /// `CreateUser` with `only_if_first` refused: an account already exists.

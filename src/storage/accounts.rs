@@ -88,6 +88,13 @@ pub(crate) mod in_txn {
         Ok(true)
     }
 
+    /// Whether `username` is an active superuser (who may delete anyone's message).
+    pub fn is_active_superuser(txn: &WriteTransaction, username: &str) -> Result<bool> {
+        let users = txn.open_table(schema::USERS)?;
+        let user = users.get(username)?.map(|v| decode::<UserRecord>(v.value())).transpose()?;
+        Ok(user.is_some_and(|user| user.is_superuser && user.is_active))
+    }
+
     /// Replaces a user's password hash and ends all of their sessions.
     /// Returns false when there is no such user.
     pub fn set_password(txn: &WriteTransaction, username: &str, password_hash: &str) -> Result<bool> {
@@ -151,6 +158,46 @@ impl Store {
         let users = txn.open_table(schema::USERS)?;
         let found = users.get(username)?;
         found.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Active users whose name starts with `prefix` ignoring ASCII case:
+    /// the first `limit` in byte order of the name.
+    pub fn active_users_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let txn = self.db()?.begin_read()?;
+        let users = txn.open_table(schema::USERS)?;
+        let active = |name: &str| -> Result<bool> {
+            Ok(users.get(name)?.map(|v| decode::<UserRecord>(v.value())).transpose()?.is_some_and(|u| u.is_active))
+        };
+        let mut names = Vec::new();
+        if prefix.is_empty() {
+            // The users table is already in byte order.
+            for entry in users.iter()? {
+                let (name, _) = entry?;
+                if active(name.value())? {
+                    names.push(name.value().to_owned());
+                    if names.len() == limit {
+                        break;
+                    }
+                }
+            }
+            return Ok(names);
+        }
+        // Every case of the prefix folds alike: read the folded range, then
+        // order the real names by bytes (`Bob` before `alice`).
+        let fold = folded(prefix);
+        let folds = txn.open_table(schema::USERNAME_FOLDS)?;
+        for entry in folds.range(fold.as_str()..)? {
+            let (key, name) = entry?;
+            if !key.value().starts_with(fold.as_str()) {
+                break;
+            }
+            if active(name.value())? {
+                names.push(name.value().to_owned());
+            }
+        }
+        names.sort_unstable();
+        names.truncate(limit);
+        Ok(names)
     }
 
     /// Whether a new account could not take `username`: some user holds it

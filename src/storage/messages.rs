@@ -1,6 +1,13 @@
-//! Messages: stored only through the write log (`log::apply` calls
-//! `in_txn::insert_messages` inside its batch's transaction) and read back
-//! by conversation, in id order.
+//! A conversation's entries: messages, and the edits and deletions made to
+//! them, each with its own id in the conversation's one order. Stored only
+//! through the write log (`log::apply` calls `in_txn::Entries` inside its
+//! batch's transaction) and read back by conversation, in id order.
+//!
+//! A message row always holds the message as it now stands: an edit
+//! rewrites its text (and appends an `edit` entry with the new text), a
+//! deletion empties it and marks it gone (and appends a `delete` entry).
+//! Pages skip gone rows, so a deleted message's text is never served again;
+//! the row stays so that ids stay valid for read markers.
 
 use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
@@ -21,87 +28,325 @@ pub struct NewMessage {
     pub ts_ms: u64,
 }
 
-/// A stored message: it has an id and is durable.
+/// What an entry of a conversation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A message as it now stands; `edited_ms` says when it was last edited.
+    Message {
+        /// When its text was last changed, if ever.
+        edited_ms: Option<u64>,
+    },
+    /// An edit of `target`: the entry's `text` is its new text and its `author` the editor.
+    Edit {
+        /// The message edited.
+        target: MessageId,
+    },
+    /// The deletion of `target`; the entry's `author` is who deleted it and its `text` is empty.
+    Delete {
+        /// The message deleted.
+        target: MessageId,
+    },
+}
+
+/// A stored entry (a message, or an edit or deletion of one): it has an id and is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     /// Its place in the one order (see `MessageId`).
     pub id: MessageId,
     /// The conversation's key (`Conversation::key`).
     pub conversation: String,
-    /// Who sent it.
+    /// Who sent it (an edit: who edited; a deletion: who deleted).
     pub author: String,
-    /// As stored: trimmed, 1 to 4,096 characters.
+    /// As stored: trimmed, 1 to 4,096 characters; empty for a deletion.
     pub text: String,
     /// When the server accepted it, in ms since the epoch.
     pub ts_ms: u64,
+    /// A message, or an edit or deletion of one.
+    pub kind: EntryKind,
 }
 
+impl Message {
+    /// A message (not an edit or a deletion) that was never edited: tests and tools build these.
+    pub fn posted(id: MessageId, conversation: &str, author: &str, text: &str, ts_ms: u64) -> Message {
+        Message {
+            id,
+            conversation: conversation.to_owned(),
+            author: author.to_owned(),
+            text: text.to_owned(),
+            ts_ms,
+            kind: EntryKind::Message { edited_ms: None },
+        }
+    }
+
+    /// Whether this entry is a message rather than an edit or deletion.
+    pub fn is_message(&self) -> bool {
+        matches!(self.kind, EntryKind::Message { .. })
+    }
+}
+
+/// A row of `schema::MESSAGES`. Fields are only ever added, with defaults.
 #[derive(Serialize, Deserialize)]
-struct StoredMessage {
+struct StoredEntry {
     author: String,
     text: String,
     ts_ms: u64,
+    /// A message: when it was last edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edited_ms: Option<u64>,
+    /// An edit entry: the message it edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edit_of: Option<u64>,
+    /// A deletion entry: the message it deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delete_of: Option<u64>,
+    /// A message: the ids of its edit entries, emptied with it when it is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    edits: Vec<u64>,
+    /// Deleted (a message, or an edit of a deleted message): its text is gone and no page serves it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gone: bool,
 }
 
-fn message_from(conversation: &str, id: u64, bytes: &[u8]) -> Result<Message> {
-    let stored: StoredMessage = decode(bytes)?;
-    Ok(Message {
-        id: MessageId(id),
-        conversation: conversation.to_owned(),
-        author: stored.author,
-        text: stored.text,
-        ts_ms: stored.ts_ms,
-    })
+impl StoredEntry {
+    fn kind(&self) -> EntryKind {
+        match (self.edit_of, self.delete_of) {
+            (Some(target), _) => EntryKind::Edit { target: MessageId(target) },
+            (None, Some(target)) => EntryKind::Delete { target: MessageId(target) },
+            (None, None) => EntryKind::Message { edited_ms: self.edited_ms },
+        }
+    }
+
+    fn into_message(self, conversation: &str, id: u64) -> Message {
+        let kind = self.kind();
+        Message {
+            id: MessageId(id),
+            conversation: conversation.to_owned(),
+            author: self.author,
+            text: self.text,
+            ts_ms: self.ts_ms,
+            kind,
+        }
+    }
+}
+
+/// A row as a page sees it: `None` when it is gone (never served).
+fn visible_entry(conversation: &str, id: u64, bytes: &[u8]) -> Result<Option<Message>> {
+    let stored: StoredEntry = decode(bytes)?;
+    Ok((!stored.gone).then(|| stored.into_message(conversation, id)))
+}
+
+/// Why an edit or a deletion was refused (the socket's error codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AmendRefusal {
+    /// `not_found`: no such message in this conversation, or it is deleted.
+    NotFound,
+    /// `forbidden`: not the author's (nor, for a deletion, a superuser's).
+    Forbidden,
+}
+
+/// What moving a read marker came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkerMove {
+    /// The marker now stands at the id.
+    Moved,
+    /// It already stood there or further on: a marker never moves back.
+    NotForward,
+    /// The conversation has no entry with that id.
+    NoSuchEntry,
 }
 
 /// Writes inside a caller's transaction (see `log::apply`).
 pub(crate) mod in_txn {
-    use redb::{ReadableTable, WriteTransaction};
+    use redb::{ReadableTable, Table, WriteTransaction};
 
-    use super::{Message, NewMessage, StoredMessage};
+    use super::{AmendRefusal, EntryKind, MarkerMove, Message, NewMessage, StoredEntry};
     use crate::domain::MessageId;
-    use crate::storage::{encode, schema, Result};
+    use crate::storage::{decode, encode, schema, Result};
 
-    /// Stores messages in order. A message with an id keeps it (a cluster
-    /// node uses the stream position); one without takes the next id of the
-    /// local counter (a single node).
-    pub fn insert_messages(
-        txn: &WriteTransaction,
-        batch: Vec<(NewMessage, Option<MessageId>)>,
-    ) -> Result<Vec<Message>> {
-        let mut stored = Vec::with_capacity(batch.len());
-        let mut meta = txn.open_table(schema::META)?;
-        let mut next = meta.get(schema::NEXT_MESSAGE_ID_KEY)?.map(|v| v.value()).unwrap_or(1);
-        let mut messages = txn.open_table(schema::MESSAGES)?;
-        for (new, given) in batch {
-            let id = given.unwrap_or_else(|| {
-                next += 1;
-                MessageId(next - 1)
-            });
-            let record = StoredMessage { author: new.author, text: new.text, ts_ms: new.ts_ms };
-            messages.insert((new.conversation.as_str(), id.0), encode(&record).as_slice())?;
-            stored.push(Message {
-                id,
-                conversation: new.conversation,
-                author: record.author,
-                text: record.text,
-                ts_ms: record.ts_ms,
-            });
+    /// The tables a batch's messages, edits, deletions and read markers
+    /// write, opened once per batch.
+    pub struct Entries<'txn> {
+        messages: Table<'txn, (&'static str, u64), &'static [u8]>,
+        markers: Table<'txn, (&'static str, &'static str), u64>,
+        /// The single node's id counter; a cluster node gives every id.
+        next_id: u64,
+        counter_used: bool,
+    }
+
+    impl<'txn> Entries<'txn> {
+        /// Opens the tables in `txn`.
+        pub fn open(txn: &'txn WriteTransaction) -> Result<Self> {
+            let next_id =
+                txn.open_table(schema::META)?.get(schema::NEXT_MESSAGE_ID_KEY)?.map(|v| v.value()).unwrap_or(1);
+            Ok(Entries {
+                messages: txn.open_table(schema::MESSAGES)?,
+                markers: txn.open_table(schema::READ_MARKERS)?,
+                next_id,
+                counter_used: false,
+            })
         }
-        meta.insert(schema::NEXT_MESSAGE_ID_KEY, next)?;
-        Ok(stored)
+
+        /// An id given (a cluster node uses the stream position) is kept;
+        /// otherwise the local counter's next (a single node).
+        fn id(&mut self, given: Option<MessageId>) -> MessageId {
+            given.unwrap_or_else(|| {
+                self.counter_used = true;
+                self.next_id += 1;
+                MessageId(self.next_id - 1)
+            })
+        }
+
+        fn get(&self, conversation: &str, id: MessageId) -> Result<Option<StoredEntry>> {
+            self.messages.get((conversation, id.0))?.map(|v| decode(v.value())).transpose()
+        }
+
+        fn put(&mut self, conversation: &str, id: MessageId, entry: &StoredEntry) -> Result<()> {
+            self.messages.insert((conversation, id.0), encode(entry).as_slice())?;
+            Ok(())
+        }
+
+        /// Stores a message and moves its author's read marker to it.
+        pub fn post(&mut self, new: NewMessage, given: Option<MessageId>) -> Result<Message> {
+            let id = self.id(given);
+            let entry = StoredEntry::new(new.author, new.text, new.ts_ms);
+            self.put(&new.conversation, id, &entry)?;
+            self.advance_marker(&entry.author, &new.conversation, id)?;
+            Ok(entry.into_message(&new.conversation, id.0))
+        }
+
+        /// The message `target`, when it is a message of `conversation` that is not deleted.
+        fn live_message(&self, conversation: &str, target: MessageId) -> Result<Option<StoredEntry>> {
+            let found = self.get(conversation, target)?;
+            Ok(found.filter(|entry| !entry.gone && matches!(entry.kind(), EntryKind::Message { .. })))
+        }
+
+        /// Rewrites `target`'s text (the author only) and stores the edit as an entry of its own.
+        pub fn edit(
+            &mut self,
+            conversation: &str,
+            editor: &str,
+            target: MessageId,
+            text: String,
+            ts_ms: u64,
+            given: Option<MessageId>,
+        ) -> Result<std::result::Result<Message, AmendRefusal>> {
+            let Some(mut original) = self.live_message(conversation, target)? else {
+                return Ok(Err(AmendRefusal::NotFound));
+            };
+            if original.author != editor {
+                return Ok(Err(AmendRefusal::Forbidden));
+            }
+            let id = self.id(given);
+            original.text.clone_from(&text);
+            original.edited_ms = Some(ts_ms);
+            original.edits.push(id.0);
+            self.put(conversation, target, &original)?;
+            let edit = StoredEntry { edit_of: Some(target.0), ..StoredEntry::new(editor.to_owned(), text, ts_ms) };
+            self.put(conversation, id, &edit)?;
+            Ok(Ok(edit.into_message(conversation, id.0)))
+        }
+
+        /// Deletes `target` (its author, or anyone when `may_delete_any`):
+        /// its text and its edits' texts are emptied and marked gone, and the
+        /// deletion is stored as an entry of its own.
+        pub fn delete(
+            &mut self,
+            conversation: &str,
+            deleter: &str,
+            may_delete_any: bool,
+            target: MessageId,
+            ts_ms: u64,
+            given: Option<MessageId>,
+        ) -> Result<std::result::Result<Message, AmendRefusal>> {
+            let Some(mut original) = self.live_message(conversation, target)? else {
+                return Ok(Err(AmendRefusal::NotFound));
+            };
+            if original.author != deleter && !may_delete_any {
+                return Ok(Err(AmendRefusal::Forbidden));
+            }
+            let id = self.id(given);
+            for edit_id in std::mem::take(&mut original.edits) {
+                if let Some(mut edit) = self.get(conversation, MessageId(edit_id))? {
+                    edit.text.clear();
+                    edit.gone = true;
+                    self.put(conversation, MessageId(edit_id), &edit)?;
+                }
+            }
+            original.text.clear();
+            original.gone = true;
+            self.put(conversation, target, &original)?;
+            let deletion =
+                StoredEntry { delete_of: Some(target.0), ..StoredEntry::new(deleter.to_owned(), String::new(), ts_ms) };
+            self.put(conversation, id, &deletion)?;
+            Ok(Ok(deletion.into_message(conversation, id.0)))
+        }
+
+        /// Moves `user`'s read marker in `conversation` forward to `up_to`, an id it holds.
+        pub fn mark_read(&mut self, user: &str, conversation: &str, up_to: MessageId) -> Result<MarkerMove> {
+            if self.messages.get((conversation, up_to.0))?.is_none() {
+                return Ok(MarkerMove::NoSuchEntry);
+            }
+            self.advance_marker(user, conversation, up_to)
+        }
+
+        fn advance_marker(&mut self, user: &str, conversation: &str, up_to: MessageId) -> Result<MarkerMove> {
+            let current = self.markers.get((user, conversation))?.map(|v| v.value());
+            if current.is_some_and(|current| current >= up_to.0) {
+                return Ok(MarkerMove::NotForward);
+            }
+            self.markers.insert((user, conversation), up_to.0)?;
+            Ok(MarkerMove::Moved)
+        }
+
+        /// Records the counter's next id, if this batch drew any.
+        pub fn finish(self, txn: &WriteTransaction) -> Result<()> {
+            let (used, next) = (self.counter_used, self.next_id);
+            drop(self);
+            if used {
+                txn.open_table(schema::META)?.insert(schema::NEXT_MESSAGE_ID_KEY, next)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl StoredEntry {
+    fn new(author: String, text: String, ts_ms: u64) -> StoredEntry {
+        StoredEntry {
+            author,
+            text,
+            ts_ms,
+            edited_ms: None,
+            edit_of: None,
+            delete_of: None,
+            edits: Vec::new(),
+            gone: false,
+        }
     }
 }
 
 /// Stores a batch the way the log's apply does, for storage's own tests.
 #[cfg(test)]
 pub(crate) fn store_for_test(store: &Store, batch: Vec<NewMessage>) -> Vec<Message> {
-    store.write(|txn| in_txn::insert_messages(txn, batch.into_iter().map(|m| (m, None)).collect())).unwrap()
+    store
+        .write(|txn| {
+            let mut entries = in_txn::Entries::open(txn)?;
+            let stored = batch.into_iter().map(|m| entries.post(m, None)).collect::<Result<Vec<_>>>()?;
+            entries.finish(txn)?;
+            Ok(stored)
+        })
+        .unwrap()
 }
+
+/// Unread messages are counted exactly up to this; past it a client shows "99+".
+pub const UNREAD_CAP: u32 = 99;
+/// Entries an unread count reads at most: a conversation where the user
+/// wrote thousands of messages since their marker still answers quickly.
+const UNREAD_SCAN: usize = 10_000;
 
 impl Store {
     /// The newest `limit` messages older than `before` (or the newest of all),
-    /// oldest first.
+    /// oldest first, as they now stand (no edits or deletions).
     pub fn messages_before(&self, conversation: &str, before: Option<MessageId>, limit: usize) -> Result<Vec<Message>> {
         let mut out = Vec::with_capacity(limit.min(512));
         self.walk_messages(conversation, PageFrom::Before(before), limit, |m| {
@@ -112,8 +357,8 @@ impl Store {
         Ok(out)
     }
 
-    /// The oldest `limit` messages newer than `after`, oldest first, and
-    /// whether there are more after them.
+    /// The oldest `limit` entries newer than `after` (messages, edits and
+    /// deletions), oldest first, and whether there are more after them.
     pub fn messages_after(&self, conversation: &str, after: MessageId, limit: usize) -> Result<(Vec<Message>, bool)> {
         let mut out = Vec::with_capacity(limit.min(1024));
         let end = self.walk_messages(conversation, PageFrom::After(after), limit, |m| {
@@ -123,9 +368,12 @@ impl Store {
         Ok((out, end != PageEnd::Exhausted))
     }
 
-    /// Reads a page one message at a time, handing each to `take` (which
+    /// Reads a page one entry at a time, handing each to `take` (which
     /// refuses it when a byte budget is full) and stopping there, so a reader
-    /// never loads more than it keeps, plus one.
+    /// never loads more than it keeps, plus one. Reading back in time
+    /// (`Before`) yields messages as they now stand; reading forward
+    /// (`After`, catching up) also yields the edits and deletions, in order.
+    /// Deleted messages are never yielded.
     pub fn walk_messages(
         &self,
         conversation: &str,
@@ -137,7 +385,7 @@ impl Store {
         walk_in(&txn.open_table(schema::MESSAGES)?, conversation, from, limit, take)
     }
 
-    /// The conversation's newest message, if any.
+    /// The conversation's newest message as it now stands, if any.
     pub fn latest_message(&self, conversation: &str) -> Result<Option<Message>> {
         Ok(self.messages_before(conversation, None, 1)?.pop())
     }
@@ -155,13 +403,80 @@ impl Store {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(schema::MESSAGES)?;
         let end = walk_in(&table, conversation, from, limit, take)?;
-        let mut latest = None;
-        walk_in(&table, conversation, PageFrom::Before(None), 1, |m| {
-            latest = Some(m.id);
-            true
-        })?;
+        let latest = newest_id(&table, conversation)?;
         Ok(SocketHistory { end, latest })
     }
+
+    /// Where `user`'s read marker stands in `conversation`.
+    pub fn read_marker(&self, user: &str, conversation: &str) -> Result<Option<MessageId>> {
+        let txn = self.db()?.begin_read()?;
+        let markers = txn.open_table(schema::READ_MARKERS)?;
+        Ok(markers.get((user, conversation))?.map(|v| MessageId(v.value())))
+    }
+
+    /// Whether `conversation` holds an entry with this id (a read marker may point at it).
+    pub fn has_entry(&self, conversation: &str, id: MessageId) -> Result<bool> {
+        let txn = self.db()?.begin_read()?;
+        Ok(txn.open_table(schema::MESSAGES)?.get((conversation, id.0))?.is_some())
+    }
+}
+
+/// One conversation's unread state for a user, read in one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The user's marker, if they ever read or wrote there.
+    pub read_up_to: Option<MessageId>,
+    /// Messages past the marker that others wrote and that are not deleted,
+    /// exact up to `UNREAD_CAP`, which means that many or more.
+    pub unread: u32,
+}
+
+type MessagesTable = redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>;
+
+/// Read-side helpers over one snapshot, for summaries of many conversations.
+pub(crate) struct Snapshot {
+    messages: MessagesTable,
+    markers: redb::ReadOnlyTable<(&'static str, &'static str), u64>,
+}
+
+impl Snapshot {
+    pub(crate) fn open(txn: &redb::ReadTransaction) -> Result<Snapshot> {
+        Ok(Snapshot { messages: txn.open_table(schema::MESSAGES)?, markers: txn.open_table(schema::READ_MARKERS)? })
+    }
+
+    /// The conversation's newest message as it now stands.
+    pub(crate) fn latest(&self, conversation: &str) -> Result<Option<Message>> {
+        let mut latest = None;
+        walk_in(&self.messages, conversation, PageFrom::Before(None), 1, |m| {
+            latest = Some(m);
+            true
+        })?;
+        Ok(latest)
+    }
+
+    /// `user`'s marker and unread count in `conversation`.
+    pub(crate) fn read_state(&self, user: &str, conversation: &str) -> Result<ReadState> {
+        let read_up_to = self.markers.get((user, conversation))?.map(|v| MessageId(v.value()));
+        let lower = read_up_to.map_or(0, |id| id.0.saturating_add(1));
+        let mut unread = 0;
+        for entry in self.messages.range((conversation, lower)..=(conversation, u64::MAX))?.take(UNREAD_SCAN) {
+            let (_, value) = entry?;
+            let stored: StoredEntry = decode(value.value())?;
+            if !stored.gone && stored.edit_of.is_none() && stored.delete_of.is_none() && stored.author != user {
+                unread += 1;
+                if unread == UNREAD_CAP {
+                    break;
+                }
+            }
+        }
+        Ok(ReadState { read_up_to, unread })
+    }
+}
+
+/// The newest id of any entry of the conversation (gone ones included).
+fn newest_id(table: &MessagesTable, conversation: &str) -> Result<Option<MessageId>> {
+    let mut range = table.range((conversation, 0)..=(conversation, u64::MAX))?;
+    Ok(range.next_back().transpose()?.map(|(key, _)| MessageId(key.value().1)))
 }
 
 /// Where a page of messages starts, and so which way it is read.
@@ -192,8 +507,6 @@ pub struct SocketHistory {
     pub latest: Option<MessageId>,
 }
 
-type MessagesTable = redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>;
-
 fn walk_in(
     table: &MessagesTable,
     conversation: &str,
@@ -204,16 +517,26 @@ fn walk_in(
     match from {
         PageFrom::Before(before) => {
             let upper = before.map(|id| id.0).unwrap_or(u64::MAX);
-            take_until(table.range((conversation, 0)..(conversation, upper))?.rev(), conversation, limit, take)
+            let range = table.range((conversation, 0)..(conversation, upper))?.rev();
+            take_until(range, conversation, Yield::MessagesOnly, limit, take)
         }
         PageFrom::After(after) => match after.0.checked_add(1) {
             None => Ok(PageEnd::Exhausted),
             Some(lower) => {
                 let range = table.range((conversation, lower)..=(conversation, u64::MAX))?;
-                take_until(range, conversation, limit, take)
+                take_until(range, conversation, Yield::WithChanges, limit, take)
             }
         },
     }
+}
+
+/// Which entries a page yields besides messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Yield {
+    /// Messages as they now stand (reading back in time).
+    MessagesOnly,
+    /// Edits and deletions too, each at its id (catching up).
+    WithChanges,
 }
 
 type Entry<'a> = std::result::Result<
@@ -224,22 +547,27 @@ type Entry<'a> = std::result::Result<
 fn take_until<'a>(
     entries: impl Iterator<Item = Entry<'a>>,
     conversation: &str,
+    yields: Yield,
     limit: usize,
     mut take: impl FnMut(Message) -> bool,
 ) -> Result<PageEnd> {
-    // `taken` messages were kept before this entry.
-    for (taken, entry) in entries.enumerate() {
+    let mut taken = 0;
+    for entry in entries {
+        let (key, value) = entry?;
+        let Some(message) = visible_entry(conversation, key.value().1, value.value())? else { continue };
+        if yields == Yield::MessagesOnly && !message.is_message() {
+            continue;
+        }
         if taken == limit {
             return Ok(PageEnd::Limit);
         }
-        let (key, value) = entry?;
-        if !take(message_from(conversation, key.value().1, value.value())?) {
+        if !take(message) {
             return Ok(PageEnd::Full);
         }
+        taken += 1;
     }
     Ok(PageEnd::Exhausted)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +635,90 @@ mod tests {
         assert_eq!(store.latest_message("room").unwrap().unwrap().text, "kept");
         let next = store_for_test(&store, vec![new("room", "next")]);
         assert_eq!(next[0].id, MessageId(2));
+    }
+}
+
+#[cfg(test)]
+mod amend_tests {
+    use super::*;
+    use crate::storage::test_store;
+
+    fn post(store: &Store, author: &str, text: &str) -> Message {
+        let new = NewMessage { conversation: "room".into(), author: author.into(), text: text.into(), ts_ms: 5 };
+        store_for_test(store, vec![new]).pop().unwrap()
+    }
+
+    fn amend<T>(store: &Store, act: impl FnOnce(&mut in_txn::Entries) -> Result<T>) -> T {
+        store
+            .write(|txn| {
+                let mut entries = in_txn::Entries::open(txn)?;
+                let out = act(&mut entries)?;
+                entries.finish(txn)?;
+                Ok(out)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn an_edit_rewrites_the_message_and_is_an_entry_of_its_own() {
+        let (_dir, store) = test_store();
+        let hi = post(&store, "ann", "hi");
+        let refused = amend(&store, |e| e.edit("room", "bob", hi.id, "no".into(), 6, None));
+        assert_eq!(refused, Err(AmendRefusal::Forbidden), "only the author edits");
+        let missing = amend(&store, |e| e.edit("other", "ann", hi.id, "x".into(), 6, None));
+        assert_eq!(missing, Err(AmendRefusal::NotFound), "the id is another conversation's");
+        let edit = amend(&store, |e| e.edit("room", "ann", hi.id, "hello".into(), 7, None)).unwrap();
+        assert_eq!(edit.kind, EntryKind::Edit { target: hi.id });
+        assert!(edit.id > hi.id);
+        let now = store.messages_before("room", None, 10).unwrap();
+        assert_eq!(now.len(), 1, "reading back shows messages only");
+        assert_eq!((now[0].text.as_str(), now[0].kind), ("hello", EntryKind::Message { edited_ms: Some(7) }));
+        let (since, _) = store.messages_after("room", MessageId(0), 10).unwrap();
+        assert_eq!(since.iter().map(|m| m.id).collect::<Vec<_>>(), [hi.id, edit.id], "catching up replays the edit");
+    }
+
+    #[test]
+    fn a_deletion_removes_the_text_everywhere_and_replays_as_an_entry() {
+        let (_dir, store) = test_store();
+        let hi = post(&store, "ann", "secret");
+        amend(&store, |e| e.edit("room", "ann", hi.id, "still secret".into(), 6, None)).unwrap();
+        let kept = post(&store, "bob", "kept");
+        assert_eq!(amend(&store, |e| e.delete("room", "bob", false, hi.id, 7, None)), Err(AmendRefusal::Forbidden));
+        let deletion = amend(&store, |e| e.delete("room", "root", true, hi.id, 7, None)).unwrap();
+        assert_eq!((deletion.kind, deletion.author.as_str()), (EntryKind::Delete { target: hi.id }, "root"));
+        assert_eq!(amend(&store, |e| e.delete("room", "ann", false, hi.id, 8, None)), Err(AmendRefusal::NotFound));
+        assert_eq!(amend(&store, |e| e.edit("room", "ann", hi.id, "x".into(), 8, None)), Err(AmendRefusal::NotFound));
+        let now = store.messages_before("room", None, 10).unwrap();
+        assert_eq!(now, std::slice::from_ref(&kept));
+        let (since, _) = store.messages_after("room", MessageId(0), 10).unwrap();
+        assert_eq!(since.iter().map(|m| m.id).collect::<Vec<_>>(), [kept.id, deletion.id]);
+        assert!(since.iter().all(|m| !m.text.contains("secret")), "no page serves the deleted text");
+        assert!(store.has_entry("room", hi.id).unwrap(), "its id stays, for read markers");
+    }
+
+    #[test]
+    fn markers_move_forward_only_and_count_what_others_wrote() {
+        let (_dir, store) = test_store();
+        let first = post(&store, "ann", "1");
+        let mine = post(&store, "bob", "2");
+        assert_eq!(store.read_marker("bob", "room").unwrap(), Some(mine.id), "posting moves the author's marker");
+        for text in ["3", "4", "5"] {
+            post(&store, "ann", text);
+        }
+        let state = |user: &str| {
+            let txn = store.db().unwrap().begin_read().unwrap();
+            Snapshot::open(&txn).unwrap().read_state(user, "room").unwrap()
+        };
+        assert_eq!(state("bob").unread, 3);
+        assert_eq!(state("cid"), ReadState { read_up_to: None, unread: 5 }, "nothing read: all of others' messages");
+        assert_eq!(amend(&store, |e| e.mark_read("bob", "room", first.id)), MarkerMove::NotForward);
+        assert_eq!(amend(&store, |e| e.mark_read("bob", "room", MessageId(999))), MarkerMove::NoSuchEntry);
+        let last = store.latest_message("room").unwrap().unwrap();
+        assert_eq!(amend(&store, |e| e.mark_read("bob", "room", last.id)), MarkerMove::Moved);
+        assert_eq!(state("bob").unread, 0);
+        for i in 0..120 {
+            post(&store, "ann", &i.to_string());
+        }
+        assert_eq!(state("bob").unread, UNREAD_CAP, "99 means 99 or more");
     }
 }

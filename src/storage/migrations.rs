@@ -31,10 +31,15 @@ pub static STEPS: &[Step] = &[
         description: "index usernames ignoring ASCII case, so that `Bob` cannot be created beside `bob`",
         apply: index_folded_usernames,
     },
+    Step {
+        version: 3,
+        description: "index each conversation's members and add read markers, for unread counts and presence",
+        apply: index_members_and_add_read_markers,
+    },
 ];
 
 /// The schema version this build reads and writes: the last step's.
-pub const CURRENT_VERSION: u64 = 2;
+pub const CURRENT_VERSION: u64 = 3;
 
 fn create_initial_tables(txn: &WriteTransaction, _progress: Progress) -> Result<()> {
     txn.open_table(schema::USERS)?;
@@ -68,6 +73,22 @@ fn index_folded_usernames(txn: &WriteTransaction, progress: Progress) -> Result<
         }
         progress(done as u64 + 1, total);
     }
+    Ok(())
+}
+
+/// Fills `MEMBERS` from `MEMBERSHIPS` and creates `READ_MARKERS` (empty:
+/// every message written before counts as unread until the user reads).
+fn index_members_and_add_read_markers(txn: &WriteTransaction, progress: Progress) -> Result<()> {
+    let memberships = txn.open_table(schema::MEMBERSHIPS)?;
+    let mut members = txn.open_table(schema::MEMBERS)?;
+    let total = memberships.len()?;
+    for (done, entry) in memberships.iter()?.enumerate() {
+        let (key, joined) = entry?;
+        let (user, conversation) = key.value();
+        members.insert((conversation, user), joined.value())?;
+        progress(done as u64 + 1, total);
+    }
+    txn.open_table(schema::READ_MARKERS)?;
     Ok(())
 }
 

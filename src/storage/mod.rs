@@ -18,8 +18,15 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableDatabase};
 
 pub use accounts::{SessionRecord, UserRecord};
-pub use messages::{Message, NewMessage, PageEnd, PageFrom, SocketHistory};
-pub use rooms::ConversationSummary;
+pub use messages::{
+    AmendRefusal, EntryKind, MarkerMove, Message, NewMessage, PageEnd, PageFrom, ReadState, SocketHistory, UNREAD_CAP,
+};
+pub use rooms::{ConversationSummary, RoomSummary};
+
+/// A cluster's entry ids: the writes of the stream record at offset `o`
+/// take the ids `o * IDS_PER_STREAM_RECORD + index` (see `log::write`).
+/// Storage knows it only to say which ids a stream offset has applied.
+pub const IDS_PER_STREAM_RECORD: u64 = 1024;
 
 /// The file name inside the data dir.
 pub const DB_FILE: &str = "chatctl.redb";

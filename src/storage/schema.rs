@@ -22,8 +22,13 @@ pub const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessio
 pub const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 /// (username, conversation key) -> joined at (ms).
 pub const MEMBERSHIPS: TableDefinition<(&str, &str), u64> = TableDefinition::new("memberships");
-/// (conversation key, message id) -> `StoredMessage`.
+/// (conversation key, username) -> joined at (ms): `MEMBERSHIPS` the other
+/// way round, for a conversation's members (presence, unread fan-out).
+pub const MEMBERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("members");
+/// (conversation key, entry id) -> `StoredEntry`: messages, edits, deletions.
 pub const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+/// (username, conversation key) -> the id the user has read up to.
+pub const READ_MARKERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("read_markers");
 
 /// Cluster nodes: the next stream offset to apply, stored with what was applied.
 pub const STREAM_NEXT_OFFSET_KEY: &str = "stream_next_offset";
@@ -55,7 +60,9 @@ pub fn for_each_table<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error> 
     visitor.table(SESSIONS)?;
     visitor.table(ROOMS)?;
     visitor.table(MEMBERSHIPS)?;
+    visitor.table(MEMBERS)?;
     visitor.table(MESSAGES)?;
+    visitor.table(READ_MARKERS)?;
     Ok(())
 }
 

@@ -296,11 +296,15 @@ pub fn raw_status(answer: &str) -> Option<u16> {
 
 // ---------------------------------------------------------------- WebSocket
 
-/// Opens a socket and returns it with its `history` frame.
+/// Opens a conversation socket and returns it with its `history` frame,
+/// past the `presence` frame that follows it.
 pub async fn join(client: &Client, path: &str) -> (ChatSocket, Value) {
     let mut ws = client.connect(path, None).await.unwrap_or_else(|e| panic!("opening {path}: {e}"));
     let history = ws.next_json(WAIT).await.unwrap_or_else(|e| panic!("no first frame on {path}: {e:#}"));
     assert_eq!(history["type"], "history", "the first frame on {path} was {history}");
+    let presence =
+        ws.next_json_with_awareness(WAIT).await.unwrap_or_else(|e| panic!("no presence frame on {path}: {e:#}"));
+    assert!(presence["online"].is_array(), "the frame after the history on {path} was {presence}");
     (ws, history)
 }
 
