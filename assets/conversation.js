@@ -60,7 +60,6 @@ export class ConversationView {
 
     this.seen = new Set();      // message ids rendered or deleted: frames may repeat across reconnects
     this.deleted = new Set();
-    this.lastId = null;         // newest message rendered
     this.cursor = null;         // newest id of any event applied (messages, edits, deletes): `since=`
     this.newestFromOthers = null;
     // While a `more` recovery pages through the history API, everything up to
@@ -89,6 +88,7 @@ export class ConversationView {
     this.typing = new Map();    // user -> timer
     this.lastTypingSent = 0;
     this.readSent = null;
+    this.readInFlight = null;   // sent, not yet confirmed by the user socket
     this.readTimer = null;
     this.editing = null;        // {id, row} while the composer edits a message
     this.menuRow = null;
@@ -106,6 +106,10 @@ export class ConversationView {
     this.inbox.current = this.conv.room;
     this.inbox.currentVisible = () => this.canMarkRead();
     this.inbox.addEventListener('change', () => this.showPresence());
+    this.inbox.addEventListener('read', (event) => {
+      const f = event.detail;
+      if (f.room === this.conv.room && !idAbove(this.readInFlight, f.up_to)) this.readInFlight = null;
+    });
   }
 
   // ---------- Rendering ----------
@@ -241,7 +245,6 @@ export class ConversationView {
     this.list.insertBefore(row, rows[lo] || null);
     this.regroup(row);
     this.regroup(row.nextElementSibling);
-    if (idAbove(m.id, this.lastId)) this.lastId = m.id;
     if (m.author !== me && idAbove(m.id, this.newestFromOthers)) this.newestFromOthers = m.id;
     return lo === confirmed ? 'end' : 'middle';
   }
@@ -322,11 +325,25 @@ export class ConversationView {
   }
 
   sendRead() {
-    if (!this.canMarkRead() || this.lastId === null || this.newestFromOthers === null) return;
+    if (!this.canMarkRead() || this.newestFromOthers === null) return;
+    // The newest message still shown: a deleted one's id would be refused.
+    const rows = this.list.children;
+    const confirmed = rows.length - this.pending.size;
+    const newest = confirmed > 0 ? rows[confirmed - 1].dataset.id : null;
     const marker = [this.readSent, this.inbox.readUpTo(this.conv.room)].reduce(
       (a, b) => (idAbove(b, a) ? b : a), null);
-    if (!idAbove(this.newestFromOthers, marker) || !idAbove(this.lastId, marker)) return;
-    if (this.sendFrame({ type: 'read', up_to: this.lastId })) this.readSent = this.lastId;
+    if (!newest || !idAbove(this.newestFromOthers, marker) || !idAbove(newest, marker)) return;
+    if (this.sendFrame({ type: 'read', up_to: newest })) {
+      this.readSent = newest;
+      this.readInFlight = newest;
+    }
+  }
+
+  /** A refused read (its message was deleted meanwhile) may be tried again. */
+  readRefused() {
+    this.readInFlight = null;
+    this.readSent = null;
+    this.scheduleRead();
   }
 
   // ---------- Presence and typing ----------
@@ -344,16 +361,15 @@ export class ConversationView {
     this.showPresence();
   }
 
-  // Direct chats: the OTHER person's state (the room socket's presence, or
-  // the user socket's until that arrives). Rooms: how many members are here.
+  // Direct chats: the OTHER person's state, from this socket's presence or
+  // the user socket's (before their first message the other person may not
+  // be a member yet, so only the user socket knows). Rooms: who is here.
   showPresence() {
     const p = this.presenceEl;
     if (this.conv.kind === 'direct') {
       const who = this.conv.name;
-      let on = null;
-      if (this.online) on = this.online.has(who);
-      else if (this.inbox.loaded) on = this.inbox.online.has(who);
-      if (on === null) return;
+      if (!this.online && !this.inbox.loaded) return;
+      const on = (!!this.online && this.online.has(who)) || (this.inbox.loaded && this.inbox.online.has(who));
       p.replaceChildren(presenceDot(on, who), el('span', '', on ? 'Online' : 'Offline'));
       p.dataset.online = String(on);
       p.hidden = false;
@@ -508,6 +524,11 @@ export class ConversationView {
 
   onServerError(f) {
     const code = typeof f.code === 'string' ? f.code : '';
+    // A read marker is the client's own business: no notice for it.
+    if (typeof f.client_id !== 'string' && this.readInFlight !== null && code === 'bad_frame') {
+      this.readRefused();
+      return;
+    }
     const detail = typeof f.detail === 'string' && f.detail ? f.detail : 'The server refused that message.';
     // The error names the client_id of the message it refuses: nothing was
     // stored, so that text goes back into the box.

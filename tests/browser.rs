@@ -151,7 +151,6 @@ async fn two_browsers_sign_in_chat_live_see_markup_as_text_and_reload_history() 
 
 /// PROTOCOL.md "The chat app" through the client: alice, bob and carol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the server side of PROTOCOL.md \"The chat app\" (/ws/user/, read, typing, presence, edit, delete), landing on main"]
 async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> anyhow::Result<()> {
     if !browser_support::browser_available() {
         return Ok(());
@@ -226,6 +225,8 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
     send(&alice, "to be edited").await?;
     wait_for_messages(&alice, &[("alice", "to be edited")]).await?;
     wait_for_messages(&bob, &[("alice", "to be edited")]).await?;
+    // bob is looking at room X: the client marks alice's message read.
+    wait_until_read(&bob, "xroom").await?;
     let input = alice.find("#message-input").await?;
     input.send_keys(ARROW_UP).await?;
     poll("alice's box to hold her last message for editing", || async {
@@ -373,10 +374,15 @@ async fn wait_for_unread(session: &Session, room: &str, count: u64) -> anyhow::R
     .await
 }
 
+/// The page title; the sidebar's rows (room, unread, read marker, latest)
+/// go into the error when it does not come.
 async fn wait_for_title(session: &Session, title: &str) -> anyhow::Result<()> {
+    let script = "return [document.title, Array.from(document.querySelectorAll('#sidebar-list a.conv'), \
+                  (a) => [a.dataset.room, a.querySelector('.unread')?.dataset.count ?? '0', \
+                  a.dataset.readUpTo ?? null, a.dataset.latest ?? null])];";
     poll(&format!("the title to read {title:?}"), move || async move {
-        let shown = session.execute("return document.title").await?;
-        Ok(if shown == title { Ok(()) } else { Err(format!("{shown}")) })
+        let shown = session.execute(script).await?;
+        Ok(if shown[0] == title { Ok(()) } else { Err(format!("{shown}")) })
     })
     .await
 }
