@@ -77,7 +77,11 @@ fn keeps_the_rules(write: &Write) {
     let hash = |h: &SessionHash| assert_eq!(SessionHash::from_hex(&h.to_hex()), Some(*h));
     match write {
         Write::CreateUser { user, .. } => name(&user.username),
-        Write::SetUserActive { username, .. } | Write::SetPassword { username, .. } => name(username),
+        Write::SetUserActive { username, .. } => name(username),
+        Write::SetPassword { username, keep_session, .. } => {
+            name(username);
+            keep_session.iter().for_each(hash);
+        }
         Write::CreateSession { token_hash, session } => {
             hash(token_hash);
             name(&session.username);
@@ -162,7 +166,11 @@ fn any_write(u: &mut Unstructured) -> arbitrary::Result<Write> {
             text: MessageText::parse(u.arbitrary()?).unwrap_or_else(|_| MessageText::parse("x").expect("valid")),
             ts_ms: u.arbitrary()?,
         },
-        6 => Write::SetPassword { username: username(u)?, password_hash: u.arbitrary()? },
+        6 => Write::SetPassword {
+            username: username(u)?,
+            password_hash: u.arbitrary()?,
+            keep_session: u.arbitrary::<Option<[u8; 32]>>()?.map(SessionHash),
+        },
         _ => Write::Marker,
     })
 }
