@@ -7,9 +7,11 @@ pub mod fanout;
 pub mod frames;
 pub mod hub;
 pub mod live;
+pub mod presence;
 pub mod rate_limit;
 pub mod shared_io;
 pub mod socket;
+pub mod typing;
 pub mod write_buffer;
 
 use std::sync::Arc;
@@ -40,4 +42,9 @@ pub struct Chat {
     pub socket_idle_timeout: Duration,
     /// Typing and presence: between sockets, and between nodes, never stored.
     pub ephemeral: Arc<ephemeral::EphemeralBus>,
+    /// Who is online, cluster-wide: each socket holds a `PresenceGuard`
+    /// (`presence.socket_opened`), and `presence.changes()` says whom to announce.
+    pub presence: Arc<presence::Presence>,
+    /// Which typing frames are forwarded (one per user and conversation every 2 s).
+    pub typing: typing::TypingGate,
 }
