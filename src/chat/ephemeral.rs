@@ -6,7 +6,9 @@
 //! cluster, to every other node through the `relay` (a fanout exchange,
 //! nothing stored or confirmed). A node that misses one loses nothing that
 //! the next one (the next keystroke, the next presence heartbeat) will not
-//! bring.
+//! bring. Failed sign-ins travel the same way (`LoginFailed`), so that each
+//! node's login throttle counts the cluster's: one lost gives a guesser one
+//! more try, no more.
 //!
 //! The path mirrors a message's, without the log: socket -> bus ->
 //! (relay -> other nodes' buses) -> listeners -> sockets.

@@ -684,6 +684,13 @@ mod tests {
         assert!(thin.len() < 128, "{} bytes", thin.len());
     }
 
+    /// Socket tasks hold a guard across awaits, on any worker thread.
+    const _: fn() = || {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<PresenceGuard>();
+        send_and_sync::<Presence>();
+    };
+
     #[tokio::test]
     async fn sockets_of_a_single_node_make_it_online_at_once_for_every_listener() {
         let (_control, stopping) = crate::shutdown::channel();
