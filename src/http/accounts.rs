@@ -8,6 +8,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 
 use super::identity::{current_user, start_session, CurrentUser};
 use super::notice::{self, Notice, Place};
@@ -16,11 +17,14 @@ use super::request::{self, cookie, form, query, safe_next};
 use super::respond::{self, error_page, json, json_error, see_other, with_cookie, Reply};
 use super::templates::{self, Page};
 use crate::app::App;
-use crate::auth::throttle::Throttled;
+use crate::auth::throttle::{LoginThrottle, Throttled};
 use crate::auth::{csrf, password, session};
-use crate::domain::{SessionHash, Username};
+use crate::chat::ephemeral::{Ephemeral, EphemeralBus};
+use crate::domain::{ClientHost, SessionHash, Username};
 use crate::log::write::{Outcome, Write};
 use crate::log::LogError;
+use crate::metrics::Metrics;
+use crate::shutdown::Stopping;
 use crate::storage::{now_ms, StorageError, UserRecord};
 use crate::telemetry::{log_safe, SECURITY};
 
@@ -143,6 +147,59 @@ pub async fn check_password(
             app.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target: SECURITY, client = %client, username = %log_safe(username), "{failed_words}");
             Ok(SignIn::Invalid)
+        }
+    }
+}
+
+/// The login throttle of a node: on a single node, its own; on a cluster
+/// node, one whose failures count on every node. Each failure here goes out
+/// on the ephemeral bus as `Ephemeral::LoginFailed`, and those of other
+/// nodes are counted here (never sent on again), until shutdown.
+pub fn cluster_login_throttle(
+    bus: &Arc<EphemeralBus>,
+    node: u64,
+    metrics: Arc<Metrics>,
+    stopping: Stopping,
+) -> Arc<LoginThrottle> {
+    if !bus.is_clustered() {
+        return Arc::new(LoginThrottle::default());
+    }
+    let throttle = Arc::new(LoginThrottle::sharing_failures({
+        let bus = bus.clone();
+        move |host, name| {
+            let username = name.and_then(|name| Username::from_stored(name).ok());
+            bus.publish(Ephemeral::LoginFailed { node, host: host.to_string(), username });
+        }
+    }));
+    tokio::spawn(count_other_nodes_failures(bus.subscribe(), throttle.clone(), node, metrics, stopping));
+    throttle
+}
+
+/// Feeds the failed sign-ins of other nodes into this node's throttle.
+async fn count_other_nodes_failures(
+    mut events: broadcast::Receiver<Ephemeral>,
+    throttle: Arc<LoginThrottle>,
+    node: u64,
+    metrics: Arc<Metrics>,
+    mut stopping: Stopping,
+) {
+    let _running = stopping.running();
+    loop {
+        let event = tokio::select! {
+            _ = stopping.requested() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(Ephemeral::LoginFailed { node: from, host, username }) if from != node => {
+                let Ok(host) = host.parse::<ClientHost>() else { continue };
+                throttle.record_remote_failure(host, username.as_deref());
+                metrics.login_failures_from_other_nodes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "ephemeral events skipped; other nodes' failed sign-ins may be undercounted")
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }
