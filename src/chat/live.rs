@@ -198,9 +198,9 @@ mod tests {
     #[test]
     fn a_new_password_signs_out_every_session_but_the_kept_one() {
         let live = LiveSockets::default();
-        let (mine, mut mine_rx, _) = Subscriber::new(4);
-        let (other, mut other_rx, _) = Subscriber::new(4);
-        let (bobs, _bobs_rx, _) = Subscriber::new(4);
+        let (mine, mut mine_rx, _) = Subscriber::new(4, "alice", SocketKind::Conversation);
+        let (other, mut other_rx, _) = Subscriber::new(4, "alice", SocketKind::Conversation);
+        let (bobs, _bobs_rx, _) = Subscriber::new(4, "alice", SocketKind::Conversation);
         let _a = live.register("alice", [1; 32], mine.clone());
         let _b = live.register("alice", [2; 32], other.clone());
         let _c = live.register("bob", [3; 32], bobs.clone());
