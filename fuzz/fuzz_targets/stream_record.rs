@@ -10,7 +10,7 @@
 use std::ops::ControlFlow;
 
 use arbitrary::Unstructured;
-use chatctl::domain::{Conversation, MessageText, RoomName, SessionHash, Username};
+use chatctl::domain::{Conversation, MessageId, MessageText, RoomName, SessionHash, Username};
 use chatctl::log::write::{encode_record, Envelope, Record, Write, RECORD_SLOTS};
 use chatctl::storage::{SessionRecord, UserRecord};
 use libfuzzer_sys::fuzz_target;
@@ -98,6 +98,21 @@ fn keeps_the_rules(write: &Write) {
             assert!(!text.is_empty() && text == text.trim(), "{text:?}");
             assert!(text.chars().count() <= MessageText::MAX_CHARS);
         }
+        Write::Edit { conversation: c, editor, text, .. } => {
+            conversation(c);
+            name(editor);
+            let text = text.as_str();
+            assert!(!text.is_empty() && text == text.trim(), "{text:?}");
+            assert!(text.chars().count() <= MessageText::MAX_CHARS);
+        }
+        Write::Delete { conversation: c, deleter, .. } => {
+            conversation(c);
+            name(deleter);
+        }
+        Write::Read { username, conversation: c, .. } => {
+            name(username);
+            conversation(c);
+        }
         Write::Marker | Write::Unreadable => {}
     }
 }
@@ -137,7 +152,7 @@ fn published(u: &mut Unstructured) -> arbitrary::Result<(Vec<Envelope>, u64)> {
 }
 
 fn any_write(u: &mut Unstructured) -> arbitrary::Result<Write> {
-    Ok(match u.choose_index(8)? {
+    Ok(match u.choose_index(11)? {
         0 => Write::CreateUser {
             user: UserRecord {
                 username: username(u)?,
@@ -171,6 +186,20 @@ fn any_write(u: &mut Unstructured) -> arbitrary::Result<Write> {
             password_hash: u.arbitrary()?,
             keep_session: u.arbitrary::<Option<[u8; 32]>>()?.map(SessionHash),
         },
+        7 => Write::Edit {
+            conversation: conversation(u)?,
+            editor: username(u)?,
+            target: MessageId(u.arbitrary()?),
+            text: MessageText::parse(u.arbitrary()?).unwrap_or_else(|_| MessageText::parse("x").expect("valid")),
+            ts_ms: u.arbitrary()?,
+        },
+        8 => Write::Delete {
+            conversation: conversation(u)?,
+            deleter: username(u)?,
+            target: MessageId(u.arbitrary()?),
+            ts_ms: u.arbitrary()?,
+        },
+        9 => Write::Read { username: username(u)?, conversation: conversation(u)?, up_to: MessageId(u.arbitrary()?) },
         _ => Write::Marker,
     })
 }
