@@ -28,8 +28,9 @@ pub struct App {
     /// Turns the log's events into frames and closes (see `chat::fanout`).
     pub fan_out: FanOut,
     /// Refuses repeated password guesses per address and per address and
-    /// name, before argon2 spends a core on them.
-    pub login_throttle: LoginThrottle,
+    /// name, before argon2 spends a core on them; in a cluster it counts
+    /// every node's failures (`http::accounts::cluster_login_throttle`).
+    pub login_throttle: Arc<LoginThrottle>,
     /// Password checks (argon2) allowed to run at once.
     pub password_checks: tokio::sync::Semaphore,
     /// What `/metrics` serves; the log, the hub and the sockets count into the same one.

@@ -102,6 +102,14 @@ impl PartialEq<&str> for Username {
     }
 }
 
+/// Maps keyed by `Username` are looked up with a plain `&str` (a name from
+/// a URL or storage) without building a `Username`; both hash alike.
+impl std::borrow::Borrow<str> for Username {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Why a name was refused, worded for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -382,6 +390,31 @@ impl ClientHost {
     }
 }
 
+/// The string form other nodes read back (`FromStr`): an IPv4 address as
+/// `203.0.113.7`, an IPv6 /64 as `2001:db8:0:1::/64`.
+impl fmt::Display for ClientHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientHost::V4(v4) => write!(f, "{}", std::net::Ipv4Addr::from(*v4)),
+            ClientHost::V6Prefix(prefix) => write!(f, "{}/64", std::net::Ipv6Addr::from(u128::from(*prefix) << 64)),
+        }
+    }
+}
+
+impl std::str::FromStr for ClientHost {
+    type Err = InvalidValue;
+    fn from_str(raw: &str) -> Result<Self, InvalidValue> {
+        let invalid = || InvalidValue::new("client host", "neither an IPv4 address nor an IPv6 /64");
+        match raw.strip_suffix("/64") {
+            Some(v6) => {
+                let v6: std::net::Ipv6Addr = v6.parse().map_err(|_| invalid())?;
+                Ok(ClientHost::V6Prefix((u128::from(v6) >> 64) as u64))
+            }
+            None => Ok(ClientHost::V4(u32::from(raw.parse::<std::net::Ipv4Addr>().map_err(|_| invalid())?))),
+        }
+    }
+}
+
 /// An IPv4 address seen as IPv6 (`::ffff:a.b.c.d`, from dual-stack
 /// sockets) is the IPv4 address, for every rule that looks at addresses.
 pub fn canonical_ip(address: std::net::IpAddr) -> std::net::IpAddr {
@@ -394,6 +427,18 @@ pub fn canonical_ip(address: std::net::IpAddr) -> std::net::IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_hosts_travel_as_text_and_come_back_the_same() {
+        for raw in ["203.0.113.7", "::ffff:203.0.113.7", "2001:db8:0:1::42", "::1"] {
+            let host = ClientHost::of(raw.parse().unwrap());
+            assert_eq!(host.to_string().parse::<ClientHost>(), Ok(host), "{raw} as {host}");
+        }
+        assert_eq!(ClientHost::of("2001:db8:0:1::42".parse().unwrap()).to_string(), "2001:db8:0:1::/64");
+        assert_eq!(ClientHost::of("::ffff:203.0.113.7".parse().unwrap()).to_string(), "203.0.113.7");
+        assert!("2001:db8::1".parse::<ClientHost>().is_err(), "an IPv6 host counts by its /64");
+        assert!("example.com".parse::<ClientHost>().is_err());
+    }
 
     #[test]
     fn room_names_follow_the_seed_rule() {

@@ -5,9 +5,10 @@
 //! - `storage`: the redb database (accounts, sessions, rooms, messages) and its migrations.
 //! - `auth`: password hashing and rules, session and CSRF tokens, login throttling.
 //! - `chat`: a message's path: `socket` → `frames` → `crate::log` (store), then `fanout` → `hub` → sockets;
-//!   `ephemeral` for typing and presence.
+//!   `ephemeral` carries typing and presence between sockets and nodes, `presence` says who is
+//!   online cluster-wide, `typing` gates typing frames.
 //! - `log`: every write in one order: a local writer thread, or a RabbitMQ stream shared by many nodes.
-//! - `relay`: best-effort messages between nodes (typing, presence), never stored.
+//! - `relay`: best-effort messages between nodes (typing, presence, failed sign-ins), never stored.
 //! - `http`: the routes of PROTOCOL.md, pages and the JSON API.
 //! - `app`, `config`, `startup`, `shutdown`: the shared state and how a server is built and stopped.
 //! - `control`: the local control socket and the admin operations it and the command line share.

@@ -42,6 +42,19 @@ pub struct Metrics {
     /// Connections closed at accept: their address held its
     /// `--max-connections-per-address` already.
     pub connections_refused: AtomicU64,
+    /// `chatctl_presence_changes_total`: users coming online or going
+    /// offline (cluster-wide), as announced on this node.
+    pub presence_changes: AtomicU64,
+    /// `chatctl_presence_events_received_total`: presence changes,
+    /// heartbeats and list requests heard from other nodes.
+    pub presence_events_received: AtomicU64,
+    /// `chatctl_typing_forwarded_total`: typing frames let through the gate.
+    pub typing_forwarded: AtomicU64,
+    /// `chatctl_typing_dropped_total`: typing frames dropped (under 2 s since the last forwarded).
+    pub typing_dropped: AtomicU64,
+    /// `chatctl_login_failures_from_other_nodes_total`: failed sign-ins
+    /// on other nodes counted in this node's throttle.
+    pub login_failures_from_other_nodes: AtomicU64,
 }
 
 impl Metrics {
@@ -91,6 +104,31 @@ impl Metrics {
             "Connections refused at accept: their address held --max-connections-per-address already.",
             "counter",
             get(&self.connections_refused),
+        );
+        counter(
+            "presence_changes_total",
+            "Users coming online or going offline, as announced on this node.",
+            "counter",
+            get(&self.presence_changes),
+        );
+        counter(
+            "presence_events_received_total",
+            "Presence events and heartbeats heard from other nodes.",
+            "counter",
+            get(&self.presence_events_received),
+        );
+        counter("typing_forwarded_total", "Typing frames forwarded.", "counter", get(&self.typing_forwarded));
+        counter(
+            "typing_dropped_total",
+            "Typing frames dropped (under 2 s since the last forwarded).",
+            "counter",
+            get(&self.typing_dropped),
+        );
+        counter(
+            "login_failures_from_other_nodes_total",
+            "Failed sign-ins on other nodes counted in this node's login throttle.",
+            "counter",
+            get(&self.login_failures_from_other_nodes),
         );
         out
     }

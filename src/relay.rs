@@ -1,5 +1,5 @@
 //! Best-effort messages between the nodes of a cluster, for what must reach
-//! every node now but need not last: who is typing, who is online, later
+//! every node now but need not last: who is typing, who is online,
 //! cluster-wide sign-in throttling. The opposite of the write log on every
 //! count: nothing is stored, nothing is ordered across nodes, nothing is
 //! confirmed or resent, and a node that is away misses what was said.

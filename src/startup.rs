@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::auth::setup::SetupToken;
-use crate::auth::throttle::LoginThrottle;
 use crate::chat::ephemeral::EphemeralBus;
 use crate::chat::fanout::{FanOut, Targets};
 use crate::chat::hub::Hub;
 use crate::chat::live::LiveSockets;
+use crate::chat::presence::Presence;
 use crate::chat::rate_limit::MessageRateLimit;
+use crate::chat::typing::TypingGate;
 use crate::chat::Chat;
 use crate::config::ServerConfig;
+use crate::http::accounts::cluster_login_throttle;
 use crate::http::tls::{Tls, TlsError};
 use crate::log::cluster::{Cluster, ClusterConfig};
 use crate::log::embedded::Embedded;
@@ -104,6 +106,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let targets = Targets { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone() };
     let (log, fan_out) = start_log(&config, &store, targets).await?;
     let (shutdown_control, shutdown) = crate::shutdown::channel();
+    // A single node's id only tells its own events from others', of which there are none.
+    let node = match &log {
+        WriteLog::Cluster(cluster) => cluster.node_id(),
+        WriteLog::Embedded(_) => 0,
+    };
+    let ephemeral = ephemeral_bus(&config, &log, node, &shutdown);
+    let presence = Presence::start(ephemeral.clone(), node, metrics.clone(), shutdown.clone());
+    let login_throttle = cluster_login_throttle(&ephemeral, node, metrics.clone(), shutdown.clone());
 
     let chat = Arc::new(Chat {
         hub,
@@ -114,11 +124,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         history_frames: Arc::new(tokio::sync::Semaphore::new(crate::chat::socket::HISTORY_FRAMES_AT_ONCE)),
         metrics: metrics.clone(),
         socket_idle_timeout: config.socket_idle_timeout,
-        ephemeral: ephemeral_bus(&config, &log, &shutdown),
+        ephemeral,
+        presence,
+        typing: TypingGate::new(metrics.clone()),
     });
     crate::chat::awareness::start(chat.clone(), shutdown.clone());
     let app = Arc::new(App {
-        login_throttle: LoginThrottle::default(),
+        login_throttle,
         // Leave a core to the chat: a login storm must not stall fan-out.
         password_checks: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1),
@@ -330,11 +342,11 @@ impl RunningServer {
 }
 
 /// A single node's bus, or one that relays to the cluster's other nodes.
-/// The relay names this node by the id it writes to the stream under.
-fn ephemeral_bus(config: &ServerConfig, log: &WriteLog, stopping: &Stopping) -> Arc<EphemeralBus> {
-    let (Some(cluster), WriteLog::Cluster(node)) = (&config.cluster, log) else { return EphemeralBus::local() };
+/// The relay names this node by `node`, the id it writes to the stream under.
+fn ephemeral_bus(config: &ServerConfig, log: &WriteLog, node: u64, stopping: &Stopping) -> Arc<EphemeralBus> {
+    let (Some(cluster), WriteLog::Cluster(_)) = (&config.cluster, log) else { return EphemeralBus::local() };
     let relay = RelayConfig::for_stream(&cluster.url, &cluster.stream);
-    let (relay, from_other_nodes) = Relay::start(relay, node.node_id(), stopping.clone());
+    let (relay, from_other_nodes) = Relay::start(relay, node, stopping.clone());
     EphemeralBus::clustered(relay, from_other_nodes)
 }
 

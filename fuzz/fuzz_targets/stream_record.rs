@@ -10,7 +10,7 @@
 use std::ops::ControlFlow;
 
 use arbitrary::Unstructured;
-use chatctl::domain::{Conversation, MessageText, RoomName, SessionHash, Username};
+use chatctl::domain::{Conversation, MessageId, MessageText, RoomName, SessionHash, Username};
 use chatctl::log::write::{encode_record, Envelope, Record, Write, RECORD_SLOTS};
 use chatctl::storage::{SessionRecord, UserRecord};
 use libfuzzer_sys::fuzz_target;
@@ -77,7 +77,11 @@ fn keeps_the_rules(write: &Write) {
     let hash = |h: &SessionHash| assert_eq!(SessionHash::from_hex(&h.to_hex()), Some(*h));
     match write {
         Write::CreateUser { user, .. } => name(&user.username),
-        Write::SetUserActive { username, .. } | Write::SetPassword { username, .. } => name(username),
+        Write::SetUserActive { username, .. } => name(username),
+        Write::SetPassword { username, keep_session, .. } => {
+            name(username);
+            keep_session.iter().for_each(hash);
+        }
         Write::CreateSession { token_hash, session } => {
             hash(token_hash);
             name(&session.username);
@@ -93,6 +97,21 @@ fn keeps_the_rules(write: &Write) {
             let text = text.as_str();
             assert!(!text.is_empty() && text == text.trim(), "{text:?}");
             assert!(text.chars().count() <= MessageText::MAX_CHARS);
+        }
+        Write::Edit { conversation: c, editor, text, .. } => {
+            conversation(c);
+            name(editor);
+            let text = text.as_str();
+            assert!(!text.is_empty() && text == text.trim(), "{text:?}");
+            assert!(text.chars().count() <= MessageText::MAX_CHARS);
+        }
+        Write::Delete { conversation: c, deleter, .. } => {
+            conversation(c);
+            name(deleter);
+        }
+        Write::Read { username, conversation: c, .. } => {
+            name(username);
+            conversation(c);
         }
         Write::Marker | Write::Unreadable => {}
     }
@@ -133,7 +152,7 @@ fn published(u: &mut Unstructured) -> arbitrary::Result<(Vec<Envelope>, u64)> {
 }
 
 fn any_write(u: &mut Unstructured) -> arbitrary::Result<Write> {
-    Ok(match u.choose_index(8)? {
+    Ok(match u.choose_index(11)? {
         0 => Write::CreateUser {
             user: UserRecord {
                 username: username(u)?,
@@ -162,7 +181,25 @@ fn any_write(u: &mut Unstructured) -> arbitrary::Result<Write> {
             text: MessageText::parse(u.arbitrary()?).unwrap_or_else(|_| MessageText::parse("x").expect("valid")),
             ts_ms: u.arbitrary()?,
         },
-        6 => Write::SetPassword { username: username(u)?, password_hash: u.arbitrary()? },
+        6 => Write::SetPassword {
+            username: username(u)?,
+            password_hash: u.arbitrary()?,
+            keep_session: u.arbitrary::<Option<[u8; 32]>>()?.map(SessionHash),
+        },
+        7 => Write::Edit {
+            conversation: conversation(u)?,
+            editor: username(u)?,
+            target: MessageId(u.arbitrary()?),
+            text: MessageText::parse(u.arbitrary()?).unwrap_or_else(|_| MessageText::parse("x").expect("valid")),
+            ts_ms: u.arbitrary()?,
+        },
+        8 => Write::Delete {
+            conversation: conversation(u)?,
+            deleter: username(u)?,
+            target: MessageId(u.arbitrary()?),
+            ts_ms: u.arbitrary()?,
+        },
+        9 => Write::Read { username: username(u)?, conversation: conversation(u)?, up_to: MessageId(u.arbitrary()?) },
         _ => Write::Marker,
     })
 }

@@ -15,7 +15,15 @@
 //! a limit only if the attempts still being checked failed waits for their
 //! outcome, so parallel guesses cannot slip past a limit.
 //! Names count whether or not the account exists, so throttling reveals
-//! nothing. The limits are this node's: in a cluster each node counts alone.
+//! nothing.
+//!
+//! In a cluster the limits are the cluster's: each failure is handed to a
+//! hook (`sharing_failures`) that tells the other nodes, and the failures
+//! they tell of are counted here too (`record_remote_failure`). The wiring
+//! over the ephemeral bus is `http::accounts::cluster_login_throttle`; this
+//! module knows nothing of nodes. A failure reaches other nodes within
+//! moments, not at once: guesses raced on several nodes in the same instant
+//! may pass a limit by the few in flight.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -47,7 +55,12 @@ const MAX_TRACKED: usize = 100_000;
 #[derive(Default)]
 pub struct LoginThrottle {
     state: Mutex<State>,
+    on_failure: Option<FailureHook>,
 }
+
+/// Told of each failure counted here (not of those recorded from other
+/// nodes): the address it counts against and the name, when valid.
+pub type FailureHook = Box<dyn Fn(ClientHost, Option<&str>) + Send + Sync>;
 
 #[derive(Default)]
 struct State {
@@ -140,8 +153,21 @@ impl Throttled {
 }
 
 impl LoginThrottle {
+    /// A throttle that hands every failure counted here to `hook` (after
+    /// counting it, outside the lock): how a cluster node tells the others.
+    pub fn sharing_failures(hook: impl Fn(ClientHost, Option<&str>) + Send + Sync + 'static) -> LoginThrottle {
+        LoginThrottle { state: Mutex::default(), on_failure: Some(Box::new(hook)) }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A failed sign-in on another node, counted as if it had failed here
+    /// (against the address, the pair and the name) and never handed to
+    /// the hook, so it is not told again.
+    pub fn record_remote_failure(&self, host: ClientHost, name: Option<&str>) {
+        self.lock().count_failure(host, name, Instant::now());
     }
 
     /// Whether an attempt may go ahead, and if so how long it must wait
@@ -203,6 +229,14 @@ impl State {
         Ok(())
     }
 
+    fn count_failure(&mut self, host: ClientHost, name: Option<&str>, now: Instant) {
+        self.addresses.count(host, now);
+        if let Some(name) = name {
+            self.pairs.count((host, name.to_owned()), now);
+            self.names.count(name.to_owned(), now);
+        }
+    }
+
     fn release(&mut self, host: ClientHost, name: Option<&String>) {
         fn decrement<K: Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
             if let Some(count) = map.get_mut(key) {
@@ -231,15 +265,15 @@ impl Attempt<'_> {
     /// A wrong password (or unknown or deactivated name): counts against
     /// the address, the pair and the name.
     pub fn failed(mut self) {
-        let now = Instant::now();
-        let mut state = self.throttle.lock();
-        state.release(self.host, self.name.as_ref());
-        state.addresses.count(self.host, now);
-        if let Some(name) = &self.name {
-            state.pairs.count((self.host, name.clone()), now);
-            state.names.count(name.clone(), now);
+        {
+            let mut state = self.throttle.lock();
+            state.release(self.host, self.name.as_ref());
+            state.count_failure(self.host, self.name.as_deref(), Instant::now());
         }
         self.settled = true;
+        if let Some(tell) = &self.throttle.on_failure {
+            tell(self.host, self.name.as_deref());
+        }
     }
 
     /// A correct password: the pair's failures are forgotten (the owner who
@@ -276,6 +310,7 @@ fn delay_after(name_failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn ip(raw: &str) -> IpAddr {
         raw.parse().unwrap()
@@ -361,6 +396,36 @@ mod tests {
         assert_eq!(throttle.admit(Some("alice"), ip("192.0.2.1")), Ok(MAX_DELAY));
         throttle.reserve(Some("alice"), ip("192.0.2.1")).unwrap().succeeded();
         assert!(throttle.admit(Some("alice"), ip("192.0.2.1")).is_ok(), "the owner is never refused");
+    }
+
+    #[test]
+    fn failures_on_other_nodes_count_here_and_are_not_told_again() {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let throttle = LoginThrottle::sharing_failures({
+            let told = told.clone();
+            move |host, name| told.lock().unwrap().push((host, name.map(str::to_owned)))
+        });
+        let host = ClientHost::of(ip("203.0.113.7"));
+        for i in 0..10 {
+            throttle.record_remote_failure(host, Some(&format!("n{i}")));
+        }
+        for i in 10..PER_ADDRESS {
+            fail(&throttle, Some(&format!("n{i}")), "203.0.113.7");
+        }
+        assert!(
+            matches!(throttle.admit(Some("someone"), ip("203.0.113.7")), Err(Throttled::Address { .. })),
+            "10 failures elsewhere and 10 here make the address's 20"
+        );
+        let told = told.lock().unwrap();
+        assert_eq!(told.len(), (PER_ADDRESS - 10) as usize, "only this node's own failures are told");
+        assert_eq!(told[0], (host, Some("n10".to_owned())));
+        // Remote failures on one name count against the pair and slow the name too.
+        let throttle = LoginThrottle::default();
+        for _ in 0..PER_ADDRESS_AND_NAME {
+            throttle.record_remote_failure(host, Some("alice"));
+        }
+        assert!(matches!(throttle.admit(Some("alice"), ip("203.0.113.7")), Err(Throttled::AddressAndName { .. })));
+        assert!(throttle.admit(Some("alice"), ip("192.0.2.1")).unwrap() > Duration::ZERO);
     }
 
     #[test]

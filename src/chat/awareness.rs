@@ -1,42 +1,86 @@
-//! Ephemeral events from the bus to this node's sockets: typing to the
-//! conversation's sockets of other users. One task per node listens to
-//! the bus (`ephemeral`), where this node's events and, in a cluster, the
-//! other nodes' arrive alike.
+//! Typing and presence, to this node's sockets. Typing comes from the
+//! ephemeral bus (this node's and, in a cluster, the other nodes' alike) and
+//! goes to the conversation's sockets of other users. Presence changes come
+//! from `presence` (which applies the contract's times) and go to the
+//! conversation sockets of every conversation of the user, and to the user
+//! sockets of everyone who shares one with them.
 
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 
 use super::ephemeral::Ephemeral;
+use super::hub::Outbound;
+use super::presence::PresenceChange;
 use super::{frames, Chat};
 use crate::shutdown::Stopping;
 
-/// Starts the task that brings ephemeral events to sockets; it ends at
-/// shutdown (it holds the chat, and so storage, until then).
-pub fn start(chat: Arc<Chat>, mut stopping: Stopping) {
-    let mut events = chat.ephemeral.subscribe();
-    tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                event = events.recv() => event,
-                _ = stopping.requested() => return,
-            };
-            match event {
-                Ok(event) => route(&chat, event),
-                // An old typing notice is worth nothing: skip what was missed.
-                Err(RecvError::Lagged(missed)) => tracing::debug!(missed, "ephemeral events skipped"),
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
+/// Starts the tasks that bring typing and presence to sockets; they end at
+/// shutdown (they hold the chat, and so storage, until then).
+pub fn start(chat: Arc<Chat>, stopping: Stopping) {
+    tokio::spawn(route_typing(chat.clone(), stopping.clone()));
+    tokio::spawn(route_presence(chat, stopping));
 }
 
-fn route(chat: &Chat, event: Ephemeral) {
-    match event {
-        Ephemeral::Typing { conversation, user } => {
-            let key = conversation.key();
-            chat.hub.to_conversation_sockets(&key, user.as_str(), &frames::typing_bytes(&key, user.as_str()));
+async fn route_typing(chat: Arc<Chat>, mut stopping: Stopping) {
+    let mut events = chat.ephemeral.subscribe();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = stopping.requested() => return,
+        };
+        match event {
+            Ok(Ephemeral::Typing { conversation, user }) => {
+                let key = conversation.key();
+                chat.hub.to_conversation_sockets(&key, user.as_str(), &frames::typing_bytes(&key, user.as_str()));
+            }
+            Ok(_) => {}
+            // An old typing notice is worth nothing: skip what was missed.
+            Err(RecvError::Lagged(missed)) => tracing::debug!(missed, "typing events skipped"),
+            Err(RecvError::Closed) => return,
         }
-        Ephemeral::Presence { .. } => {}
+    }
+}
+
+async fn route_presence(chat: Arc<Chat>, mut stopping: Stopping) {
+    let mut changes = chat.presence.changes();
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            _ = stopping.requested() => return,
+        };
+        match change {
+            Ok(change) => announce(&chat, change).await,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "presence changes skipped: some sockets show a stale presence until the next change"
+                );
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// One presence change, to the sockets that show that user.
+async fn announce(chat: &Chat, change: PresenceChange) {
+    let user = change.user.as_str().to_owned();
+    let who = user.clone();
+    let found = chat.store.call(move |store| Ok((store.conversation_keys_of(&who)?, store.contacts_of(&who)?))).await;
+    let (conversations, contacts) = match found {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%error, user = %user, "cannot read whom to tell of a presence change");
+            return;
+        }
+    };
+    let frame = frames::presence_bytes(&user, change.online);
+    for key in &conversations {
+        chat.hub.to_conversation_sockets(key, &user, &frame);
+    }
+    for contact in contacts.iter().filter(|contact| **contact != user) {
+        for inbox in chat.live.inboxes_of(contact) {
+            inbox.deliver(Outbound::Frame(frame.clone()));
+        }
     }
 }

@@ -6,7 +6,9 @@
 //! cluster, to every other node through the `relay` (a fanout exchange,
 //! nothing stored or confirmed). A node that misses one loses nothing that
 //! the next one (the next keystroke, the next presence heartbeat) will not
-//! bring.
+//! bring. Failed sign-ins travel the same way (`LoginFailed`), so that each
+//! node's login throttle counts the cluster's: one lost gives a guesser one
+//! more try, no more.
 //!
 //! The path mirrors a message's, without the log: socket -> bus ->
 //! (relay -> other nodes' buses) -> listeners -> sockets.
@@ -42,6 +44,55 @@ pub enum Ephemeral {
         user: Username,
         /// Whether they now have a socket open on the sending node.
         online: bool,
+    },
+    /// A change of `node`'s own online users (`chat::presence`): `user`
+    /// opened their first socket there (`online`), or their last one there
+    /// closed more than the grace period ago. Numbered, so a receiver that
+    /// missed one notices by the next heartbeat and asks for the full list.
+    NodePresence {
+        /// The sending node's id: a user may be online on several nodes.
+        node: u64,
+        /// 1 for the node's first change, then one more for each.
+        seq: u64,
+        /// Whose presence on `node` changed.
+        user: Username,
+        /// Whether `user` now counts as online on `node`.
+        online: bool,
+    },
+    /// `node` is alive, every few seconds. Its users go offline on the
+    /// other nodes when these stop (`chat::presence::NODE_EXPIRY`).
+    PresenceHeartbeat {
+        /// The sending node's id.
+        node: u64,
+        /// The `seq` of the node's latest `NodePresence`: a receiver that
+        /// has applied another number missed some.
+        seq: u64,
+        /// How many users count as online on `node`.
+        online: u32,
+        /// Every user online on `node`, in some heartbeats only (the first,
+        /// every `chat::presence::FULL_EVERY`-th, and one sent at once to
+        /// answer a `PresenceSync`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        users: Option<Vec<Username>>,
+    },
+    /// `node` asks node `of` for a heartbeat with its full list, at once: it
+    /// started late, or missed a change.
+    PresenceSync {
+        /// The asking node's id.
+        node: u64,
+        /// The node asked.
+        of: u64,
+    },
+    /// A failed sign-in on `node`: every other node counts it in its own
+    /// login throttle (`auth::throttle`), and never passes it on.
+    LoginFailed {
+        /// The sending node's id (its own bus hands it the event too).
+        node: u64,
+        /// Whom it counts against: `domain::ClientHost` in its string form.
+        host: String,
+        /// The name tried, when it was a valid username.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<Username>,
     },
 }
 
@@ -83,6 +134,12 @@ impl EphemeralBus {
             relay.send(serde_json::to_vec(&event).expect("ephemeral events serialise infallibly"));
         }
         let _ = self.local.send(event);
+    }
+
+    /// Whether events also go to other nodes (a cluster node's bus):
+    /// without other nodes, presence has nobody to tell.
+    pub fn is_clustered(&self) -> bool {
+        self.relay.is_some()
     }
 
     /// A listener of every event on this node, from now on (the router

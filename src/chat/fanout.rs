@@ -82,8 +82,8 @@ impl Targets {
                 Change::AccountDeactivated(name) => {
                     self.live.close_user(name.as_str());
                 }
-                Change::PasswordChanged(name) => {
-                    self.live.sign_out_user(name.as_str());
+                Change::PasswordChanged { username, kept } => {
+                    self.live.sign_out_user(username.as_str(), kept.as_ref().map(|hash| &hash.0));
                 }
                 Change::AccountCreated => self.setup.close(),
                 Change::Joined(user, conversation) => self.follow(user.as_str(), &conversation.key()),

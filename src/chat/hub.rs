@@ -76,8 +76,10 @@ pub struct Subscriber {
     urgent: Arc<UrgentClose>,
     /// Set once the server decided to close this socket: it takes no more messages.
     closing: AtomicBool,
-    /// The conversations the hub lists it under, so that it leaves them all when it ends.
-    subscriptions: std::sync::Mutex<Vec<String>>,
+    /// The conversations the hub lists it under, so that it leaves them all
+    /// when it ends; `None` once it has (the fan-out, racing with the end,
+    /// must not subscribe it again). Changed only under the hub's lock.
+    subscriptions: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl Subscriber {
@@ -98,7 +100,7 @@ impl Subscriber {
             queue,
             urgent: urgent.clone(),
             closing: AtomicBool::new(false),
-            subscriptions: std::sync::Mutex::new(Vec::new()),
+            subscriptions: std::sync::Mutex::new(Some(Vec::new())),
         };
         (Arc::new(subscriber), receiver, urgent)
     }
@@ -154,34 +156,25 @@ impl Hub {
     /// so no message falls between the two. Subscribing twice changes nothing.
     pub fn subscribe(&self, conversation: &str, subscriber: Arc<Subscriber>) {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        let mut subscriptions = subscriber.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(subscriptions) = subscriptions.as_mut() else { return };
         let entry = rooms.entry(conversation.to_owned()).or_insert_with(|| Arc::from(Vec::new()));
         if entry.iter().any(|s| s.id == subscriber.id) {
             return;
         }
+        subscriptions.push(conversation.to_owned());
         let mut list: Vec<_> = entry.iter().cloned().collect();
-        subscriber.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).push(conversation.to_owned());
-        list.push(subscriber);
+        list.push(subscriber.clone());
         *entry = Arc::from(list);
     }
 
-    /// Removes a socket from every conversation it was subscribed to, when it ends.
+    /// Removes a socket from every conversation it was subscribed to, when
+    /// it ends; it cannot be subscribed again.
     pub fn unsubscribe_everywhere(&self, subscriber: &Subscriber) {
-        let conversations = std::mem::take(&mut *subscriber.subscriptions.lock().unwrap_or_else(|p| p.into_inner()));
-        for conversation in conversations {
-            self.unsubscribe(&conversation, subscriber.id);
-        }
-    }
-
-    /// Removes a socket when it ends; a conversation nobody watches is forgotten.
-    pub fn unsubscribe(&self, conversation: &str, id: SocketId) {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = rooms.get_mut(conversation) {
-            let list: Vec<_> = entry.iter().filter(|s| s.id != id).cloned().collect();
-            if list.is_empty() {
-                rooms.remove(conversation);
-            } else {
-                *entry = Arc::from(list);
-            }
+        let conversations = subscriber.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for conversation in conversations.unwrap_or_default() {
+            remove_from(&mut rooms, &conversation, subscriber.id);
         }
     }
 
@@ -231,6 +224,17 @@ impl Hub {
     }
 }
 
+fn remove_from(rooms: &mut HashMap<String, Arc<[Arc<Subscriber>]>>, conversation: &str, id: SocketId) {
+    if let Some(entry) = rooms.get_mut(conversation) {
+        let list: Vec<_> = entry.iter().filter(|s| s.id != id).cloned().collect();
+        if list.is_empty() {
+            rooms.remove(conversation);
+        } else {
+            *entry = Arc::from(list);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,10 +262,24 @@ mod tests {
         let to_bob = bytes_of(bob_rx.recv().await.unwrap());
         assert!(std::str::from_utf8(&to_alice).unwrap().contains("\"client_id\":\"c-1\""));
         assert!(!std::str::from_utf8(&to_bob).unwrap().contains("client_id"));
-        hub.unsubscribe("r", bob.id);
+        hub.unsubscribe_everywhere(&bob);
         hub.publish(&message(2), None);
         assert!(bob_rx.try_recv().is_err());
         assert!(alice_rx.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_ended_socket_is_not_subscribed_again() {
+        let hub = Hub::new(Arc::default());
+        let (inbox, mut rx, _) = Subscriber::new(8, "a", SocketKind::Inbox);
+        hub.subscribe("r", inbox.clone());
+        hub.subscribe("r", inbox.clone());
+        hub.publish(&message(1), None);
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_err(), "subscribing twice delivers once");
+        hub.unsubscribe_everywhere(&inbox);
+        // The fan-out may still hold it, racing with the socket's end.
+        hub.subscribe("s", inbox.clone());
+        assert!(hub.rooms.read().unwrap().is_empty(), "an ended socket stays out of the hub");
     }
 
     #[tokio::test]

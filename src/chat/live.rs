@@ -140,9 +140,10 @@ impl LiveSockets {
     }
 
     /// Closes every socket of this user as signed out (a new password
-    /// ended all their sessions); returns how many.
-    pub fn sign_out_user(&self, username: &str) -> usize {
-        self.close_where(|entry| entry.username == username, "signed out")
+    /// ended their sessions), but those of the session `keep` (the one that
+    /// changed its own password); returns how many.
+    pub fn sign_out_user(&self, username: &str, keep: Option<&[u8; 32]>) -> usize {
+        self.close_where(|entry| entry.username == username && keep != Some(&entry.session), "signed out")
     }
 
     fn close_where(&self, matches: impl Fn(&Entry) -> bool, reason: &'static str) -> usize {
@@ -192,6 +193,23 @@ mod tests {
         assert_eq!(live.close_user("alice"), 2);
         drop(_a);
         assert_eq!(live.len(), 1);
+    }
+
+    #[test]
+    fn a_new_password_signs_out_every_session_but_the_kept_one() {
+        let live = LiveSockets::default();
+        let (mine, mut mine_rx, _) = Subscriber::new(4, "alice", SocketKind::Conversation);
+        let (other, mut other_rx, _) = Subscriber::new(4, "alice", SocketKind::Conversation);
+        let (bobs, _bobs_rx, _) = Subscriber::new(4, "alice", SocketKind::Conversation);
+        let _a = live.register("alice", [1; 32], mine.clone());
+        let _b = live.register("alice", [2; 32], other.clone());
+        let _c = live.register("bob", [3; 32], bobs.clone());
+        assert_eq!(live.sign_out_user("alice", Some(&[1; 32])), 1);
+        assert!(matches!(other_rx.try_recv(), Ok(Outbound::Close(1008, "signed out"))));
+        assert!(mine_rx.try_recv().is_err() && !mine.is_closing() && !bobs.is_closing());
+        assert_eq!(live.sign_out_user("alice", None), 2, "without a kept session every socket closes");
+        drop(_a);
+        assert_eq!(live.len(), 2);
     }
 
     #[test]

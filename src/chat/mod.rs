@@ -8,9 +8,11 @@ pub mod fanout;
 pub mod frames;
 pub mod hub;
 pub mod live;
+pub mod presence;
 pub mod rate_limit;
 pub mod shared_io;
 pub mod socket;
+pub mod typing;
 pub mod write_buffer;
 
 use std::sync::Arc;
@@ -42,14 +44,19 @@ pub struct Chat {
     pub socket_idle_timeout: Duration,
     /// Typing and presence: between sockets, and between nodes, never stored.
     pub ephemeral: Arc<ephemeral::EphemeralBus>,
+    /// Who is online, cluster-wide: each socket holds a `PresenceGuard`
+    /// (`presence.socket_opened`), and `presence.changes()` says whom to announce.
+    pub presence: Arc<presence::Presence>,
+    /// Which typing frames are forwarded (one per user and conversation every 2 s).
+    pub typing: typing::TypingGate,
 }
 
 impl Chat {
-    /// The online members of a conversation (for the `presence` frame after its history).
-    pub async fn online_members(&self, conversation: &str, _me: &str) -> Result<Vec<String>, StorageError> {
+    /// The online members of a conversation (the `presence` frame after its history).
+    pub async fn online_members(&self, conversation: &str) -> Result<Vec<String>, StorageError> {
         let key = conversation.to_owned();
         let members = self.store.call(move |store| store.members_of(&key)).await?;
-        Ok(members.into_iter().filter(|member| self.is_online(member)).collect())
+        Ok(self.presence.online_among(members.iter().map(String::as_str)))
     }
 
     /// The online users, other than `user`, among those who share a
@@ -57,17 +64,20 @@ impl Chat {
     pub async fn online_contacts(&self, user: &str) -> Result<Vec<String>, StorageError> {
         let me = user.to_owned();
         let contacts = self.store.call(move |store| store.contacts_of(&me)).await?;
-        Ok(contacts.into_iter().filter(|contact| contact != user && self.is_online(contact)).collect())
+        Ok(self.presence.online_among(contacts.iter().map(String::as_str).filter(|contact| *contact != user)))
     }
 
-    /// Whether `user` is online.
+    /// Whether `user` has a socket open on any node.
     pub fn is_online(&self, user: &str) -> bool {
-        self.live.has_sockets(user)
+        self.presence.is_online(user)
     }
 
-    /// `user` is typing in `conversation`: the conversation's sockets of
-    /// other users hear it, on every node.
-    pub fn typing(&self, conversation: &Conversation, user: &Username) {
-        self.ephemeral.publish(ephemeral::Ephemeral::Typing { conversation: conversation.clone(), user: user.clone() });
+    /// `user` is typing in `conversation`: unless they did within the last
+    /// 2 s, the conversation's sockets of other users hear it, on every node.
+    pub fn user_typing(&self, conversation: &Conversation, user: &Username) {
+        if self.typing.allow(user, conversation, std::time::Instant::now()) {
+            self.ephemeral
+                .publish(ephemeral::Ephemeral::Typing { conversation: conversation.clone(), user: user.clone() });
+        }
     }
 }

@@ -117,6 +117,8 @@ pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest)
 
     let (subscriber, queue, urgent) = Subscriber::new(OUTBOUND_QUEUE, request.user.as_str(), request.watch.kind());
     let registration = chat.live.register(request.user.as_str(), request.session, subscriber.clone());
+    // Online from now until the socket ends, on every node.
+    let _online = chat.presence.socket_opened(&request.user);
     // Subscribed before the first frame is read: an entry committed in
     // between is then in both, and the writer skips the live copy by id.
     let subscribed = subscribe(&chat, &request, &subscriber).await;
@@ -215,7 +217,7 @@ async fn first_frames(
                     Ok((signed_in, page.finish(frames::page_has_more(from, history.end)), history.latest))
                 })
                 .await?;
-            let online = chat.online_members(&presence_key, user.as_str()).await?;
+            let online = chat.online_members(&presence_key).await?;
             Ok((signed_in, vec![history, frames::presence_list_bytes(&online)], covers))
         }
         Watch::Inbox => {
@@ -411,7 +413,7 @@ async fn accept(chat: &Chat, me: &Arc<Subscriber>, request: &SocketRequest, raw:
         }
         Inbound::Read { up_to, .. } => (Write::Read { username: user, conversation, up_to }, None),
         Inbound::Typing => {
-            chat.typing(&conversation, &request.user);
+            chat.user_typing(&conversation, &request.user);
             return true;
         }
     };

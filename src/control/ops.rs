@@ -124,7 +124,7 @@ async fn set_password(store: &Store, log: &WriteLog, username: &str, password: S
         return Err(no_such_user(username));
     };
     let password_hash = checked_hash(password, username, &user.email).await?;
-    match apply(log, Write::SetPassword { username: account, password_hash }).await? {
+    match apply(log, Write::SetPassword { username: account, password_hash, keep_session: None }).await? {
         Outcome::Applied => Ok(Reply::Done {
             message: format!("Password changed successfully for user {username}; their sessions have ended."),
         }),

@@ -8,18 +8,23 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 
 use super::identity::{current_user, start_session, CurrentUser};
+use super::notice::{self, Notice, Place};
 use super::peer::Peer;
 use super::request::{self, cookie, form, query, safe_next};
 use super::respond::{self, error_page, json, json_error, see_other, with_cookie, Reply};
 use super::templates::{self, Page};
 use crate::app::App;
-use crate::auth::throttle::Throttled;
+use crate::auth::throttle::{LoginThrottle, Throttled};
 use crate::auth::{csrf, password, session};
-use crate::domain::{SessionHash, Username};
+use crate::chat::ephemeral::{Ephemeral, EphemeralBus};
+use crate::domain::{ClientHost, SessionHash, Username};
 use crate::log::write::{Outcome, Write};
 use crate::log::LogError;
+use crate::metrics::Metrics;
+use crate::shutdown::Stopping;
 use crate::storage::{now_ms, StorageError, UserRecord};
 use crate::telemetry::{log_safe, SECURITY};
 
@@ -38,6 +43,30 @@ pub enum SignIn {
     Busy,
 }
 
+/// Why a password is being checked; the security log and the metrics say
+/// which. Both count a wrong password in the login throttle alike, so the
+/// password-change form is no way around it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Signing in (the form or `/api/login`).
+    SignIn,
+    /// A signed-in user confirming their current password to change it.
+    PasswordChange,
+}
+
+impl Purpose {
+    fn log_words(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Purpose::SignIn => ("signed in", "sign-in failed", "sign-in throttled"),
+            Purpose::PasswordChange => (
+                "current password confirmed",
+                "password change refused: wrong current password",
+                "password change throttled",
+            ),
+        }
+    }
+}
+
 /// Checks credentials. Unknown users, deactivated users and wrong passwords
 /// all cost one argon2 verification and give the same answer. `client` is
 /// the client's address as resolved through trusted proxies.
@@ -47,12 +76,25 @@ pub async fn authenticate(
     password: &str,
     client: IpAddr,
 ) -> Result<SignIn, StorageError> {
+    check_password(app, username, password, client, Purpose::SignIn).await
+}
+
+/// `authenticate`, for any `purpose`: the same throttle, the same bounded
+/// number of argon2 checks at once, the same answers.
+pub async fn check_password(
+    app: &Arc<App>,
+    username: &str,
+    password: &str,
+    client: IpAddr,
+    purpose: Purpose,
+) -> Result<SignIn, StorageError> {
+    let (ok_words, failed_words, _) = purpose.log_words();
     // Lenient: an account made only of dots, from before the rule, signs in.
     let valid_name = Username::from_stored(username).ok();
     let name = valid_name.as_ref().map(Username::as_str);
     let delay = match app.login_throttle.admit(name, client) {
         Ok(delay) => delay,
-        Err(throttled) => return Ok(throttled_attempt(app, throttled, username, client)),
+        Err(throttled) => return Ok(throttled_attempt(app, throttled, username, client, purpose)),
     };
     // A name under attack: every attempt on it waits, the owner's too, but
     // only for seconds, and without holding a password-check slot.
@@ -76,7 +118,7 @@ pub async fn authenticate(
                 tokio::time::sleep(Duration::from_millis(10)).await
             }
             Err(Throttled::Pending) => return Ok(SignIn::Busy),
-            Err(throttled) => return Ok(throttled_attempt(app, throttled, username, client)),
+            Err(throttled) => return Ok(throttled_attempt(app, throttled, username, client, purpose)),
         }
     };
     let user = match valid_name.clone() {
@@ -94,26 +136,82 @@ pub async fn authenticate(
     match verified {
         Some(user) => {
             attempt.succeeded();
-            app.metrics.logins_succeeded.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: SECURITY, client = %client, username = %log_safe(username), "signed in");
+            if purpose == Purpose::SignIn {
+                app.metrics.logins_succeeded.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::info!(target: SECURITY, client = %client, username = %log_safe(username), "{ok_words}");
             Ok(SignIn::Ok(user))
         }
         None => {
             attempt.failed();
             app.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: SECURITY, client = %client, username = %log_safe(username), "sign-in failed");
+            tracing::warn!(target: SECURITY, client = %client, username = %log_safe(username), "{failed_words}");
             Ok(SignIn::Invalid)
         }
     }
 }
 
-fn throttled_attempt(app: &App, throttled: Throttled, username: &str, client: IpAddr) -> SignIn {
+/// The login throttle of a node: on a single node, its own; on a cluster
+/// node, one whose failures count on every node. Each failure here goes out
+/// on the ephemeral bus as `Ephemeral::LoginFailed`, and those of other
+/// nodes are counted here (never sent on again), until shutdown.
+pub fn cluster_login_throttle(
+    bus: &Arc<EphemeralBus>,
+    node: u64,
+    metrics: Arc<Metrics>,
+    stopping: Stopping,
+) -> Arc<LoginThrottle> {
+    if !bus.is_clustered() {
+        return Arc::new(LoginThrottle::default());
+    }
+    let throttle = Arc::new(LoginThrottle::sharing_failures({
+        let bus = bus.clone();
+        move |host, name| {
+            let username = name.and_then(|name| Username::from_stored(name).ok());
+            bus.publish(Ephemeral::LoginFailed { node, host: host.to_string(), username });
+        }
+    }));
+    tokio::spawn(count_other_nodes_failures(bus.subscribe(), throttle.clone(), node, metrics, stopping));
+    throttle
+}
+
+/// Feeds the failed sign-ins of other nodes into this node's throttle.
+async fn count_other_nodes_failures(
+    mut events: broadcast::Receiver<Ephemeral>,
+    throttle: Arc<LoginThrottle>,
+    node: u64,
+    metrics: Arc<Metrics>,
+    mut stopping: Stopping,
+) {
+    let _running = stopping.running();
+    loop {
+        let event = tokio::select! {
+            _ = stopping.requested() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(Ephemeral::LoginFailed { node: from, host, username }) if from != node => {
+                let Ok(host) = host.parse::<ClientHost>() else { continue };
+                throttle.record_remote_failure(host, username.as_deref());
+                metrics.login_failures_from_other_nodes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "ephemeral events skipped; other nodes' failed sign-ins may be undercounted")
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+fn throttled_attempt(app: &App, throttled: Throttled, username: &str, client: IpAddr, purpose: Purpose) -> SignIn {
+    let (_, _, throttled_words) = purpose.log_words();
     app.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
     let scope = match throttled {
         Throttled::Address { .. } => "address",
         Throttled::AddressAndName { .. } | Throttled::Pending => "address and username",
     };
-    tracing::warn!(target: SECURITY, client = %client, username = %log_safe(username), scope, "sign-in throttled");
+    tracing::warn!(target: SECURITY, client = %client, username = %log_safe(username), scope, "{throttled_words}");
     SignIn::Throttled(throttled.retry_after())
 }
 
@@ -121,20 +219,42 @@ fn throttled_attempt(app: &App, throttled: Throttled, username: &str, client: Ip
 /// answered "busy, retry" (`SignIn::Busy`).
 /// Long enough for a crowd signing in at once (200 checks of ~30 ms on one
 /// slot), short enough that a storm is told to retry before proxies give up.
-const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(30);
+pub const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(30);
 
 const BAD_CREDENTIALS: &str = "Please enter a correct username and password. Both fields may be case-sensitive.";
 const THROTTLED: &str = "Too many failed sign-in attempts. Wait a few minutes, then try again.";
 const BUSY: &str = "The server is busy checking other sign-ins. Try again in a few seconds.";
 /// `Retry-After` on a busy answer.
-const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// `GET /login`: the form, with a CSRF token bound to a cookie.
-pub async fn login_page(request: &Request<Incoming>, secure: bool) -> Reply {
+/// `GET /login`: the form, with a CSRF token bound to a cookie, and what
+/// the person should know first: that they signed out (a one-shot notice
+/// from `POST /logout`), that their account was deactivated (the chat
+/// client comes here with `?reason=deactivated` after its socket closed
+/// so), or that no account exists yet.
+pub async fn login_page(app: &App, request: &Request<Incoming>, secure: bool) -> Reply {
     let params = query(request);
     let next = safe_next(params.get("next").map(String::as_str));
-    render_login(request.headers(), secure, StatusCode::OK, &next, "", "")
+    let flash = Notice::from_headers(request.headers(), Place::Login);
+    let notice = match (flash, params.get("reason").map(String::as_str)) {
+        (Some(flash), _) => flash.text(),
+        (None, Some("deactivated")) => DEACTIVATED.to_owned(),
+        (None, Some("signed_out")) => SIGNED_OUT_ELSEWHERE.to_owned(),
+        (None, _) => String::new(),
+    };
+    let notice = if app.setup.get().is_some() { SETUP_PENDING.to_owned() } else { notice };
+    let reply = render_login(request.headers(), secure, StatusCode::OK, &next, "", "", &notice);
+    if cookie(request.headers(), notice::COOKIE_NAME).is_some() {
+        return with_cookie(reply, &notice::cleared_cookie(Place::Login, secure));
+    }
+    reply
 }
+
+/// Fixed texts only: a crafted `?reason=` link can show no words of its own.
+const DEACTIVATED: &str = "This account has been deactivated. Ask an administrator if you think this is a mistake.";
+const SIGNED_OUT_ELSEWHERE: &str = "You were signed out (for example, your password was changed). Sign in again.";
+/// The setup link holds a secret, so the page only says where to find it.
+const SETUP_PENDING: &str = "No account exists yet. To create the first administrator, open the setup link that `chatctl serve` printed in its log.";
 
 fn render_login(
     headers: &hyper::HeaderMap,
@@ -143,12 +263,13 @@ fn render_login(
     next: &str,
     username: &str,
     error: &str,
+    notice: &str,
 ) -> Reply {
     let existing = cookie(headers, csrf::COOKIE_NAME).filter(|t| t.len() == 64).map(str::to_owned);
     let token = existing.clone().unwrap_or_else(csrf::new_anonymous_token);
     let page = templates::render(
         Page::Login,
-        &[("csrf_token", &token), ("next", next), ("username", username), ("error", error)],
+        &[("csrf_token", &token), ("next", next), ("username", username), ("error", error), ("notice", notice)],
     );
     let reply = respond::html(status, page);
     if existing.is_some() {
@@ -182,12 +303,13 @@ pub async fn login_submit(app: &Arc<App>, request: Request<Incoming>, peer: &Pee
             Ok(token) => with_cookie(see_other(&next), &session::session_cookie(&token, secure)),
             Err(error) => log_failure_page(error),
         },
-        Ok(SignIn::Invalid) => render_login(&headers, secure, StatusCode::OK, &next, username, BAD_CREDENTIALS),
-        Ok(SignIn::Throttled(wait)) => {
-            retry_after(render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, THROTTLED), wait)
-        }
+        Ok(SignIn::Invalid) => render_login(&headers, secure, StatusCode::OK, &next, username, BAD_CREDENTIALS, ""),
+        Ok(SignIn::Throttled(wait)) => retry_after(
+            render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, THROTTLED, ""),
+            wait,
+        ),
         Ok(SignIn::Busy) => retry_after(
-            render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, BUSY),
+            render_login(&headers, secure, StatusCode::TOO_MANY_REQUESTS, &next, username, BUSY, ""),
             BUSY_RETRY_AFTER,
         ),
         Err(error) => storage_failure_page(error),
@@ -221,7 +343,8 @@ async fn end_session(app: &Arc<App>, user: &CurrentUser, secure: bool) -> Reply 
     if let Err(error) = app.log.apply(Write::DeleteSession { token_hash }).await {
         return log_failure_page(error);
     }
-    with_cookie(see_other("/login"), &session::expired_session_cookie(secure))
+    let reply = with_cookie(see_other("/login"), &session::expired_session_cookie(secure));
+    with_cookie(reply, &Notice::SignedOut.cookie(secure))
 }
 
 #[derive(Deserialize)]
@@ -397,7 +520,7 @@ pub fn storage_failure_json(error: StorageError) -> Reply {
 }
 
 /// Adds `Retry-After` (whole seconds, rounded up) to a 429.
-fn retry_after(mut reply: Reply, wait: Duration) -> Reply {
+pub fn retry_after(mut reply: Reply, wait: Duration) -> Reply {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     reply.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(seconds.max(1)));
     reply

@@ -37,7 +37,14 @@ impl CurrentUser {
 
 /// The signed-in user, or `None` for no, unknown, expired or deactivated session.
 pub async fn current_user(app: &Arc<App>, headers: &HeaderMap) -> storage::Result<Option<CurrentUser>> {
-    let Some(token) = cookie(headers, session::COOKIE_NAME) else { return Ok(None) };
+    match cookie(headers, session::COOKIE_NAME) {
+        Some(token) => user_of_token(app, token).await,
+        None => Ok(None),
+    }
+}
+
+/// The signed-in user of a session cookie's token, as `current_user`.
+pub async fn user_of_token(app: &Arc<App>, token: &str) -> storage::Result<Option<CurrentUser>> {
     if token.is_empty() || token.len() > 128 {
         return Ok(None);
     }

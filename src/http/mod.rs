@@ -6,6 +6,7 @@ pub mod api;
 pub mod identity;
 pub mod notice;
 pub mod pages;
+pub mod passwords;
 pub mod peer;
 pub mod per_address;
 pub mod request;
@@ -79,6 +80,10 @@ pub enum Route {
     RoomHistory(RoomName),
     /// `GET /api/direct/<user>/messages`
     DirectHistory(Username),
+    /// `GET /account`
+    Account,
+    /// `POST /api/password`
+    ApiPassword,
     // Superusers only.
     /// `GET /admin`
     Admin,
@@ -86,6 +91,8 @@ pub enum Route {
     AdminCreateUser,
     /// `POST /admin/users/<user>/activate` (true) or `/deactivate` (false)
     AdminSetActive(Username, bool),
+    /// `POST /admin/users/<user>/password`
+    AdminSetPassword(Username),
 }
 
 /// Why no route matched. Public with `Route`, for the fuzz targets.
@@ -146,10 +153,13 @@ pub fn parse_route(method: &Method, segments: &[&str]) -> Result<Route, Miss> {
         ["api", "users"] | ["api", "users", ""] => only(get, Route::UserSearch),
         ["api", "rooms", name, "messages"] => only(get, Route::RoomHistory(room(name)?)),
         ["api", "direct", name, "messages"] => only(get, Route::DirectHistory(user(name)?)),
+        ["account"] | ["account", ""] => only(get, Route::Account),
+        ["api", "password"] => only(post, Route::ApiPassword),
         ["admin"] | ["admin", ""] => only(get, Route::Admin),
         ["admin", "users"] => only(post, Route::AdminCreateUser),
         ["admin", "users", name, "deactivate"] => only(post, Route::AdminSetActive(user(name)?, false)),
         ["admin", "users", name, "activate"] => only(post, Route::AdminSetActive(user(name)?, true)),
+        ["admin", "users", name, "password"] => only(post, Route::AdminSetPassword(user(name)?)),
         _ if segments.first() == Some(&"api") => Err(Miss::NotFound("no such API route")),
         _ => Err(Miss::NotFound("No such page.")),
     }
@@ -164,6 +174,12 @@ pub fn path_segments(path: &str) -> Option<Vec<String>> {
 
 /// Answers one request that arrived over a connection from `tcp_peer`.
 pub async fn route(app: Arc<App>, request: Request<Incoming>, tcp_peer: SocketAddr) -> Reply {
+    let session = request::cookie(request.headers(), crate::auth::session::COOKIE_NAME).map(str::to_owned);
+    let reply = dispatch(&app, request, tcp_peer).await;
+    pages::keep_top_bar(&app, reply, session.as_deref()).await
+}
+
+async fn dispatch(app: &Arc<App>, request: Request<Incoming>, tcp_peer: SocketAddr) -> Reply {
     app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let is_api = request.uri().path().starts_with("/api/");
     let Some(decoded) = path_segments(request.uri().path()) else {
@@ -184,32 +200,27 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, tcp_peer: SocketAd
     }
     match route {
         Route::Health => text(StatusCode::OK, "ok"),
-        Route::Ready => readiness(&app).await,
-        Route::Metrics => metrics(&app, &peer),
+        Route::Ready => readiness(app).await,
+        Route::Metrics => metrics(app, &peer),
         Route::Static(name) => pages::static_file(&request, &name),
-        Route::LoginPage => accounts::login_page(&request, peer.secure_cookies(&app.config)).await,
-        Route::LoginSubmit => accounts::login_submit(&app, request, &peer).await,
-        Route::Logout => accounts::logout(&app, request, &peer).await,
-        Route::SetupPage => accounts::setup_page(&app, &request).await,
-        Route::SetupSubmit => accounts::setup_submit(&app, request, &peer).await,
-        Route::ApiLogin => accounts::api_login(&app, request, &peer).await,
-        Route::RoomSocket(room) => websocket::upgrade(&app, request, &peer, Target::Room(room)).await,
-        Route::DirectSocket(other) => websocket::upgrade(&app, request, &peer, Target::Direct(other)).await,
-        Route::UserSocket => websocket::upgrade(&app, request, &peer, Target::Inbox).await,
-        signed_in => signed_in_route(&app, request, signed_in, is_api, peer.secure_cookies(&app.config)).await,
+        Route::LoginPage => accounts::login_page(app, &request, peer.secure_cookies(&app.config)).await,
+        Route::LoginSubmit => accounts::login_submit(app, request, &peer).await,
+        Route::Logout => accounts::logout(app, request, &peer).await,
+        Route::SetupPage => accounts::setup_page(app, &request).await,
+        Route::SetupSubmit => accounts::setup_submit(app, request, &peer).await,
+        Route::ApiLogin => accounts::api_login(app, request, &peer).await,
+        Route::RoomSocket(room) => websocket::upgrade(app, request, &peer, Target::Room(room)).await,
+        Route::DirectSocket(other) => websocket::upgrade(app, request, &peer, Target::Direct(other)).await,
+        Route::UserSocket => websocket::upgrade(app, request, &peer, Target::Inbox).await,
+        signed_in => signed_in_route(app, request, signed_in, is_api, &peer).await,
     }
 }
 
 /// Routes that need a signed-in user: 401 JSON for the API, a redirect to
-/// the login page for pages. `secure` says whether cookies set in the
-/// answer must be `Secure`.
-async fn signed_in_route(
-    app: &Arc<App>,
-    request: Request<Incoming>,
-    route: Route,
-    is_api: bool,
-    secure: bool,
-) -> Reply {
+/// the login page for pages. `peer` is the client as resolved through
+/// trusted proxies (its address, whether cookies must be `Secure`).
+async fn signed_in_route(app: &Arc<App>, request: Request<Incoming>, route: Route, is_api: bool, peer: &Peer) -> Reply {
+    let secure = peer.secure_cookies(&app.config);
     let user = match current_user(app, request.headers()).await {
         Ok(Some(user)) => user,
         Ok(None) if is_api => return json_error(StatusCode::UNAUTHORIZED, "sign in first (POST /api/login)"),
@@ -225,6 +236,8 @@ async fn signed_in_route(
         Route::RoomPage(room) => pages::room(app, &user, &room).await,
         Route::DirectPage(peer) => pages::direct(app, &user, &peer).await,
         Route::Me => api::me(&user),
+        Route::Account => pages::account(&user),
+        Route::ApiPassword => passwords::change_own(app, &user, request, peer).await,
         Route::LobbyApi => api::lobby(app, &user).await,
         Route::Inbox => api::inbox(app, &user).await,
         Route::RoomDirectory => api::room_directory(app).await,
@@ -252,6 +265,7 @@ async fn admin_route(
         Route::Admin => pages::admin(app, user, &request, secure).await,
         Route::AdminCreateUser => pages::admin_create_user(app, user, request, secure).await,
         Route::AdminSetActive(name, active) => pages::admin_set_active(app, user, request, name, active, secure).await,
+        Route::AdminSetPassword(name) => passwords::admin_reset(app, user, request, name, secure).await,
         _ => error_page(StatusCode::NOT_FOUND, "No such page."),
     }
 }

@@ -7,10 +7,10 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
 
 use super::accounts::{log_failure_page, new_user_record, storage_failure_page};
-use super::identity::CurrentUser;
-use super::notice::{self, Notice};
+use super::identity::{user_of_token, CurrentUser};
+use super::notice::{self, Notice, Place};
 use super::request::{self, form};
-use super::respond::{self, error_page, escape_html, see_other, with_cookie, Reply};
+use super::respond::{self, error_page, escape_html, see_other, with_cookie, ErrorMessage, Reply};
 use super::templates::{self, Page};
 use crate::app::App;
 use crate::auth::csrf;
@@ -19,15 +19,22 @@ use crate::log::write::{Outcome, Write};
 
 /// Where a signed-in page sits, for its top bar.
 #[derive(PartialEq, Eq)]
-enum Section {
+pub(super) enum Section {
+    /// `/`.
     Lobby,
+    /// A room or a direct chat: the bar leads back to the lobby.
     Chat,
+    /// `/admin`.
     Admin,
+    /// `/account`.
+    Account,
+    /// An error page.
+    Elsewhere,
 }
 
 /// Renders a page under the signed-in top bar; `username` and `csrf_token`
 /// are filled in the page too.
-fn signed_in_page(
+pub(super) fn signed_in_page(
     page: Page,
     user: &CurrentUser,
     section: Section,
@@ -42,8 +49,12 @@ fn signed_in_page(
         (true, false) => "<a id=\"admin-link\" class=\"nav-link\" href=\"/admin\">Admin</a>",
         (false, _) => "",
     };
-    let topbar =
-        templates::render_with_raw(Page::Topbar, &common, &[("back_link", back_link), ("admin_link", admin_link)]);
+    let account_current = if section == Section::Account { " aria-current=\"page\"" } else { "" };
+    let topbar = templates::render_with_raw(
+        Page::Topbar,
+        &common,
+        &[("back_link", back_link), ("admin_link", admin_link), ("account_current", account_current)],
+    );
     let values: Vec<(&str, &str)> = common.iter().chain(values).copied().collect();
     let raw: Vec<(&str, &str)> = [("topbar", topbar.as_str())].iter().chain(raw).copied().collect();
     templates::render_with_raw(page, &values, &raw)
@@ -80,6 +91,37 @@ fn chat_page(user: &CurrentUser, title: &str) -> Reply {
     respond::html(StatusCode::OK, signed_in_page(Page::Room, user, Section::Chat, &[("title", title)], &[]))
 }
 
+/// An error page (403, 404, 405) for a signed-in person keeps their top
+/// bar, so they are never stranded: `reply` comes from
+/// `respond::error_page`, and only its body changes.
+pub async fn keep_top_bar(app: &Arc<App>, mut reply: Reply, session_token: Option<&str>) -> Reply {
+    let Some(token) = session_token else { return reply };
+    let Some(ErrorMessage(message)) = reply.extensions().get::<ErrorMessage>().cloned() else { return reply };
+    let status = reply.status();
+    if ![StatusCode::FORBIDDEN, StatusCode::NOT_FOUND, StatusCode::METHOD_NOT_ALLOWED].contains(&status) {
+        return reply;
+    }
+    let Ok(Some(user)) = user_of_token(app, token).await else { return reply };
+    let title = status.canonical_reason().unwrap_or("Error");
+    let code = status.as_u16().to_string();
+    let page = signed_in_page(
+        Page::Error,
+        &user,
+        Section::Elsewhere,
+        &[("code", &code), ("title", title), ("message", &message)],
+        &[],
+    );
+    *reply.body_mut() = respond::Body::from(page);
+    reply
+}
+
+/// `GET /account`: who is signed in, and the form to change their password
+/// (its script posts to `/api/password`).
+pub fn account(user: &CurrentUser) -> Reply {
+    let role = if user.is_superuser { "Administrator" } else { "User" };
+    respond::html(StatusCode::OK, signed_in_page(Page::Account, user, Section::Account, &[("role", role)], &[]))
+}
+
 /// `GET /static/<name>`: embedded files, cacheable, revalidated by ETag.
 pub fn static_file(request: &Request<Incoming>, name: &str) -> Reply {
     let Some(file) = templates::static_file(name) else {
@@ -106,53 +148,102 @@ pub fn static_file(request: &Request<Incoming>, name: &str) -> Reply {
 /// `GET /admin`: every user, a form to create one, buttons to deactivate,
 /// and the notice an admin action left in its cookie (shown once).
 pub async fn admin(app: &Arc<App>, user: &CurrentUser, request: &Request<Incoming>, secure: bool) -> Reply {
-    let notice = Notice::from_headers(request.headers()).map(|n| n.text()).unwrap_or_default();
-    let page = admin_page(app, user, StatusCode::OK, "", &notice).await;
+    let notice = Notice::from_headers(request.headers(), Place::Admin).map(|n| n.text()).unwrap_or_default();
+    let page = admin_page(app, user, StatusCode::OK, AdminView { notice: &notice, ..AdminView::default() }).await;
     if request::cookie(request.headers(), notice::COOKIE_NAME).is_some() {
-        return with_cookie(page, &notice::cleared_cookie(secure));
+        return with_cookie(page, &notice::cleared_cookie(Place::Admin, secure));
     }
     page
 }
 
-async fn admin_page(app: &Arc<App>, user: &CurrentUser, status: StatusCode, error: &str, notice: &str) -> Reply {
+/// What the admin page shows besides the users: a message, and after a
+/// refused form what was typed into it (never a password).
+#[derive(Default)]
+pub(super) struct AdminView<'a> {
+    /// Why the last action was refused.
+    pub error: &'a str,
+    /// What the last action did.
+    pub notice: &'a str,
+    /// The create form's username, as typed.
+    pub username: &'a str,
+    /// The create form's email, as typed.
+    pub email: &'a str,
+    /// The create form's administrator box, as ticked.
+    pub is_superuser: bool,
+    /// The user whose reset-password form was refused: it is shown open.
+    pub reset_open: Option<&'a str>,
+}
+
+/// The admin page with `view`'s messages and form values.
+pub(super) async fn admin_page(app: &Arc<App>, user: &CurrentUser, status: StatusCode, view: AdminView<'_>) -> Reply {
     let users = match app.store.call(|store| store.users()).await {
         Ok(users) => users,
         Err(error) => return storage_failure_page(error),
     };
-    let csrf_token = user.csrf_token();
+    let csrf = escape_html(&user.csrf_token());
     let mut rows = String::new();
     for u in &users {
-        let name = escape_html(&u.username);
         let joined = crate::chat::frames::rfc3339(u.created_at_ms);
-        let (action, label, class) =
-            if u.is_active { ("deactivate", "Deactivate", "danger") } else { ("activate", "Activate", "secondary") };
-        let button = if u.username == user.username.as_str() {
-            "<span class=\"muted\">you</span>".to_owned()
-        } else {
-            format!(
-                "<form method=\"post\" action=\"/admin/users/{name}/{action}\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\"><button class=\"{class}\">{label}</button></form>",
-                csrf = escape_html(&csrf_token)
-            )
-        };
+        let open = view.reset_open == Some(u.username.as_str());
+        let actions = user_actions(u, u.username == user.username, &csrf, open);
         rows.push_str(&format!(
-            "<tr><td>{name}</td><td>{email}</td><td>{role}</td><td>{status}</td><td><time datetime=\"{joined}\">{date}</time></td><td>{button}</td></tr>",
+            "<tr><td>{name}</td><td>{email}</td><td>{role}</td><td>{status}</td><td><time datetime=\"{joined}\">{date}</time></td><td>{actions}</td></tr>",
+            name = escape_html(&u.username),
             email = escape_html(&u.email),
             role = if u.is_superuser { "superuser" } else { "user" },
             status = if u.is_active { "active" } else { "deactivated" },
             date = &joined[..10],
         ));
     }
+    let checked = if view.is_superuser { " checked" } else { "" };
     let page = signed_in_page(
         Page::Admin,
         user,
         Section::Admin,
-        &[("error", error), ("notice", notice)],
-        &[("user_rows", &rows)],
+        &[("error", view.error), ("notice", view.notice), ("new_username", view.username), ("new_email", view.email)],
+        &[("user_rows", &rows), ("new_is_superuser_checked", checked)],
     );
     respond::html(status, page)
 }
 
-/// `POST /admin/users`: creates a user.
+/// One user's actions on the admin page: a reset-password form, and
+/// (de)activation. Deactivating asks first: its button only opens a
+/// confirm step (`<details>`, so it works without JavaScript) holding the
+/// real form. Your own row links to your account page instead.
+fn user_actions(u: &crate::storage::UserRecord, is_you: bool, csrf: &str, reset_open: bool) -> String {
+    if is_you {
+        return "<span class=\"muted\">you</span> <a class=\"row-link\" href=\"/account\">Change password</a>"
+            .to_owned();
+    }
+    let name = escape_html(&u.username);
+    // Usernames are URL-safe ([A-Za-z0-9_.@+-]); `@` and `+` are fine in a path.
+    let open = if reset_open { " open" } else { "" };
+    let reset = format!(
+        "<details class=\"row-action\"{open}><summary class=\"secondary\">Reset password</summary>\
+         <form method=\"post\" action=\"/admin/users/{name}/password\" class=\"reset-form\">\
+         <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+         <label class=\"visually-hidden\" for=\"reset-{name}\">New password for {name}</label>\
+         <input type=\"password\" name=\"password\" id=\"reset-{name}\" autocomplete=\"new-password\" placeholder=\"New password\" required>\
+         <button type=\"submit\">Set password</button></form></details>"
+    );
+    let status = if u.is_active {
+        format!(
+            "<details class=\"row-action\"><summary class=\"danger\">Deactivate</summary>\
+             <form method=\"post\" action=\"/admin/users/{name}/deactivate\" class=\"confirm-form\">\
+             <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+             <span>Sign {name} out everywhere and stop them signing in?</span>\
+             <button class=\"danger\">Yes, deactivate</button></form></details>"
+        )
+    } else {
+        format!(
+            "<form method=\"post\" action=\"/admin/users/{name}/activate\"><input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\"><button class=\"secondary\">Activate</button></form>"
+        )
+    };
+    format!("<div class=\"row-actions\">{reset}{status}</div>")
+}
+
+/// `POST /admin/users`: creates a user. A refusal shows the form again
+/// with what was typed, but the password.
 pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Request<Incoming>, secure: bool) -> Reply {
     let fields = match admin_form(app, user, request).await {
         Ok(fields) => fields,
@@ -160,18 +251,23 @@ pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Requ
     };
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
     let is_superuser = field("is_superuser") == "on";
-    let record =
-        match new_user_record(field("username"), field("email").trim(), field("password"), None, is_superuser).await {
-            Ok(record) => record,
-            Err(error) => return admin_page(app, user, StatusCode::BAD_REQUEST, &error, "").await,
-        };
+    let (username, email) = (field("username"), field("email").trim());
+    fn again<'a>(error: &'a str, username: &'a str, email: &'a str, is_superuser: bool) -> AdminView<'a> {
+        AdminView { error, username, email, is_superuser, ..AdminView::default() }
+    }
+    let record = match new_user_record(username, email, field("password"), None, is_superuser).await {
+        Ok(record) => record,
+        Err(error) => {
+            return admin_page(app, user, StatusCode::BAD_REQUEST, again(&error, username, email, is_superuser)).await
+        }
+    };
     let name = record.username.clone();
     let created = Username::parse(&name);
     match app.log.apply(Write::CreateUser { user: record, only_if_first: false }).await {
         Ok(Outcome::UsernameTaken) => {
             let error =
                 "A user with that username already exists; usernames that differ only in case count as the same.";
-            admin_page(app, user, StatusCode::CONFLICT, error, "").await
+            admin_page(app, user, StatusCode::CONFLICT, again(error, username, email, is_superuser)).await
         }
         Ok(_) => {
             tracing::info!(by = %user.username.as_str(), username = %name, is_superuser, "user created from the admin page");
@@ -197,7 +293,8 @@ pub async fn admin_set_active(
         return reply;
     }
     if target == user.username {
-        return admin_page(app, user, StatusCode::BAD_REQUEST, "You cannot deactivate your own account.", "").await;
+        let view = AdminView { error: "You cannot deactivate your own account.", ..AdminView::default() };
+        return admin_page(app, user, StatusCode::BAD_REQUEST, view).await;
     }
     // Applying a deactivation also closes that user's sockets, on every node.
     match app.log.apply(Write::SetUserActive { username: target.clone(), active }).await {
@@ -212,12 +309,12 @@ pub async fn admin_set_active(
 }
 
 /// Back to the admin page (post/redirect/get), which shows `notice` once.
-fn notice_redirect(notice: Notice, secure: bool) -> Reply {
+pub(super) fn notice_redirect(notice: Notice, secure: bool) -> Reply {
     with_cookie(see_other("/admin"), &notice.cookie(secure))
 }
 
 /// Reads an admin form and checks its CSRF token.
-async fn admin_form(
+pub(super) async fn admin_form(
     app: &Arc<App>,
     user: &CurrentUser,
     request: Request<Incoming>,

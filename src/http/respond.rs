@@ -57,10 +57,16 @@ pub fn html(status: StatusCode, body: String) -> Reply {
     reply
 }
 
+/// What an error page says, kept on its response so that the router can
+/// draw the page again under a signed-in person's top bar
+/// (`pages::keep_top_bar`) without every caller knowing who asked.
+#[derive(Clone, Debug)]
+pub struct ErrorMessage(pub String);
+
 /// A small page for errors a person meets in the browser.
 pub fn error_page(status: StatusCode, message: &str) -> Reply {
     let title = status.canonical_reason().unwrap_or("Error");
-    html(
+    let mut reply = html(
         status,
         format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -69,7 +75,9 @@ pub fn error_page(status: StatusCode, message: &str) -> Reply {
             code = status.as_u16(),
             message = escape_html(message),
         ),
-    )
+    );
+    reply.extensions_mut().insert(ErrorMessage(message.to_owned()));
+    reply
 }
 
 /// 303 See Other to a local path.

@@ -18,8 +18,12 @@ pub enum Page {
     Room,
     /// Account administration, for superusers.
     Admin,
-    /// The signed-in top bar, a part of the lobby, room and admin pages.
+    /// The signed-in top bar, a part of every signed-in page.
     Topbar,
+    /// The signed-in person's account: the password change form.
+    Account,
+    /// An error page under the signed-in top bar.
+    Error,
 }
 
 impl Page {
@@ -31,6 +35,8 @@ impl Page {
             Page::Room => include_str!("../../assets/room.html"),
             Page::Admin => include_str!("../../assets/admin.html"),
             Page::Topbar => include_str!("../../assets/topbar.html"),
+            Page::Account => include_str!("../../assets/account.html"),
+            Page::Error => include_str!("../../assets/error.html"),
         }
     }
 }
@@ -91,6 +97,7 @@ pub fn static_file(name: &str) -> Option<&'static StaticFile> {
             ("inbox.js", file(include_bytes!("../../assets/inbox.js"), "text/javascript; charset=utf-8")),
             ("sidebar.js", file(include_bytes!("../../assets/sidebar.js"), "text/javascript; charset=utf-8")),
             ("conversation.js", file(include_bytes!("../../assets/conversation.js"), "text/javascript; charset=utf-8")),
+            ("account.js", file(include_bytes!("../../assets/account.js"), "text/javascript; charset=utf-8")),
             ("favicon.svg", file(include_bytes!("../../assets/favicon.svg"), "image/svg+xml")),
         ]
     });
@@ -108,16 +115,24 @@ mod tests {
         assert!(html.contains("value=\"tok\""));
         assert!(html.contains("&lt;b&gt;"));
         assert!(!html.contains("{{"));
-        for page in [Page::Setup, Page::Lobby, Page::Room, Page::Admin, Page::Topbar] {
+        for page in [Page::Setup, Page::Lobby, Page::Room, Page::Admin, Page::Topbar, Page::Account, Page::Error] {
             assert!(!render(page, &[]).contains("{{"));
         }
     }
 
     #[test]
     fn every_static_file_is_embedded() {
-        for name in
-            ["app.css", "chat.js", "lobby.js", "util.js", "inbox.js", "sidebar.js", "conversation.js", "favicon.svg"]
-        {
+        for name in [
+            "app.css",
+            "chat.js",
+            "lobby.js",
+            "util.js",
+            "inbox.js",
+            "sidebar.js",
+            "conversation.js",
+            "account.js",
+            "favicon.svg",
+        ] {
             assert!(!static_file(name).unwrap().bytes.is_empty(), "{name}");
         }
         assert!(static_file("../Cargo.toml").is_none());

@@ -71,8 +71,9 @@ pub fn apply_batch(store: &Store, entries: &[Entry], next_offset: Option<u64>) -
                         Outcome::NoSuchUser
                     }
                 }
-                Write::SetPassword { username, password_hash } => {
-                    if accounts::in_txn::set_password(txn, username.as_str(), password_hash)? {
+                Write::SetPassword { username, password_hash, keep_session } => {
+                    let keep = keep_session.as_ref().map(|hash| &hash.0);
+                    if accounts::in_txn::set_password(txn, username.as_str(), password_hash, keep)? {
                         Outcome::Applied
                     } else {
                         Outcome::NoSuchUser

@@ -75,8 +75,14 @@ pub enum Change {
     SessionEnded(SessionHash),
     /// The account can no longer sign in; its sessions are void.
     AccountDeactivated(Username),
-    /// The account's password changed; every session of it ended.
-    PasswordChanged(Username),
+    /// The account's password changed; every session of it ended but the
+    /// one that changed it, if any.
+    PasswordChanged {
+        /// Whose password it is.
+        username: Username,
+        /// The session that stays signed in (it changed its own password).
+        kept: Option<SessionHash>,
+    },
     /// An account was created (the first one closes first-run setup).
     AccountCreated,
     /// The user is a member of the conversation (opened it; maybe already was).
@@ -127,7 +133,9 @@ impl Change {
             // A session ends whether or not the row was still there.
             Write::DeleteSession { token_hash } => Change::SessionEnded(*token_hash),
             Write::SetUserActive { username, active: false } if applied => Change::AccountDeactivated(username.clone()),
-            Write::SetPassword { username, .. } if applied => Change::PasswordChanged(username.clone()),
+            Write::SetPassword { username, keep_session, .. } if applied => {
+                Change::PasswordChanged { username: username.clone(), kept: *keep_session }
+            }
             Write::CreateUser { .. } if applied => Change::AccountCreated,
             Write::Join { username, conversation } if applied => Change::Joined(username.clone(), conversation.clone()),
             Write::Read { username, conversation, up_to } if matches!(outcome, Outcome::MarkerMoved) => {

@@ -92,13 +92,19 @@ pub enum Write {
         /// The id read up to: one the conversation holds.
         up_to: MessageId,
     },
-    /// A new password (from `chatctl changepassword`): every session of
-    /// the user ends, and their sockets close with "signed out".
+    /// A new password (`chatctl changepassword`, the admin page, or the
+    /// user's own `POST /api/password`): every session of the user ends,
+    /// but `keep_session`, and their sockets close with "signed out".
     SetPassword {
         /// The account, exactly as stored.
         username: Username,
         /// The new PHC string, hashed where it was submitted: the password never enters the log.
         password_hash: String,
+        /// The session that changed its own password stays signed in (with
+        /// its sockets); `None` ends them all. Absent from the wire when
+        /// `None`, so the record reads as it did before the field existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep_session: Option<SessionHash>,
     },
     /// Written by a cluster node when it connects: reading its own marker
     /// back means it has applied everything written before.
@@ -260,6 +266,23 @@ mod tests {
         assert_eq!(SessionHash::from_hex(&hash.to_hex()), Some(hash));
         assert_eq!(SessionHash::from_hex("zz"), None);
         assert_eq!(SessionHash::from_hex(&"+a".repeat(32)), None, "a sign is not a hex digit");
+    }
+
+    #[test]
+    fn a_password_write_without_a_kept_session_keeps_its_old_wire_form() {
+        let username = Username::parse("a").unwrap();
+        let old = serde_json::json!({"op": "set_password", "username": "a", "password_hash": "$h"});
+        let all = Write::SetPassword { username: username.clone(), password_hash: "$h".into(), keep_session: None };
+        assert_eq!(serde_json::to_value(&all).unwrap(), old, "None adds no field");
+        assert_eq!(serde_json::from_value::<Write>(old).unwrap(), all, "a record from before the field reads as None");
+        let hash = SessionHash([7; 32]);
+        let one = Write::SetPassword { username, password_hash: "$h".into(), keep_session: Some(hash) };
+        let wire = serde_json::to_value(&one).unwrap();
+        assert_eq!(wire["keep_session"], hash.to_hex());
+        assert_eq!(serde_json::from_value::<Write>(wire).unwrap(), one);
+        let bad =
+            serde_json::json!({"op": "set_password", "username": "a", "password_hash": "$h", "keep_session": "zz"});
+        assert!(serde_json::from_value::<Write>(bad).is_err(), "a kept session must be 64 hex digits");
     }
 
     #[test]

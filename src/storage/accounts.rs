@@ -83,7 +83,7 @@ pub(crate) mod in_txn {
         user.is_active = active;
         users.insert(username, encode(&user).as_slice())?;
         if !active {
-            delete_sessions_of(txn, username)?;
+            delete_sessions_of(txn, username, None)?;
         }
         Ok(true)
     }
@@ -95,23 +95,31 @@ pub(crate) mod in_txn {
         Ok(user.is_some_and(|user| user.is_superuser && user.is_active))
     }
 
-    /// Replaces a user's password hash and ends all of their sessions.
-    /// Returns false when there is no such user.
-    pub fn set_password(txn: &WriteTransaction, username: &str, password_hash: &str) -> Result<bool> {
+    /// Replaces a user's password hash and ends all of their sessions but
+    /// `keep` (the one that changed its own password). Returns false when
+    /// there is no such user.
+    pub fn set_password(
+        txn: &WriteTransaction,
+        username: &str,
+        password_hash: &str,
+        keep: Option<&[u8; 32]>,
+    ) -> Result<bool> {
         let mut users = txn.open_table(schema::USERS)?;
         let Some(mut user) = users.get(username)?.map(|v| decode::<UserRecord>(v.value())).transpose()? else {
             return Ok(false);
         };
         user.password_hash = password_hash.to_owned();
         users.insert(username, encode(&user).as_slice())?;
-        delete_sessions_of(txn, username)?;
+        delete_sessions_of(txn, username, keep)?;
         Ok(true)
     }
 
-    fn delete_sessions_of(txn: &WriteTransaction, username: &str) -> Result<()> {
+    /// Deletes every session of `username` except `keep`.
+    fn delete_sessions_of(txn: &WriteTransaction, username: &str, keep: Option<&[u8; 32]>) -> Result<()> {
         let mut sessions = txn.open_table(schema::SESSIONS)?;
-        sessions.retain(|_, value| {
-            serde_json::from_slice::<SessionRecord>(value).map(|s| s.username != username).unwrap_or(false)
+        sessions.retain(|key, value| {
+            keep.is_some_and(|keep| key == keep.as_slice())
+                || serde_json::from_slice::<SessionRecord>(value).map(|s| s.username != username).unwrap_or(false)
         })?;
         Ok(())
     }
@@ -350,6 +358,28 @@ mod tests {
         assert!(store.session(&[2; 32]).unwrap().is_some());
         assert!(!store.user("alice").unwrap().unwrap().is_active);
         assert!(!store.set_user_active("nobody", false).unwrap());
+    }
+
+    #[test]
+    fn a_new_password_ends_that_users_sessions_but_the_kept_one() {
+        let (_dir, store) = test_store();
+        store.create_user(&user("alice")).unwrap();
+        let session = |name: &str| SessionRecord {
+            username: crate::domain::Username::parse(name).unwrap(),
+            created_at_ms: 0,
+            expires_at_ms: u64::MAX,
+        };
+        for (key, name) in [(1, "alice"), (2, "alice"), (3, "bob")] {
+            store.create_session(&[key; 32], &session(name)).unwrap();
+        }
+        assert!(store.write(|txn| in_txn::set_password(txn, "alice", "$new", Some(&[1; 32]))).unwrap());
+        assert_eq!(store.user("alice").unwrap().unwrap().password_hash, "$new");
+        assert!(store.session(&[1; 32]).unwrap().is_some(), "the kept session ended");
+        assert!(store.session(&[2; 32]).unwrap().is_none(), "another session survived");
+        assert!(store.session(&[3; 32]).unwrap().is_some(), "another user's session ended");
+        assert!(store.write(|txn| in_txn::set_password(txn, "alice", "$newer", None)).unwrap());
+        assert!(store.session(&[1; 32]).unwrap().is_none());
+        assert!(!store.write(|txn| in_txn::set_password(txn, "nobody", "$h", None)).unwrap());
     }
 
     #[test]
