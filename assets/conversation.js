@@ -635,10 +635,7 @@ export class ConversationView {
       clearTimeout(this.stableTimer);
       const ended = sessionEnded(event);
       if (ended) {
-        this.leaving = true;
-        this.setStatus('offline', 'Signed out');
-        this.input.disabled = true;
-        toLogin(ended);
+        toLogin(ended); // the page then hears chatctl:signed-out
         return;
       }
       // A socket that never opened may mean the session ended: the upgrade's
@@ -962,6 +959,20 @@ export class ConversationView {
     window.addEventListener('pagehide', () => {
       this.leaving = true;
       this.clearRetry();
+      if (this.ws) {
+        const sock = this.ws;
+        this.ws = null;
+        this.activeGen = 0;
+        sock.close(1000);
+      }
+    });
+    // Signed out (this socket or the user socket heard it): nothing more can be sent.
+    window.addEventListener('chatctl:signed-out', () => {
+      this.leaving = true;
+      this.clearRetry();
+      this.setStatus('offline', 'Signed out');
+      this.input.disabled = true;
+      document.getElementById('send-button').disabled = true;
       if (this.ws) {
         const sock = this.ws;
         this.ws = null;

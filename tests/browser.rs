@@ -4,7 +4,8 @@
 //! reload. Three (alice, bob, carol) then use the chat app of PROTOCOL.md
 //! "The chat app": bob's sidebar counts unread messages of another room and
 //! shows a new direct conversation live, alice sees bob typing, alice's edit
-//! and delete reach bob's page. Screenshots (desktop 1280×800 and phone
+//! and delete reach bob's page, and a password change elsewhere signs bob's
+//! browser out. Screenshots (desktop 1280×800 and phone
 //! 390×844) land in `target/browser-screenshots/` for a human to look at.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver`
@@ -321,9 +322,41 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
     wait_for_directory(&carol).await?;
     carol.screenshot(&shots.join("18-phone-lobby.png")).await?;
 
-    // TODO(passwords): once POST /api/password is on main, change bob's
-    // password in one tab and check that his other tab says he was signed
-    // out and lands on /login.
+    // 7. bob changes his password on another device: this browser's session
+    // ends, the page says so and takes him to the sign-in page, which says why.
+    let mut other_device = chatctl::client::Client::new(&base)?;
+    ensure!(other_device.login("bob", PASSWORD).await?.status == 200, "bob signs in on another device");
+    let changed = other_device
+        .post_json(
+            "/api/password",
+            &serde_json::json!({"old_password": PASSWORD, "new_password": "a brand new passphrase 42"}),
+        )
+        .await?;
+    ensure!(changed.status == 200, "changing bob's password: {} {}", changed.status, changed.text());
+    poll("bob's page to say he was signed out", || async {
+        let text = bob.execute("return document.querySelector('.signed-out-banner')?.textContent ?? null").await?;
+        match text.as_str() {
+            Some(t) if t.starts_with("You were signed out") => Ok(Ok(())),
+            _ => Ok(Err(format!("banner {text}"))),
+        }
+    })
+    .await?;
+    bob.screenshot(&shots.join("19-phone-signed-out.png")).await?;
+    poll("bob to land on the sign-in page with its notice", || async {
+        let url = bob.current_url().await?;
+        if !url.starts_with(&format!("{base}/login?")) {
+            return Ok(Err(url));
+        }
+        let notice = bob.execute("return document.querySelector('.notice')?.textContent ?? ''").await?;
+        let next = url.contains("next=%2Fdirect%2Falice") && url.contains("reason=signed_out");
+        Ok(if next && notice.as_str().is_some_and(|n| n.contains("signed out")) {
+            Ok(())
+        } else {
+            Err(format!("at {url}, notice {notice}"))
+        })
+    })
+    .await?;
+    bob.screenshot(&shots.join("20-phone-login-after-sign-out.png")).await?;
 
     alice.quit().await?;
     bob.quit().await?;
