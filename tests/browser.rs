@@ -158,7 +158,8 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
     }
     let _turn = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir()?;
-    create_users(data.path(), &["alice", "bob", "carol"]).await?;
+    // carol is a superuser: she may delete anyone's message.
+    create_accounts(data.path(), &[("alice", false), ("bob", false), ("carol", true)]).await?;
     let server = chatctl::startup::start(ServerConfig::ephemeral(data.path())).await?;
     let base = server.url();
     let room_x = format!("{base}/chat/xroom");
@@ -289,13 +290,31 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
     wait_for_unread(&bob, "dm:alice:bob", 0).await?;
     bob.screenshot(&shots.join("16-phone-direct.png")).await?;
 
+    // carol, a superuser, deletes alice's message in room X from its menu
+    // (Delete only: editing stays the author's); alice sees it go.
+    carol.goto(&room_x).await?;
+    wait_online(&carol).await?;
+    wait_for_messages(&carol, &[("alice", "edited text")]).await?;
+    carol.find("#messages > li.msg:last-child .bubble").await?.click().await?;
+    carol.find("#messages > li.msg:last-child .msg-menu-btn").await?.click().await?;
+    let items = carol
+        .execute(
+            "return Array.from(document.querySelectorAll('#msg-menu button:not([hidden])'), (b) => b.dataset.action)",
+        )
+        .await?;
+    ensure!(items == serde_json::json!(["delete"]), "a superuser's menu on someone else's message: {items}");
+    carol.find("#msg-menu [data-action=delete]").await?.click().await?;
+    carol.find("#confirm-delete-button").await?.click().await?;
+    wait_for_messages(&alice, &[]).await?;
+    wait_for_messages(&carol, &[]).await?;
+
     // The lobby: the room directory and the username completion.
     carol.goto(&format!("{base}/")).await?;
-    poll("the room directory to list both rooms", || async {
+    poll("the room directory to list both rooms, room X (now empty) last", || async {
         let names = carol
             .execute("return Array.from(document.querySelectorAll('#directory-list .conv-name'), (e) => e.textContent)")
             .await?;
-        Ok(if names == serde_json::json!(["#xroom", "#yroom"]) { Ok(()) } else { Err(names.to_string()) })
+        Ok(if names == serde_json::json!(["#yroom", "#xroom"]) { Ok(()) } else { Err(names.to_string()) })
     })
     .await?;
     carol.find("#direct-name").await?.send_keys("@al").await?;
@@ -507,16 +526,22 @@ async fn scroll_back_through_history(session: &Session) -> anyhow::Result<()> {
 
 /// Makes the users straight in storage, before the server opens it.
 async fn create_users(data_dir: &Path, names: &[&str]) -> anyhow::Result<()> {
+    let accounts: Vec<(&str, bool)> = names.iter().map(|name| (*name, false)).collect();
+    create_accounts(data_dir, &accounts).await
+}
+
+/// As `create_users`, each with its superuser flag.
+async fn create_accounts(data_dir: &Path, accounts: &[(&str, bool)]) -> anyhow::Result<()> {
     let data_dir = data_dir.to_path_buf();
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let accounts: Vec<(String, bool)> = accounts.iter().map(|(n, s)| (n.to_string(), *s)).collect();
     tokio::task::spawn_blocking(move || {
         let store = Store::open(&data_dir, SchemaCheck::RequireCurrent)?;
-        for name in names {
+        for (name, is_superuser) in accounts {
             store.create_user(&UserRecord {
                 username: chatctl::domain::Username::parse(&name).expect("a valid test username"),
                 email: String::new(),
                 password_hash: chatctl::auth::password::hash(PASSWORD),
-                is_superuser: false,
+                is_superuser,
                 is_active: true,
                 created_at_ms: now_ms(),
             })?;
