@@ -103,7 +103,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let setup_url =
         setup_token.as_ref().filter(|_| config.cluster.is_none()).map(|token| setup_link(&config, addr, token));
     let setup = Arc::new(SetupToken::new(setup_token));
-    let targets = Targets { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone() };
+    let (joins, new_members) = tokio::sync::mpsc::channel(crate::chat::awareness::JOINS_BACKLOG);
+    let targets =
+        Targets { hub: hub.clone(), live: live.clone(), setup: setup.clone(), metrics: metrics.clone(), joins };
     let (log, fan_out) = start_log(&config, &store, targets).await?;
     let (shutdown_control, shutdown) = crate::shutdown::channel();
     // A single node's id only tells its own events from others', of which there are none.
@@ -128,7 +130,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         presence,
         typing: TypingGate::new(metrics.clone()),
     });
-    crate::chat::awareness::start(chat.clone(), shutdown.clone());
+    crate::chat::awareness::start(chat.clone(), shutdown.clone(), new_members);
     let app = Arc::new(App {
         login_throttle,
         // Leave a core to the chat: a login storm must not stall fan-out.
@@ -195,7 +197,9 @@ pub async fn open_core(data_dir: PathBuf, cluster: Option<ClusterConfig>) -> Res
         .expect("opening storage does not panic")?;
     let metrics = Arc::new(Metrics::default());
     let hub = Arc::new(Hub::new(metrics.clone()));
-    let targets = Targets { hub, live: Arc::default(), setup: Arc::default(), metrics };
+    // No sockets here: new members have nobody to be shown to.
+    let (joins, _) = tokio::sync::mpsc::channel(1);
+    let targets = Targets { hub, live: Arc::default(), setup: Arc::default(), metrics, joins };
     let (log, fan_out) = start_log(&config, &store, targets).await?;
     Ok(Core { store, log, fan_out })
 }

@@ -193,3 +193,59 @@ async fn failed_sign_ins_spread_over_two_nodes_hit_the_per_address_limit_as_on_o
     a.stop().await;
     b.stop().await;
 }
+
+/// The whole way, with real sockets and a real `kill -9`: a user whose only
+/// socket is on a node that dies goes offline on the other node's sockets
+/// within 30 s, and came online there within 2 s of the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_on_a_node_killed_with_sigkill_goes_offline_on_the_other_nodes_sockets_within_30_s() {
+    let test = "a_user_on_a_node_killed_with_sigkill_goes_offline_on_the_other_nodes_sockets_within_30_s";
+    let Some(broker) = broker(test).await else { return };
+    let stream = TestStream::new(&broker.url);
+    let a = start_ready_node(&broker.url, &stream.name).await;
+    a.create_user("alice").await;
+    a.create_user("bob").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut child = ChildNode::spawn(
+        &scratch.path().join("data"),
+        &broker.url,
+        &stream.name,
+        &scratch.path().join("child.log"),
+    );
+    wait_ready(&chatctl::client::Client::new(&child.url()).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nchild output:\n{}", child.output()));
+    let alice = a.sign_in("alice").await;
+    let bob = sign_in(&child.url(), "bob").await;
+    // Both are members of the room before bob comes online for this test.
+    let (alice_ws, _) = common::join(&alice, "/ws/chat/vigil/").await;
+    let mut alice_ws = alice_ws.with_awareness();
+    let (bob_ws, _) = common::join(&bob, "/ws/chat/vigil/").await;
+
+    let online = wait_for_presence(&mut alice_ws, "bob", true, Duration::from_secs(2)).await;
+    assert!(online.is_some(), "bob's socket on the child was not announced on node A within 2 s");
+    let killed_at = Instant::now();
+    child.kill();
+    let offline = wait_for_presence(&mut alice_ws, "bob", false, Duration::from_secs(30)).await;
+    let after = killed_at.elapsed();
+    assert!(offline.is_some(), "bob was still online on node A 30 s after his node was killed");
+    println!("bob offline on node A {after:?} after kill -9 of his node");
+    drop(bob_ws);
+}
+
+/// The first `{"type":"presence","user":user,"online":online}` on `ws` within `within`.
+async fn wait_for_presence(
+    ws: &mut chatctl::client::ChatSocket,
+    user: &str,
+    online: bool,
+    within: Duration,
+) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = ws.next_json(left).await.ok()?;
+        if frame["type"] == "presence" && frame["user"] == user && frame["online"] == online {
+            return Some(frame);
+        }
+    }
+}

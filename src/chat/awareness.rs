@@ -8,18 +8,62 @@
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 use super::ephemeral::Ephemeral;
 use super::hub::Outbound;
 use super::presence::PresenceChange;
 use super::{frames, Chat};
+use crate::domain::{Conversation, Username};
 use crate::shutdown::Stopping;
 
+/// How many new memberships may wait for `awareness` (see `fanout::Targets::joins`).
+pub const JOINS_BACKLOG: usize = 1024;
+
 /// Starts the tasks that bring typing and presence to sockets; they end at
-/// shutdown (they hold the chat, and so storage, until then).
-pub fn start(chat: Arc<Chat>, stopping: Stopping) {
+/// shutdown (they hold the chat, and so storage, until then). `joins` are
+/// the fan-out's new members.
+pub fn start(chat: Arc<Chat>, stopping: Stopping, joins: mpsc::Receiver<(Username, Conversation)>) {
     tokio::spawn(route_typing(chat.clone(), stopping.clone()));
-    tokio::spawn(route_presence(chat, stopping));
+    tokio::spawn(route_presence(chat.clone(), stopping.clone()));
+    tokio::spawn(show_new_members(chat, stopping, joins));
+}
+
+/// A new member who is online is a change of the conversation's online
+/// members: its sockets, and its members' user sockets, hear of it. In a
+/// cluster the member's presence may have arrived before their membership
+/// was applied here, and was then told to nobody in this conversation.
+async fn show_new_members(
+    chat: Arc<Chat>,
+    mut stopping: Stopping,
+    mut joins: mpsc::Receiver<(Username, Conversation)>,
+) {
+    loop {
+        let (user, conversation) = tokio::select! {
+            join = joins.recv() => match join {
+                Some(join) => join,
+                None => return,
+            },
+            _ = stopping.requested() => return,
+        };
+        if !chat.presence.is_online(user.as_str()) {
+            continue;
+        }
+        let key = conversation.key();
+        let frame = frames::presence_bytes(user.as_str(), true);
+        chat.hub.to_conversation_sockets(&key, user.as_str(), &frame);
+        let members_key = key.clone();
+        match chat.store.call(move |store| store.members_of(&members_key)).await {
+            Ok(members) => {
+                for member in members.iter().filter(|member| member.as_str() != user.as_str()) {
+                    for inbox in chat.live.inboxes_of(member) {
+                        inbox.deliver(Outbound::Frame(frame.clone()));
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, conversation = %key, "cannot read whom to tell of a new member"),
+        }
+    }
 }
 
 async fn route_typing(chat: Arc<Chat>, mut stopping: Stopping) {

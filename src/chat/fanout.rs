@@ -18,7 +18,7 @@ use super::frames::{self, Refusal};
 use super::hub::{Hub, Outbound};
 use super::live::LiveSockets;
 use crate::auth::setup::SetupToken;
-use crate::domain::Conversation;
+use crate::domain::{Conversation, Username};
 use crate::log::write::Outcome;
 use crate::log::{Change, Committed, LogError, LogEvent, Ticket};
 use crate::metrics::Metrics;
@@ -35,6 +35,10 @@ pub struct Targets {
     pub setup: Arc<SetupToken>,
     /// Counts stored messages and failed stores.
     pub metrics: Arc<Metrics>,
+    /// New members, for `awareness` to show them online to their new
+    /// conversation (their presence may have reached this node before their
+    /// membership did). Best effort: a full channel drops one.
+    pub joins: mpsc::Sender<(Username, Conversation)>,
 }
 
 /// The running fan-out task.
@@ -86,7 +90,10 @@ impl Targets {
                     self.live.sign_out_user(username.as_str(), kept.as_ref().map(|hash| &hash.0));
                 }
                 Change::AccountCreated => self.setup.close(),
-                Change::Joined(user, conversation) => self.follow(user.as_str(), &conversation.key()),
+                Change::Joined(user, conversation) => {
+                    self.follow(user.as_str(), &conversation.key());
+                    let _ = self.joins.try_send((user.clone(), conversation.clone()));
+                }
                 Change::ReadMoved(user, conversation, up_to) => {
                     self.to_inboxes(user.as_str(), || frames::read_bytes(&conversation.key(), *up_to));
                 }
