@@ -188,6 +188,12 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
     alice.goto(&room_x).await?;
     wait_online(&alice).await?;
     wait_for_sidebar(&bob, &["yroom", "xroom"]).await?;
+    // alice, already online, joined room X: bob's header counts her.
+    poll("bob's header to count two people online in room X", || async {
+        let text = bob.find("#presence").await?.text().await?;
+        Ok(if text == "2 online" { Ok(()) } else { Err(format!("{text:?}")) })
+    })
+    .await?;
 
     // 1. Messages in room Y raise bob's unread count there, live.
     send(&carol, "second in y").await?;

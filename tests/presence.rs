@@ -206,12 +206,8 @@ async fn a_user_on_a_node_killed_with_sigkill_goes_offline_on_the_other_nodes_so
     a.create_user("alice").await;
     a.create_user("bob").await;
     let scratch = tempfile::tempdir().unwrap();
-    let mut child = ChildNode::spawn(
-        &scratch.path().join("data"),
-        &broker.url,
-        &stream.name,
-        &scratch.path().join("child.log"),
-    );
+    let mut child =
+        ChildNode::spawn(&scratch.path().join("data"), &broker.url, &stream.name, &scratch.path().join("child.log"));
     wait_ready(&chatctl::client::Client::new(&child.url()).unwrap())
         .await
         .unwrap_or_else(|e| panic!("{e:#}\nchild output:\n{}", child.output()));
