@@ -286,6 +286,14 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
     })
     .await?;
     bob.screenshot(&shots.join("15-phone-sidebar-drawer.png")).await?;
+    bob.prefer_dark(true).await?;
+    poll("the page to switch to its dark colours", || async {
+        let dark = bob.execute("return matchMedia('(prefers-color-scheme: dark)').matches").await?;
+        Ok(if dark == true { Ok(()) } else { Err(format!("{dark}")) })
+    })
+    .await?;
+    bob.screenshot(&shots.join("15b-phone-sidebar-drawer-dark.png")).await?;
+    bob.prefer_dark(false).await?;
     bob.find("#sidebar-list a[data-room='dm:alice:bob']").await?.click().await?;
     poll("bob to open the direct chat from the drawer", || async {
         let url = bob.current_url().await?;

@@ -234,6 +234,20 @@ impl Session {
         Ok(())
     }
 
+    /// Makes the page see `prefers-color-scheme: dark` (or light again), through
+    /// chromedriver's DevTools passthrough, for screenshots of both themes.
+    pub async fn prefer_dark(&self, dark: bool) -> anyhow::Result<()> {
+        let scheme = if dark { "dark" } else { "light" };
+        let params = json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] });
+        self.cmd(
+            Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({ "cmd": "Emulation.setEmulatedMedia", "params": params })),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The first element matching a CSS selector; `no such element` is an error.
     pub async fn find(&self, css: &str) -> anyhow::Result<Element<'_>> {
         let value = self.cmd(Method::POST, "/element", Some(json!({ "using": "css selector", "value": css }))).await?;
