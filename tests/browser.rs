@@ -3,7 +3,8 @@
 //! as plain text and links as links, and get the history back after a
 //! reload. Three (alice, bob, carol) then use the chat app of PROTOCOL.md
 //! "The chat app": bob's sidebar counts unread messages of another room and
-//! shows a new direct conversation live, alice sees bob typing, alice's edit
+//! shows a new direct conversation live (with a desktop notification while
+//! his tab is hidden), alice sees bob typing, alice's edit
 //! and delete reach bob's page, and a password change elsewhere signs bob's
 //! browser out. Screenshots (desktop 1280×800 and phone
 //! 390×844) land in `target/browser-screenshots/` for a human to look at.
@@ -206,7 +207,28 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
     alice.goto(&format!("{base}/direct/bob")).await?;
     wait_online(&alice).await?;
     wait_for_peer_presence(&alice, true).await?;
+    // bob allows notifications (as if he clicked the browser's prompt) and
+    // looks at another tab: the direct message raises a notification.
+    bob.set_permission("notifications", "granted").await?;
+    bob.refresh().await?;
+    wait_online(&bob).await?;
+    let enabled = bob.execute("return document.getElementById('notify-button').hidden").await?;
+    ensure!(enabled == true, "with permission granted, the Enable notifications button should be gone");
+    bob.execute(SPY_ON_NOTIFICATIONS).await?;
+    let chat_tab = bob.window_handle().await?;
+    bob.new_tab().await?;
+    bob.goto(&format!("{base}/")).await?; // same origin: it can read what the spy stores
     send(&alice, "psst, bob").await?;
+    poll("bob's hidden chat tab to raise a notification", || async {
+        let shown = bob.execute("return localStorage.getItem('spy-notifications')").await?;
+        let expected = serde_json::json!([["alice", "psst, bob"]]).to_string();
+        Ok(if shown.as_str() == Some(expected.as_str()) { Ok(()) } else { Err(format!("{shown}")) })
+    })
+    .await?;
+    bob.close_tab().await?;
+    bob.switch_to(&chat_tab).await?;
+    let visibility = bob.execute("return window.__visibility").await?;
+    ensure!(visibility[0] == "hidden", "bob's chat tab should have been hidden, went {visibility}");
     wait_for_sidebar(&bob, &["dm:alice:bob", "yroom", "xroom"]).await?;
     wait_for_unread(&bob, "dm:alice:bob", 1).await?;
     wait_for_title(&bob, "(3) #xroom · chatctl").await?;
@@ -399,6 +421,17 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
     eprintln!("browser test screenshots: {}", shots.display());
     Ok(())
 }
+
+/// Records every notification the page raises (title, body), in the page
+/// and in localStorage for another tab to read, and every change of the
+/// page's visibility.
+const SPY_ON_NOTIFICATIONS: &str = "window.__notifications = []; window.__visibility = []; \
+    document.addEventListener('visibilitychange', () => window.__visibility.push(document.visibilityState)); \
+    const Real = window.Notification; \
+    window.Notification = class extends Real { constructor(title, options) { super(title, options); \
+    window.__notifications.push([title, options && options.body]); \
+    localStorage.setItem('spy-notifications', JSON.stringify(window.__notifications)); } }; \
+    return Real.permission;";
 
 /// The sidebar lists exactly these conversations (their `room`), in this order.
 async fn wait_for_sidebar(session: &Session, rooms: &[&str]) -> anyhow::Result<()> {

@@ -234,6 +234,39 @@ impl Session {
         Ok(())
     }
 
+    /// Grants or denies a permission (W3C Permissions' "Set Permission"),
+    /// e.g. `notifications`, as the user's click on the browser's prompt would.
+    pub async fn set_permission(&self, name: &str, state: &str) -> anyhow::Result<()> {
+        let body = json!({ "descriptor": { "name": name }, "state": state });
+        self.cmd(Method::POST, "/permissions", Some(body)).await?;
+        Ok(())
+    }
+
+    /// The current window's handle.
+    pub async fn window_handle(&self) -> anyhow::Result<String> {
+        let value = self.cmd(Method::GET, "/window", None).await?;
+        value.as_str().map(str::to_owned).ok_or_else(|| anyhow!("window handle is not a string: {value}"))
+    }
+
+    /// Opens a new tab and switches to it (the previous tab goes to the background).
+    pub async fn new_tab(&self) -> anyhow::Result<String> {
+        let value = self.cmd(Method::POST, "/window/new", Some(json!({ "type": "tab" }))).await?;
+        let handle = value["handle"].as_str().ok_or_else(|| anyhow!("new window answer without handle: {value}"))?;
+        self.switch_to(handle).await?;
+        Ok(handle.to_owned())
+    }
+
+    pub async fn switch_to(&self, handle: &str) -> anyhow::Result<()> {
+        self.cmd(Method::POST, "/window", Some(json!({ "handle": handle }))).await?;
+        Ok(())
+    }
+
+    /// Closes the current tab; switch to another before the next command.
+    pub async fn close_tab(&self) -> anyhow::Result<()> {
+        self.cmd(Method::DELETE, "/window", None).await?;
+        Ok(())
+    }
+
     /// Makes the page see `prefers-color-scheme: dark` (or light again), through
     /// chromedriver's DevTools passthrough, for screenshots of both themes.
     pub async fn prefer_dark(&self, dark: bool) -> anyhow::Result<()> {
