@@ -1,19 +1,21 @@
 /* chatctl conversation view: one room or direct chat over its own socket
- * (PROTOCOL.md "WebSocket" and "The chat app"). The socket carries live
- * frames; the history API fills gaps after a reconnect and pages back as the
- * user scrolls up. Also: read markers, typing, presence, edit and delete.
+ * (connection.js; PROTOCOL.md "WebSocket" and "The chat app"). The socket
+ * carries live frames; the history API fills gaps after a reconnect and pages
+ * back as the user scrolls up. Also: read markers, typing, presence, and
+ * applying edits and deletions (message-actions.js makes them).
  * Untrusted text (messages, names) only ever reaches the DOM via textContent. */
 import {
-  el, me, isChatFrame, idAbove, shortTime, longTime, dayLabel, linkify, presenceDot,
-  sessionEnded, toLogin, isLeavingForLogin, getJson, wsUrl, backoffDelay, directRoom,
+  el, me, isChatFrame, idAbove, shortTime, longTime, dayLabel, linkify, presenceDot, getJson, directRoom,
+  randomId,
 } from './util.js';
+import { Connection } from './connection.js';
+import { MessageActions } from './message-actions.js';
 
 const MAX_CHARS = 4096;              // server limit, in Unicode scalar values
 const COUNT_FROM = MAX_CHARS - 300;  // show a counter only when it matters
 const PAGE_LIMIT = 500;              // largest page the history API returns
 const INITIAL_HISTORY = 50;          // history frame size without ?since
 const OLDER_PAGE = 50;
-const STABLE_AFTER_MS = 10000;       // an open socket this long resets the backoff
 const NOTICE_MS = 6000;
 const GROUP_GAP_MS = 5 * 60 * 1000;
 const NEAR_BOTTOM_PX = 80;
@@ -47,16 +49,12 @@ export class ConversationView {
     this.scroller = $('scroller');
     this.input = $('message-input');
     this.composer = $('composer');
-    this.statusEl = $('status');
     this.noticeEl = $('notice');
     this.newBtn = $('new-messages');
     this.olderBtn = $('load-older');
     this.countEl = $('char-count');
     this.typingEl = $('typing');
     this.presenceEl = $('presence');
-    this.editBar = $('edit-bar');
-    this.menu = $('msg-menu');
-    this.confirmDialog = $('confirm-delete');
 
     this.seen = new Set();      // message ids rendered or deleted: frames may repeat across reconnects
     this.deleted = new Set();
@@ -72,37 +70,28 @@ export class ConversationView {
     this.hasOlder = false;
     this.loadingOlder = false;
 
-    this.ws = null;
-    this.generation = 0;        // bumps on every connect
-    this.activeGen = 0;         // generation of the open socket, 0 if none
-    this.attempt = 0;
-    this.needAuthCheck = false;
-    this.leaving = false;
-    this.retryTimer = null;
-    this.countdownTimer = null;
-    this.stableTimer = null;
     this.noticeTimer = null;
+    this.conn = new Connection(conv.ws, {
+      statusEl: $('status'),
+      since: () => (this.backfillCursor !== null ? this.backfillCursor : this.cursor),
+      onFrame: (raw, gen) => this.onFrame(raw, gen),
+    });
+    this.actions = new MessageActions(this);
 
-    this.isSuperuser = false;
     this.online = null;         // Set of the conversation's online members, once known
     this.typing = new Map();    // user -> timer
     this.lastTypingSent = 0;
     this.readSent = null;
     this.readInFlight = null;   // sent, not yet confirmed by the user socket
     this.readTimer = null;
-    this.editing = null;        // {id, row} while the composer edits a message
-    this.menuRow = null;
   }
 
   start() {
     this.wire();
+    this.actions.wire();
     this.onInputChanged();
-    this.connect();
+    this.conn.connect();
     this.input.focus({ preventScroll: true });
-    getJson('/api/me').then((who) => {
-      this.isSuperuser = !!(who && who.is_superuser === true);
-      document.body.classList.toggle('superuser', this.isSuperuser);
-    }).catch(() => {});
     this.inbox.current = this.conv.room;
     this.inbox.currentVisible = () => this.canMarkRead();
     this.inbox.addEventListener('change', () => this.showPresence());
@@ -193,7 +182,7 @@ export class ConversationView {
 
   removeRow(row) {
     const next = row.nextElementSibling;
-    if (this.menuRow === row) this.closeMenu();
+    if (this.actions.menuRow === row) this.actions.closeMenu();
     row.remove();
     this.regroup(next);
   }
@@ -215,7 +204,7 @@ export class ConversationView {
       key = m.client_id;
     } else if (m.author === me) {
       for (const [k, p] of this.pending) {
-        if (p.gen !== this.activeGen && p.text === m.message) { key = k; break; }
+        if (p.gen !== this.conn.activeGen && p.text === m.message) { key = k; break; }
       }
     }
     if (key !== null) this.removePending(key);
@@ -269,7 +258,7 @@ export class ConversationView {
     const row = this.rowOf(f.target);
     if (row) {
       const stick = this.isNearBottom();
-      if (this.editing && this.editing.id === f.target) this.cancelEdit();
+      if (this.actions.editing && this.actions.editing.id === f.target) this.actions.cancelEdit();
       this.removeRow(row);
       if (stick) this.scrollToBottom();
     }
@@ -333,7 +322,7 @@ export class ConversationView {
     const marker = [this.readSent, this.inbox.readUpTo(this.conv.room)].reduce(
       (a, b) => (idAbove(b, a) ? b : a), null);
     if (!newest || !idAbove(this.newestFromOthers, marker) || !idAbove(newest, marker)) return;
-    if (this.sendFrame({ type: 'read', up_to: newest })) {
+    if (this.conn.send({ type: 'read', up_to: newest })) {
       this.readSent = newest;
       this.readInFlight = newest;
     }
@@ -412,8 +401,8 @@ export class ConversationView {
 
   sendTyping() {
     const now = Date.now();
-    if (now - this.lastTypingSent < TYPING_SEND_MS || this.editing) return;
-    if (this.sendFrame({ type: 'typing' })) this.lastTypingSent = now;
+    if (now - this.lastTypingSent < TYPING_SEND_MS || this.actions.editing) return;
+    if (this.conn.send({ type: 'typing' })) this.lastTypingSent = now;
   }
 
   // ---------- Notices and the draft ----------
@@ -491,9 +480,9 @@ export class ConversationView {
   /** Pages through `after=` until a short page: the history frame stops at 1,000. */
   async backfill(gen) {
     try {
-      while (gen === this.activeGen && this.backfillCursor !== null) {
+      while (gen === this.conn.activeGen && this.backfillCursor !== null) {
         const page = await this.fetchMessages({ after: this.backfillCursor, limit: PAGE_LIMIT });
-        if (gen !== this.activeGen) return; // that socket is gone; its successor resumes
+        if (gen !== this.conn.activeGen) return; // that socket is gone; its successor resumes
         this.apply(page);
         if (page.length) this.backfillCursor = page[page.length - 1].id;
         if (page.length < PAGE_LIMIT) {
@@ -502,10 +491,10 @@ export class ConversationView {
         }
       }
     } catch {
-      if (gen !== this.activeGen) return;
+      if (gen !== this.conn.activeGen) return;
       this.showNotice("Couldn't load the messages you missed. Retrying…");
       // Closing resumes from backfillCursor through the normal reconnect path.
-      if (this.ws) this.ws.close(4000, 'history fetch failed');
+      this.conn.restart();
     }
   }
 
@@ -588,133 +577,14 @@ export class ConversationView {
     }
   }
 
-  // ---------- Connection ----------
-
-  setStatus(state, text) {
-    this.statusEl.dataset.state = state;
-    this.statusEl.textContent = text;
-  }
-
-  connect() {
-    this.clearRetry();
-    if (this.ws || this.leaving || isLeavingForLogin()) return;
-    const gen = ++this.generation;
-    this.setStatus(this.attempt ? 'reconnecting' : 'connecting', this.attempt ? 'Reconnecting…' : 'Connecting…');
-
-    const since = this.backfillCursor !== null ? this.backfillCursor : this.cursor;
-    let url = wsUrl(this.conv.ws);
-    if (since !== null) url += '?since=' + encodeURIComponent(since);
-
-    let sock;
-    try {
-      sock = new WebSocket(url);
-    } catch {
-      this.needAuthCheck = true;
-      this.scheduleReconnect();
-      return;
-    }
-    this.ws = sock;
-    let opened = false;
-
-    sock.onopen = () => {
-      if (this.ws !== sock) return;
-      opened = true;
-      this.activeGen = gen;
-      this.setStatus('online', 'Connected');
-      this.stableTimer = setTimeout(() => { this.attempt = 0; }, STABLE_AFTER_MS);
-    };
-    sock.onmessage = (event) => {
-      if (this.ws === sock && typeof event.data === 'string') this.onFrame(event.data, gen);
-    };
-    // Every other close (1001 going away, 1008 slow consumer, 1006 network)
-    // gets the same treatment: back off and resume from `since`.
-    sock.onclose = (event) => {
-      if (this.ws !== sock) return;
-      this.ws = null;
-      this.activeGen = 0;
-      clearTimeout(this.stableTimer);
-      const ended = sessionEnded(event);
-      if (ended) {
-        toLogin(ended); // the page then hears chatctl:signed-out
-        return;
-      }
-      // A socket that never opened may mean the session ended: the upgrade's
-      // 401 is invisible to scripts, so ask /api/me before trying again.
-      this.needAuthCheck = !opened;
-      if (!this.leaving) this.scheduleReconnect();
-    };
-  }
-
-  scheduleReconnect() {
-    this.clearRetry();
-    if (this.leaving) return;
-    if (navigator.onLine === false) {
-      this.setStatus('offline', 'Offline'); // the `online` event reconnects
-      return;
-    }
-    const delay = backoffDelay(this.attempt);
-    this.attempt = Math.min(this.attempt + 1, 16);
-    const due = Date.now() + delay;
-    const tick = () => {
-      const s = Math.max(1, Math.ceil((due - Date.now()) / 1000));
-      this.setStatus('reconnecting', `Reconnecting in ${s}s`);
-    };
-    tick();
-    this.countdownTimer = setInterval(tick, 250);
-    this.retryTimer = setTimeout(() => this.reconnect(), delay);
-  }
-
-  clearRetry() {
-    clearTimeout(this.retryTimer);
-    clearInterval(this.countdownTimer);
-    this.retryTimer = null;
-    this.countdownTimer = null;
-  }
-
-  async reconnect() {
-    this.clearRetry();
-    if (this.ws || this.leaving) return;
-    if (this.needAuthCheck) {
-      this.setStatus('reconnecting', 'Reconnecting…');
-      try {
-        const res = await fetch('/api/me', { credentials: 'same-origin', cache: 'no-store' });
-        if (res.status === 401) {
-          this.leaving = true;
-          toLogin();
-          return;
-        }
-      } catch {
-        // Network trouble: the socket attempt will fail too and back off.
-      }
-    }
-    this.connect();
-  }
-
-  sendFrame(frame) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || this.activeGen === 0) return false;
-    try {
-      this.ws.send(JSON.stringify(frame));
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  // ---------- Sending, editing, deleting ----------
-
-  randomId() {
-    // crypto.randomUUID needs a secure context; getRandomValues works on plain http too.
-    const bytes = new Uint8Array(16);
-    crypto.getRandomValues(bytes);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-  }
+  // ---------- Sending ----------
 
   send() {
     // The server trims Unicode White_Space; trim the same set so the length
     // check and the pending copy match what will be stored.
     const text = this.input.value.replace(/^\p{White_Space}+|\p{White_Space}+$/gu, '');
     if (!text) {
-      if (this.editing) this.askDelete(this.editing.row);
+      if (this.actions.editing) this.actions.askDelete(this.actions.editing.row);
       return;
     }
     const length = [...text].length;
@@ -722,21 +592,12 @@ export class ConversationView {
       this.showNotice(`Messages can be at most ${MAX_CHARS} characters; this one has ${length}.`);
       return;
     }
-    const clientId = this.randomId();
-    if (this.editing) {
-      const { id, row } = this.editing;
-      if (text === row.querySelector('.text').textContent) {
-        this.cancelEdit();
-        return;
-      }
-      if (!this.sendFrame({ type: 'edit', target: id, message: text, client_id: clientId })) {
-        this.showNotice('Not connected — your edit was not saved');
-        return;
-      }
-      this.cancelEdit();
+    const clientId = randomId();
+    if (this.actions.editing) {
+      this.actions.saveEdit(text, clientId);
       return;
     }
-    if (!this.sendFrame({ message: text, client_id: clientId })) {
+    if (!this.conn.send({ message: text, client_id: clientId })) {
       this.showNotice('Not connected — your message was not sent');
       return;
     }
@@ -744,111 +605,12 @@ export class ConversationView {
     const row = this.buildRow({ id: '', author: me, message: text, ts: new Date().toISOString() }, true);
     this.list.append(row);
     this.regroup(row);
-    this.pending.set(clientId, { row, text, gen: this.activeGen });
+    this.pending.set(clientId, { row, text, gen: this.conn.activeGen });
     document.body.classList.add('loaded');
     this.scrollToBottom();
     this.input.value = '';
     this.onInputChanged();
     this.input.focus();
-  }
-
-  canEdit(row) {
-    return !!row && !!row.dataset.id && row.dataset.author === me;
-  }
-
-  canDelete(row) {
-    return !!row && !!row.dataset.id && (row.dataset.author === me || this.isSuperuser);
-  }
-
-  startEdit(row) {
-    if (!this.canEdit(row)) return;
-    this.editing = { id: row.dataset.id, row, draft: this.editing ? this.editing.draft : this.input.value };
-    for (const r of this.list.querySelectorAll('.msg.editing')) r.classList.remove('editing');
-    row.classList.add('editing');
-    this.editBar.hidden = false;
-    this.composer.classList.add('is-editing');
-    this.input.value = row.querySelector('.text').textContent;
-    this.input.setAttribute('aria-describedby', 'edit-bar');
-    this.onInputChanged();
-    this.input.focus();
-    this.input.setSelectionRange(this.input.value.length, this.input.value.length);
-  }
-
-  cancelEdit() {
-    if (!this.editing) return;
-    const { row, draft } = this.editing;
-    this.editing = null;
-    row.classList.remove('editing');
-    this.editBar.hidden = true;
-    this.composer.classList.remove('is-editing');
-    this.input.removeAttribute('aria-describedby');
-    this.input.value = draft || '';
-    this.onInputChanged();
-    this.input.focus();
-  }
-
-  lastOwnRow() {
-    const rows = this.list.querySelectorAll('li.msg.mine[data-id]');
-    return rows.length ? rows[rows.length - 1] : null;
-  }
-
-  askDelete(row) {
-    if (!this.canDelete(row)) return;
-    const dialog = this.confirmDialog;
-    dialog.querySelector('.quote').textContent = row.querySelector('.text').textContent;
-    dialog.returnValue = '';
-    const id = row.dataset.id;
-    const onClose = () => {
-      dialog.removeEventListener('close', onClose);
-      if (dialog.returnValue === 'delete') {
-        if (!this.sendFrame({ type: 'delete', target: id, client_id: this.randomId() })) {
-          this.showNotice('Not connected — the message was not deleted');
-        } else if (this.editing && this.editing.id === id) {
-          this.cancelEdit();
-        }
-      }
-      this.input.focus();
-    };
-    dialog.addEventListener('close', onClose);
-    dialog.showModal();
-    dialog.querySelector('button[value="cancel"]').focus();
-  }
-
-  // ---------- The message menu ----------
-
-  openMenu(row, button) {
-    this.closeMenu();
-    const canEdit = this.canEdit(row);
-    const canDelete = this.canDelete(row);
-    if (!canEdit && !canDelete) return;
-    this.menuRow = row;
-    const editItem = this.menu.querySelector('[data-action="edit"]');
-    editItem.hidden = !canEdit;
-    this.menu.querySelector('[data-action="delete"]').hidden = !canDelete;
-    row.classList.add('menu-open');
-    button.setAttribute('aria-expanded', 'true');
-    this.menu.hidden = false;
-    // Place the menu under its button, inside the window.
-    const b = button.getBoundingClientRect();
-    const m = this.menu.getBoundingClientRect();
-    const left = Math.max(8, Math.min(b.right - m.width, window.innerWidth - m.width - 8));
-    const below = b.bottom + 4 + m.height < window.innerHeight;
-    this.menu.style.left = `${left}px`;
-    this.menu.style.top = `${below ? b.bottom + 4 : b.top - m.height - 4}px`;
-    this.menu.querySelector('button:not([hidden])').focus();
-  }
-
-  closeMenu(refocus = false) {
-    if (!this.menuRow) return;
-    const row = this.menuRow;
-    this.menuRow = null;
-    this.menu.hidden = true;
-    row.classList.remove('menu-open');
-    const btn = row.querySelector('.msg-menu-btn');
-    if (btn) {
-      btn.setAttribute('aria-expanded', 'false');
-      if (refocus) btn.focus();
-    }
   }
 
   // ---------- Wiring ----------
@@ -865,66 +627,23 @@ export class ConversationView {
       if (event.key === 'Enter' && !event.shiftKey) {
         event.preventDefault();
         this.send();
-      } else if (event.key === 'ArrowUp' && !this.input.value && !this.editing) {
-        const row = this.lastOwnRow();
+      } else if (event.key === 'ArrowUp' && !this.input.value && !this.actions.editing) {
+        const row = this.actions.lastOwnRow();
         if (row) {
           event.preventDefault();
-          this.startEdit(row);
+          this.actions.startEdit(row);
         }
-      } else if (event.key === 'Escape' && this.editing) {
+      } else if (event.key === 'Escape' && this.actions.editing) {
         event.preventDefault();
-        this.cancelEdit();
+        this.actions.cancelEdit();
       }
     });
     this.input.addEventListener('input', () => {
       this.onInputChanged();
       if (this.input.value.trim()) this.sendTyping();
     });
-    document.getElementById('edit-cancel').addEventListener('click', () => this.cancelEdit());
-
-    // Tapping a message shows its menu button (touch has no hover); the
-    // button opens the menu.
-    this.list.addEventListener('click', (event) => {
-      const btn = event.target.closest('.msg-menu-btn');
-      if (btn) {
-        const row = btn.closest('li.msg');
-        if (this.menuRow === row) this.closeMenu();
-        else this.openMenu(row, btn);
-        return;
-      }
-      const row = event.target.closest('li.msg');
-      if (row && !event.target.closest('a')) {
-        for (const r of this.list.querySelectorAll('.msg.tapped')) if (r !== row) r.classList.remove('tapped');
-        row.classList.toggle('tapped');
-      }
-    });
-    this.menu.addEventListener('click', (event) => {
-      const item = event.target.closest('button[data-action]');
-      const row = this.menuRow;
-      if (!item || !row) return;
-      this.closeMenu();
-      if (item.dataset.action === 'edit') this.startEdit(row);
-      else this.askDelete(row);
-    });
-    this.menu.addEventListener('keydown', (event) => {
-      const items = [...this.menu.querySelectorAll('button:not([hidden])')];
-      const i = items.indexOf(document.activeElement);
-      if (event.key === 'Escape' || event.key === 'Tab') {
-        event.preventDefault();
-        this.closeMenu(true);
-      } else if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
-        event.preventDefault();
-        const step = event.key === 'ArrowDown' ? 1 : -1;
-        items[(i + step + items.length) % items.length].focus();
-      }
-    });
-    document.addEventListener('pointerdown', (event) => {
-      if (this.menuRow && !this.menu.contains(event.target) && !event.target.closest('.msg-menu-btn')) this.closeMenu();
-    });
-    window.addEventListener('resize', () => this.closeMenu());
-
     this.scroller.addEventListener('scroll', () => {
-      this.closeMenu();
+      this.actions.closeMenu();
       if (this.isNearBottom()) {
         this.newBtn.hidden = true;
         this.scheduleRead();
@@ -937,54 +656,14 @@ export class ConversationView {
     });
     this.olderBtn.addEventListener('click', () => this.loadOlder());
 
-    // Coming back online or to the tab should not wait out a long backoff.
-    window.addEventListener('online', () => {
-      if (!this.ws) this.reconnect();
-    });
-    window.addEventListener('offline', () => {
-      if (!this.ws) {
-        this.clearRetry();
-        this.setStatus('offline', 'Offline');
-      }
-    });
     document.addEventListener('visibilitychange', () => {
-      if (document.hidden) return;
-      this.scheduleRead();
-      if (!this.ws) this.reconnect();
+      if (!document.hidden) this.scheduleRead();
     });
     window.addEventListener('focus', () => this.scheduleRead());
-
-    // Leaving the page must not look like a dropped connection; a page restored
-    // from the back/forward cache picks up where it left off.
-    window.addEventListener('pagehide', () => {
-      this.leaving = true;
-      this.clearRetry();
-      if (this.ws) {
-        const sock = this.ws;
-        this.ws = null;
-        this.activeGen = 0;
-        sock.close(1000);
-      }
-    });
     // Signed out (this socket or the user socket heard it): nothing more can be sent.
     window.addEventListener('chatctl:signed-out', () => {
-      this.leaving = true;
-      this.clearRetry();
-      this.setStatus('offline', 'Signed out');
       this.input.disabled = true;
       document.getElementById('send-button').disabled = true;
-      if (this.ws) {
-        const sock = this.ws;
-        this.ws = null;
-        this.activeGen = 0;
-        sock.close(1000);
-      }
-    });
-    window.addEventListener('pageshow', (event) => {
-      if (!event.persisted || isLeavingForLogin()) return;
-      this.leaving = false;
-      this.attempt = 0;
-      this.reconnect();
     });
   }
 }

@@ -187,3 +187,10 @@ export function wsUrl(path) {
 export function backoffDelay(attempt, base = 500, cap = 30000) {
   return Math.random() * Math.min(cap, base * 2 ** attempt);
 }
+
+/** A random `client_id`: crypto.randomUUID needs a secure context; getRandomValues works on plain http too. */
+export function randomId() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}

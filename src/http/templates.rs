@@ -97,6 +97,11 @@ pub fn static_file(name: &str) -> Option<&'static StaticFile> {
             ("inbox.js", file(include_bytes!("../../assets/inbox.js"), "text/javascript; charset=utf-8")),
             ("sidebar.js", file(include_bytes!("../../assets/sidebar.js"), "text/javascript; charset=utf-8")),
             ("conversation.js", file(include_bytes!("../../assets/conversation.js"), "text/javascript; charset=utf-8")),
+            ("connection.js", file(include_bytes!("../../assets/connection.js"), "text/javascript; charset=utf-8")),
+            (
+                "message-actions.js",
+                file(include_bytes!("../../assets/message-actions.js"), "text/javascript; charset=utf-8"),
+            ),
             ("account.js", file(include_bytes!("../../assets/account.js"), "text/javascript; charset=utf-8")),
             ("favicon.svg", file(include_bytes!("../../assets/favicon.svg"), "image/svg+xml")),
         ]
@@ -130,6 +135,8 @@ mod tests {
             "inbox.js",
             "sidebar.js",
             "conversation.js",
+            "connection.js",
+            "message-actions.js",
             "account.js",
             "favicon.svg",
         ] {
