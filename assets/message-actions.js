@@ -14,6 +14,7 @@ export class MessageActions {
     this.input = view.input;
     this.composer = view.composer;
     this.editBar = $('edit-bar');
+    this.sendButton = $('send-button');
     this.menu = $('msg-menu');
     this.confirmDialog = $('confirm-delete');
     this.editing = null;        // {id, row, draft} while the composer edits a message
@@ -54,6 +55,7 @@ export class MessageActions {
     row.classList.add('editing');
     this.editBar.hidden = false;
     this.composer.classList.add('is-editing');
+    this.sendButton.textContent = 'Save';
     this.input.value = row.querySelector('.text').textContent;
     this.input.setAttribute('aria-describedby', 'edit-bar');
     this.view.onInputChanged();
@@ -68,6 +70,7 @@ export class MessageActions {
     row.classList.remove('editing');
     this.editBar.hidden = true;
     this.composer.classList.remove('is-editing');
+    this.sendButton.textContent = 'Send';
     this.input.removeAttribute('aria-describedby');
     this.input.value = draft || '';
     this.view.onInputChanged();

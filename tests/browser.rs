@@ -264,6 +264,7 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
         Ok(if value == "to be edited" { Ok(()) } else { Err(format!("box holds {value}")) })
     })
     .await?;
+    alice.screenshot(&shots.join("11b-desktop-editing.png")).await?;
     input.clear().await?;
     send(&alice, "edited text").await?;
     wait_for_messages(&bob, &[("alice", "edited text")]).await?;
