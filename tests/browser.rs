@@ -143,6 +143,9 @@ async fn two_browsers_sign_in_chat_live_see_markup_as_text_and_reload_history() 
     wait_for_narrow_viewport(&alice).await?;
     alice.screenshot(&shots.join("06-phone-lobby.png")).await?;
 
+    for (who, session) in [("alice", &alice), ("bob", &bob)] {
+        assert_no_console_errors(who, session).await?;
+    }
     alice.quit().await?;
     bob.quit().await?;
     drop(driver);
@@ -414,6 +417,9 @@ async fn three_browsers_sidebar_unread_direct_typing_edit_and_delete_live() -> a
     .await?;
     bob.screenshot(&shots.join("20-phone-login-after-sign-out.png")).await?;
 
+    for (who, session) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        assert_no_console_errors(who, session).await?;
+    }
     alice.quit().await?;
     bob.quit().await?;
     carol.quit().await?;
@@ -433,6 +439,13 @@ const SPY_ON_NOTIFICATIONS: &str = "window.__notifications = []; window.__visibi
     window.__notifications.push([title, options && options.body]); \
     localStorage.setItem('spy-notifications', JSON.stringify(window.__notifications)); } }; \
     return Real.permission;";
+
+/// Nothing went wrong in the page's scripts (or loading them) during the test.
+async fn assert_no_console_errors(who: &str, session: &Session) -> anyhow::Result<()> {
+    let errors = session.console_errors().await?;
+    ensure!(errors.is_empty(), "{who}'s browser console has errors: {errors:#?}");
+    Ok(())
+}
 
 /// The sidebar lists exactly these conversations (their `room`), in this order.
 async fn wait_for_sidebar(session: &Session, rooms: &[&str]) -> anyhow::Result<()> {

@@ -114,6 +114,8 @@ impl ChromeDriver {
                     "browserName": "chrome",
                     // Leave any alert open, so a test can see that one appeared.
                     "unhandledPromptBehavior": "ignore",
+                    // Keep the page's console, so a test can see script errors.
+                    "goog:loggingPrefs": { "browser": "ALL" },
                     "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
                 }
             }
@@ -279,6 +281,18 @@ impl Session {
         )
         .await?;
         Ok(())
+    }
+
+    /// The browser console's error entries since the last call (chromedriver's
+    /// log endpoint), as "source: message" lines.
+    pub async fn console_errors(&self) -> anyhow::Result<Vec<String>> {
+        let value = self.cmd(Method::POST, "/se/log", Some(json!({ "type": "browser" }))).await?;
+        let entries = value.as_array().cloned().unwrap_or_default();
+        Ok(entries
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| format!("{}: {}", e["source"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+            .collect())
     }
 
     /// The first element matching a CSS selector; `no such element` is an error.
