@@ -269,6 +269,33 @@ async fn a_deletion_by_the_author_or_a_superuser_is_delivered_replayed_and_its_t
     assert_eq!(after, since, "an after= page holds what the since= history holds");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_latest_frames_skip_deleted_messages() {
+    let app = spawn_app(&["alice"]).await;
+    let alice = app.client("alice");
+    let (mut ws, _) = join(&alice, &room("holes")).await;
+    let mut sent = Vec::new();
+    for text in ["m1", "m2", "m3", "m4"] {
+        sent.push(say(&mut ws, text).await);
+    }
+    send_delete(&mut ws, &id(&sent[2]), None).await;
+    next_of(&mut ws, "delete", "deleting m3").await;
+    // The newest two messages still standing.
+    assert_eq!(page(&alice, "/api/rooms/holes/messages?limit=2").await, vec![sent[1].clone(), sent[3].clone()]);
+    let before = format!("/api/rooms/holes/messages?limit=2&before={}", id(&sent[3]));
+    assert_eq!(page(&alice, &before).await, vec![sent[0].clone(), sent[1].clone()], "{before}");
+
+    // The latest message deleted: latest is the one before it.
+    send_delete(&mut ws, &id(&sent[3]), None).await;
+    next_of(&mut ws, "delete", "deleting m4").await;
+    let directory = get_ok(&alice, "/api/rooms").await;
+    assert_eq!(directory["rooms"][0]["latest"], sent[1], "{directory}");
+    let inbox = get_ok(&alice, "/api/inbox").await;
+    assert_eq!(conversation(&inbox, "holes").unwrap()["latest"], sent[1], "{inbox}");
+    let (_, history) = join(&alice, &room("holes")).await;
+    assert_eq!(history["messages"], json!([sent[0], sent[1]]));
+}
+
 // ---------------------------------------------------------------- rate
 
 /// Reads `count` answers on a socket where only this user writes: each is

@@ -246,6 +246,17 @@ async fn a_user_socket_on_b_gets_a_direct_message_posted_on_a_by_a_new_contact()
     let (_, history) = join(&bob_b, "/ws/direct/alice/").await;
     assert_eq!(history["messages"].as_array().map(Vec::len), Some(1), "{history}");
     assert_eq!(history["messages"][0]["message"], "hello from A, edited", "{history}");
+
+    // A room bob joins on A (by its page) while his user socket is open on B.
+    let bob_a = a.sign_in("bob").await;
+    assert_eq!(bob_a.get("/chat/later").await.unwrap().status, 200);
+    let (mut room_a, _) = join(&alice_a, "/ws/chat/later/").await;
+    let later = say(&mut room_a, "in a room bob joined on A").await;
+    let (_, live) = read_until(&mut bob_user, WAIT_LONG, "the room message on bob's user socket on B", |f| {
+        f["type"] == "chat_handler" && f["room"] == "later"
+    })
+    .await;
+    assert_eq!(live, later);
     a.stop().await;
     b.stop().await;
 }
