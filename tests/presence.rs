@@ -31,7 +31,8 @@ fn name(raw: &str) -> Username {
 /// connect in the background.
 async fn wait_relayed(from: &Node, to: &Node) {
     let mut heard = to.server.app().chat.ephemeral.subscribe();
-    let probe = Ephemeral::Typing { conversation: Conversation::from_key("probe").unwrap(), user: name("probe") };
+    let probe =
+        Ephemeral::Typing { conversation: Conversation::from_key("probe").unwrap(), user: name("probe"), at_ms: 1 };
     let relayed = tokio::time::timeout(SETTLE, async {
         loop {
             from.server.app().chat.ephemeral.publish(probe.clone());
@@ -206,12 +207,8 @@ async fn a_user_on_a_node_killed_with_sigkill_goes_offline_on_the_other_nodes_so
     a.create_user("alice").await;
     a.create_user("bob").await;
     let scratch = tempfile::tempdir().unwrap();
-    let mut child = ChildNode::spawn(
-        &scratch.path().join("data"),
-        &broker.url,
-        &stream.name,
-        &scratch.path().join("child.log"),
-    );
+    let mut child =
+        ChildNode::spawn(&scratch.path().join("data"), &broker.url, &stream.name, &scratch.path().join("child.log"));
     wait_ready(&chatctl::client::Client::new(&child.url()).unwrap())
         .await
         .unwrap_or_else(|e| panic!("{e:#}\nchild output:\n{}", child.output()));
