@@ -129,6 +129,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         ephemeral,
         presence,
         typing: TypingGate::new(metrics.clone()),
+        typing_delivered: TypingGate::for_delivery(),
     });
     crate::chat::awareness::start(chat.clone(), shutdown.clone(), new_members);
     let app = Arc::new(App {

@@ -31,7 +31,8 @@ fn name(raw: &str) -> Username {
 /// connect in the background.
 async fn wait_relayed(from: &Node, to: &Node) {
     let mut heard = to.server.app().chat.ephemeral.subscribe();
-    let probe = Ephemeral::Typing { conversation: Conversation::from_key("probe").unwrap(), user: name("probe") };
+    let probe =
+        Ephemeral::Typing { conversation: Conversation::from_key("probe").unwrap(), user: name("probe"), at_ms: 1 };
     let relayed = tokio::time::timeout(SETTLE, async {
         loop {
             from.server.app().chat.ephemeral.publish(probe.clone());

@@ -74,7 +74,11 @@ async fn route_typing(chat: Arc<Chat>, mut stopping: Stopping) {
             _ = stopping.requested() => return,
         };
         match event {
-            Ok(Ephemeral::Typing { conversation, user }) => {
+            Ok(Ephemeral::Typing { conversation, user, at_ms }) => {
+                let at_ms = if at_ms == 0 { crate::storage::now_ms() } else { at_ms };
+                if !chat.typing_delivered.allow(&user, &conversation, at_ms) {
+                    continue;
+                }
                 let key = conversation.key();
                 chat.hub.to_conversation_sockets(&key, user.as_str(), &frames::typing_bytes(&key, user.as_str()));
             }

@@ -36,6 +36,11 @@ pub enum Ephemeral {
         conversation: Conversation,
         /// Who types.
         user: Username,
+        /// When the sending node forwarded it (Unix ms): every node delivers
+        /// one per user and conversation per 2 s of these times. 0 (from an
+        /// older node): the time it arrived.
+        #[serde(default)]
+        at_ms: u64,
     },
     /// `user` has at least one socket open on the sending node (`online`),
     /// or no longer has.
@@ -160,6 +165,7 @@ mod tests {
         let typing = Ephemeral::Typing {
             conversation: Conversation::from_key("lobby").unwrap(),
             user: Username::parse("ann").unwrap(),
+            at_ms: 1,
         };
         bus.publish(typing.clone());
         assert_eq!(one.recv().await.unwrap(), typing);

@@ -49,6 +49,9 @@ pub struct Chat {
     pub presence: Arc<presence::Presence>,
     /// Which typing frames are forwarded (one per user and conversation every 2 s).
     pub typing: typing::TypingGate,
+    /// Which typing events, from this node or another, are delivered: the
+    /// same rule on the forwarding times, so two nodes cannot double it.
+    pub typing_delivered: typing::TypingGate,
 }
 
 impl Chat {
@@ -75,9 +78,10 @@ impl Chat {
     /// `user` is typing in `conversation`: unless they did within the last
     /// 2 s, the conversation's sockets of other users hear it, on every node.
     pub fn user_typing(&self, conversation: &Conversation, user: &Username) {
-        if self.typing.allow(user, conversation, std::time::Instant::now()) {
-            self.ephemeral
-                .publish(ephemeral::Ephemeral::Typing { conversation: conversation.clone(), user: user.clone() });
+        let at_ms = crate::storage::now_ms();
+        if self.typing.allow(user, conversation, at_ms) {
+            let typing = ephemeral::Ephemeral::Typing { conversation: conversation.clone(), user: user.clone(), at_ms };
+            self.ephemeral.publish(typing);
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Which `{"type": "typing"}` frames are worth forwarding (PROTOCOL.md,
 //! "Typing"): one per user and conversation every `TYPING_EVERY`, the rest
-//! dropped without an error. The socket asks before publishing on the
-//! ephemeral bus; the gate knows nothing of sockets or nodes (each node
-//! gates its own sockets' frames).
+//! dropped without an error. Checked twice: by the socket's node before
+//! it publishes on the ephemeral bus (so most keystrokes never reach the
+//! broker), and by every node before it delivers, on the time the event was
+//! forwarded (`at_ms`), so a user typing in two tabs on two nodes is still
+//! shown once per 2 s. Times are Unix milliseconds.
 //!
 //! A typing frame comes with every few keystrokes of every user, so the
 //! check allocates nothing: the pair is remembered by a keyed 64-bit hash
@@ -14,7 +16,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::domain::{Conversation, Username};
 use crate::metrics::Metrics;
@@ -31,13 +33,14 @@ pub struct TypingGate {
     state: Mutex<Gate>,
     /// Random keys: a client cannot pick names that collide on purpose.
     keys: std::collections::hash_map::RandomState,
-    metrics: Arc<Metrics>,
+    /// Counts forwarded and dropped frames (the sending gate); `None` for the delivering gate.
+    metrics: Option<Arc<Metrics>>,
 }
 
 struct Gate {
     /// When each (hashed) pair's last forwarded frame was let through.
-    last: HashMap<u64, Instant>,
-    swept: Option<Instant>,
+    last: HashMap<u64, u64>,
+    swept: Option<u64>,
 }
 
 impl TypingGate {
@@ -46,18 +49,25 @@ impl TypingGate {
         TypingGate {
             state: Mutex::new(Gate { last: HashMap::new(), swept: None }),
             keys: std::collections::hash_map::RandomState::new(),
-            metrics,
+            metrics: Some(metrics),
         }
+    }
+
+    /// The delivering gate: the same rule, counting nothing (the sending gate counts).
+    pub fn for_delivery() -> TypingGate {
+        TypingGate { metrics: None, ..TypingGate::new(Arc::default()) }
     }
 
     /// Whether `user`'s typing frame in `conversation`, arriving at `now`,
     /// is forwarded: only when `TYPING_EVERY` has passed since the last one
     /// forwarded for that pair. A `true` counts as forwarded.
-    pub fn allow(&self, user: &Username, conversation: &Conversation, now: Instant) -> bool {
+    pub fn allow(&self, user: &Username, conversation: &Conversation, now_ms: u64) -> bool {
         let pair = self.keys.hash_one((user.as_str(), conversation));
-        let allowed = self.state.lock().unwrap_or_else(|p| p.into_inner()).allow(pair, now);
-        let counter = if allowed { &self.metrics.typing_forwarded } else { &self.metrics.typing_dropped };
-        counter.fetch_add(1, Ordering::Relaxed);
+        let allowed = self.state.lock().unwrap_or_else(|p| p.into_inner()).allow(pair, now_ms);
+        if let Some(metrics) = &self.metrics {
+            let counter = if allowed { &metrics.typing_forwarded } else { &metrics.typing_dropped };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         allowed
     }
 
@@ -68,16 +78,15 @@ impl TypingGate {
 }
 
 impl Gate {
-    fn allow(&mut self, pair: u64, now: Instant) -> bool {
+    fn allow(&mut self, pair: u64, now: u64) -> bool {
+        let every = TYPING_EVERY.as_millis() as u64;
         if let Some(last) = self.last.get(&pair) {
-            if now.saturating_duration_since(*last) < TYPING_EVERY {
+            if now.saturating_sub(*last) < every {
                 return false;
             }
         }
-        if self.swept.is_none_or(|swept| now.saturating_duration_since(swept) >= TYPING_EVERY)
-            || self.last.len() >= MAX_PAIRS
-        {
-            self.last.retain(|_, last| now.saturating_duration_since(*last) < TYPING_EVERY);
+        if self.swept.is_none_or(|swept| now.saturating_sub(swept) >= every) || self.last.len() >= MAX_PAIRS {
+            self.last.retain(|_, last| now.saturating_sub(*last) < every);
             self.swept = Some(now);
         }
         if self.last.len() >= MAX_PAIRS {
@@ -92,8 +101,8 @@ impl Gate {
 mod tests {
     use super::*;
 
-    fn at(start: Instant, millis: u64) -> Instant {
-        start + Duration::from_millis(millis)
+    fn at(start: u64, millis: u64) -> u64 {
+        start + millis
     }
 
     fn pair(user: &str, room: &str) -> (Username, Conversation) {
@@ -104,7 +113,7 @@ mod tests {
     fn one_typing_frame_per_user_and_conversation_every_2_seconds() {
         let metrics = Arc::new(Metrics::default());
         let gate = TypingGate::new(metrics.clone());
-        let start = Instant::now();
+        let start = 1_700_000_000_000;
         let (ann, lobby) = pair("ann", "lobby");
         let forwarded: Vec<u64> =
             (0..=5000).step_by(100).filter(|ms| gate.allow(&ann, &lobby, at(start, *ms))).collect();
@@ -116,7 +125,7 @@ mod tests {
     #[test]
     fn other_users_and_other_conversations_have_their_own_pace() {
         let gate = TypingGate::new(Arc::default());
-        let now = Instant::now();
+        let now = 1_700_000_000_000;
         let (ann, lobby) = pair("ann", "lobby");
         let (bob, kitchen) = pair("bob", "kitchen");
         assert!(gate.allow(&ann, &lobby, now));
@@ -129,7 +138,7 @@ mod tests {
     #[test]
     fn dropped_frames_do_not_push_the_next_forwarded_one_back() {
         let gate = TypingGate::new(Arc::default());
-        let start = Instant::now();
+        let start = 1_700_000_000_000;
         let (ann, lobby) = pair("ann", "lobby");
         assert!(gate.allow(&ann, &lobby, start));
         assert!(!gate.allow(&ann, &lobby, at(start, 1900)));
@@ -139,7 +148,7 @@ mod tests {
     #[test]
     fn pairs_older_than_2_seconds_are_forgotten() {
         let gate = TypingGate::new(Arc::default());
-        let start = Instant::now();
+        let start = 1_700_000_000_000;
         for i in 0..1000 {
             let (user, room) = pair(&format!("u{i}"), "lobby");
             assert!(gate.allow(&user, &room, at(start, i)));
