@@ -831,3 +831,17 @@ async fn any_route_makes_a_user_online_and_only_the_last_close_takes_them_offlin
     let after = at - closed;
     assert!(after >= Duration::from_secs(5) && after <= Duration::from_secs(15), "offline {after:?} after the close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_sockets_presence_list_shows_the_other_user_before_the_first_message() {
+    let app = spawn_app(&["alice", "bob"]).await;
+    let (alice, bob) = (app.client("alice"), app.client("bob"));
+    // bob is online (his user socket) and has never talked with alice.
+    let (_b_user, _) = user_socket(&bob).await;
+    let mut dm = alice.connect("/ws/direct/bob/", None).await.unwrap().with_awareness();
+    assert_eq!(next(&mut dm, "alice's first frame").await["type"], "history");
+    let listed = next(&mut dm, "alice's presence list").await;
+    let mut names: Vec<&str> = listed["online"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["alice", "bob"], "the other user of a direct conversation counts: {listed}");
+}

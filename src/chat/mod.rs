@@ -55,10 +55,17 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// The online members of a conversation (the `presence` frame after its history).
-    pub async fn online_members(&self, conversation: &str) -> Result<Vec<String>, StorageError> {
-        let key = conversation.to_owned();
-        let members = self.store.call(move |store| store.members_of(&key)).await?;
+    /// The online members of a conversation (the `presence` frame after its
+    /// history). Both users of a direct conversation count, the other one
+    /// included before their first message there makes them a member.
+    pub async fn online_members(&self, conversation: &Conversation) -> Result<Vec<String>, StorageError> {
+        let members = match conversation {
+            Conversation::Direct { low, high } => vec![low.as_str().to_owned(), high.as_str().to_owned()],
+            Conversation::Room(_) => {
+                let key = conversation.key();
+                self.store.call(move |store| store.members_of(&key)).await?
+            }
+        };
         Ok(self.presence.online_among(members.iter().map(String::as_str)))
     }
 

@@ -203,7 +203,6 @@ async fn first_frames(
                 Some(since) => (PageFrom::After(since), HISTORY_ON_RECOVERY),
                 None => (PageFrom::Before(None), HISTORY_ON_CONNECT),
             };
-            let presence_key = key.clone();
             let (signed_in, history, covers) = chat
                 .store
                 .call(move |store| {
@@ -217,7 +216,7 @@ async fn first_frames(
                     Ok((signed_in, page.finish(frames::page_has_more(from, history.end)), history.latest))
                 })
                 .await?;
-            let online = chat.online_members(&presence_key).await?;
+            let online = chat.online_members(conversation).await?;
             Ok((signed_in, vec![history, frames::presence_list_bytes(&online)], covers))
         }
         Watch::Inbox => {
