@@ -103,7 +103,7 @@ impl Targets {
                 Outcome::NotFound => self.refuse_to(&ticket, Refusal::NotFound),
                 Outcome::Forbidden => self.refuse_to(&ticket, Refusal::Forbidden),
                 Outcome::NoSuchEntry => {
-                    self.refuse_to(&ticket, Refusal::BadFrame("up_to is not an id of this conversation"));
+                    self.refuse_to(&ticket, Refusal::BadFrame(super::socket::NO_SUCH_ENTRY));
                 }
                 _ => {}
             }

@@ -21,7 +21,7 @@ use super::Chat;
 use crate::domain::{Conversation, MessageId, Username};
 use crate::log::write::Write;
 use crate::log::{Pending, Ticket};
-use crate::storage::{now_ms, PageFrom, StorageError};
+use crate::storage::{now_ms, MarkerMove, PageFrom, StorageError};
 
 /// Frames queued for one socket before it counts as a slow consumer.
 const OUTBOUND_QUEUE: usize = 1024;
@@ -410,7 +410,23 @@ async fn accept(chat: &Chat, me: &Arc<Subscriber>, request: &SocketRequest, raw:
         Inbound::Delete { target, client_id } => {
             (Write::Delete { conversation, deleter: user, target, ts_ms: now_ms() }, client_id)
         }
-        Inbound::Read { up_to, .. } => (Write::Read { username: user, conversation, up_to }, None),
+        Inbound::Read { up_to, .. } => {
+            // Checked here first: a repeated, backward or bogus marker costs a read, not a write.
+            let (name, key) = (user.as_str().to_owned(), conversation.key());
+            match chat.store.call(move |store| store.marker_move(&name, &key, up_to)).await {
+                Ok(MarkerMove::Moved) => {}
+                Ok(MarkerMove::NotForward) => return true,
+                Ok(MarkerMove::NoSuchEntry) => {
+                    refuse(Refusal::BadFrame(NO_SUCH_ENTRY), None);
+                    return true;
+                }
+                Err(_) => {
+                    refuse(Refusal::Unavailable, None);
+                    return true;
+                }
+            }
+            (Write::Read { username: user, conversation, up_to }, None)
+        }
         Inbound::Typing => {
             chat.user_typing(&conversation, &request.user);
             return true;
@@ -422,6 +438,9 @@ async fn accept(chat: &Chat, me: &Arc<Subscriber>, request: &SocketRequest, raw:
     chat.log.submit(Pending { write, ticket }).await;
     true
 }
+
+/// Why a read frame naming an id the conversation does not hold is refused.
+pub const NO_SUCH_ENTRY: &str = "up_to is not an id of this conversation";
 
 /// The conversation a user socket's read frame names, if the user may be
 /// in it: any room, or a direct conversation of theirs.

@@ -414,6 +414,18 @@ impl Store {
         Ok(markers.get((user, conversation))?.map(|v| MessageId(v.value())))
     }
 
+    /// What moving `user`'s marker in `conversation` to `up_to` would do
+    /// now: a socket asks before it writes, so that repeated or bogus read
+    /// frames cost a read, not a write (the write checks again).
+    pub fn marker_move(&self, user: &str, conversation: &str, up_to: MessageId) -> Result<MarkerMove> {
+        let txn = self.db()?.begin_read()?;
+        if txn.open_table(schema::MESSAGES)?.get((conversation, up_to.0))?.is_none() {
+            return Ok(MarkerMove::NoSuchEntry);
+        }
+        let current = txn.open_table(schema::READ_MARKERS)?.get((user, conversation))?.map(|v| v.value());
+        Ok(if current.is_some_and(|current| current >= up_to.0) { MarkerMove::NotForward } else { MarkerMove::Moved })
+    }
+
     /// Whether `conversation` holds an entry with this id (a read marker may point at it).
     pub fn has_entry(&self, conversation: &str, id: MessageId) -> Result<bool> {
         let txn = self.db()?.begin_read()?;
