@@ -30,7 +30,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every scenario run by default (and by `cargo xtask test`'s quick
 /// bench), in the order they run.
-pub const SCENARIOS: [&str; 7] = ["fanout", "latency", "durable", "connections", "login-storm", "backup", "cluster"];
+pub const SCENARIOS: [&str; 8] =
+    ["fanout", "latency", "durable", "connections", "login-storm", "backup", "cluster", "app"];
 /// Attacks on the server, run only when named: they hold thousands of
 /// connections for the server's 30 s deadlines, so even their quick sizes
 /// take minutes, and what they report is memory and answers under abuse,
@@ -41,9 +42,10 @@ pub const ATTACKS: [&str; 3] = ["history-flood", "slow-bodies", "storm-memory"];
 const PREBUILT: &str = "--prebuilt";
 
 pub const USAGE: &str = "usage: cargo xtask bench [--scenario NAME[,NAME...]] [--quick]\n\n\
-scenarios: fanout, latency, durable, connections, login-storm, backup, cluster (all by default)\n\
+scenarios: fanout, latency, durable, connections, login-storm, backup, cluster, app (all by default)\n\
 attacks (only when named): history-flood, slow-bodies, storm-memory\n\
 --quick    small sizes and short runs (CI): under a minute (the attacks: a few minutes)\n\
+app compares itself with fanout when both run\n\
 cluster runs when CHATCTL_BENCH_AMQP_URL or CHATCTL_TEST_AMQP_URL names a RabbitMQ\n\
 CHATCTL_BENCH_LOADER_THREADS=N sets the load generator's worker threads (default: one per core)\n\
 CHATCTL_BENCH_QUIET_WAIT_S=N caps each scenario's wait for an idle machine (default: 600 full, 3 quick)";

@@ -413,6 +413,15 @@ the backups' own process CPU is counted apart (`backup_client_cpu_s`). A failed 
 are too small to compare with them.\n\
 - `cluster` uses two nodes and the RabbitMQ broker on this same machine; its server CPU is both nodes' (the \
 broker's is listed apart). It runs only when `CHATCTL_BENCH_AMQP_URL` or `CHATCTL_TEST_AMQP_URL` names a broker.\n\
+- `app` is the chat app shaped like real use: users with a user socket and one conversation socket each, rooms of \
+2 to 50 members and direct conversations, a message per user every 5 s after three `typing` frames, read markers, \
+5 % of users a minute reconnecting (the conversation socket with `since=`). Accounts are made on the admin page and \
+signed in a few at a time. Its row is the first phase's (typing and reconnects); the same load then runs without \
+typing and reconnects, and the difference in server CPU per message is `typing_presence_cpu_share`. Its \
+deliveries count user sockets too, and compare with `fanout`'s per server CPU-second of the same run. RSS per user \
+is the growth over the signed-in server before any socket, divided by the users connected. A user socket is checked \
+per connection (every message after its inbox's `latest`, once and in order, up to the last it saw before a \
+reconnect); a conversation socket over the whole run, `since=` recoveries included.
 - `history-flood`, `slow-bodies` and `storm-memory` are attacks, run only when named with `--scenario`: the server \
 keeps its per-address connection cap (64), `/healthz` is asked every 100 ms from 127.0.0.200, and memory is the \
 server's resident set (`VmRSS`; peaks from `VmHWM` or 100 ms samples).\n";

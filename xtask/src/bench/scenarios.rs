@@ -23,11 +23,13 @@ use super::server::{Launch, Server, PASSWORD};
 use super::ws::{self, Ws};
 use super::{BoxError, Env};
 
+mod app;
 mod attack;
 mod backup;
 mod history_flood;
 mod slow_bodies;
 mod storm_memory;
+use app::app_scenario;
 use backup::backup_scenario;
 use history_flood::history_flood_scenario;
 use slow_bodies::slow_bodies_scenario;
@@ -102,6 +104,21 @@ struct Sizes {
     memory_connections: usize,
     /// How long after the last round the settled RSS is read.
     memory_settle: Duration,
+    /// `app`: users (each with a user socket and one conversation socket),
+    /// rooms of 2 to `app_room_max` members, and pairs of users in a direct
+    /// conversation.
+    app_users: usize,
+    app_rooms: usize,
+    app_room_max: usize,
+    app_direct_pairs: usize,
+    /// Each user sends a message this often (±20 %), and moves its read marker this often.
+    app_message_every: Duration,
+    app_read_every: Duration,
+    /// The phase with typing and reconnects, then the one without.
+    app_run: Duration,
+    app_plain_run: Duration,
+    /// How long a reconnecting user stays away: between these.
+    app_churn_down: (Duration, Duration),
 }
 
 impl Sizes {
@@ -149,6 +166,15 @@ impl Sizes {
             memory_rounds: pick(4, 2),
             memory_connections: pick(9000, 1000),
             memory_settle: secs(30, 5000),
+            app_users: pick(2000, 100),
+            app_rooms: pick(300, 15),
+            app_room_max: 50,
+            app_direct_pairs: pick(100, 5),
+            app_message_every: Duration::from_secs(5),
+            app_read_every: Duration::from_secs(5),
+            app_run: secs(60, 8000),
+            app_plain_run: secs(30, 4000),
+            app_churn_down: (secs(0, 200), secs(8, 1000)),
         }
     }
 
@@ -228,10 +254,29 @@ impl Sizes {
                 thousands(self.memory_connections as f64),
                 s(self.memory_settle)
             ),
+            "app" => format!(
+                "{} users, each with a user socket and one conversation socket, in {} rooms of 2 to {} members and {} direct \
+                 conversations; a message per user every {} (±20 %), each after {TYPING} typing frames over the second \
+                 before it; read markers every {}; {} s with typing and 5 % of users reconnecting a minute (away {}–{}), \
+                 then {} s without either",
+                thousands(self.app_users as f64),
+                self.app_rooms,
+                self.app_room_max,
+                self.app_direct_pairs,
+                s(self.app_message_every),
+                s(self.app_read_every),
+                self.app_run.as_secs_f64(),
+                s(self.app_churn_down.0),
+                s(self.app_churn_down.1),
+                self.app_plain_run.as_secs_f64()
+            ),
             _ => String::new(),
         }
     }
 }
+
+/// Typing frames before each message in `app`.
+const TYPING: u32 = 3;
 
 /// Runs one scenario; every failure becomes a `failed` report.
 pub fn run(name: &str, env: &Env, runtime: &tokio::runtime::Runtime, fanout: Option<&Report>) -> Report {
@@ -247,6 +292,7 @@ pub fn run(name: &str, env: &Env, runtime: &tokio::runtime::Runtime, fanout: Opt
         "history-flood" => runtime.block_on(history_flood_scenario(env, &sizes)),
         "slow-bodies" => runtime.block_on(slow_bodies_scenario(env, &sizes)),
         "storm-memory" => runtime.block_on(storm_memory_scenario(env, &sizes)),
+        "app" => runtime.block_on(app_scenario(env, &sizes, fanout)),
         "cluster" => match &env.amqp_url {
             Some(url) => runtime.block_on(cluster_scenario(env, &sizes, url, fanout)),
             None => {

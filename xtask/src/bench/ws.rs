@@ -24,6 +24,22 @@ const MAX_UPGRADE_ANSWER: usize = 8 * 1024;
 /// subscribed to its room: after this returns, no message of the room can
 /// be missed.
 pub async fn open(addr: SocketAddr, source: Option<IpAddr>, path: &str, cookie: &str) -> Result<Ws, BoxError> {
+    let (ws, first) = open_first(addr, source, path, cookie).await?;
+    if !matches!(classify(&first), Seen::History) {
+        return Err(format!("{path}: the first frame was not `history`").into());
+    }
+    Ok(ws)
+}
+
+/// Opens a socket at `path` (any route: a conversation's, whose first
+/// frame is `history`, or `/ws/user/`, whose first frame is `inbox`) and
+/// returns it with its first text frame's payload.
+pub async fn open_first(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    path: &str,
+    cookie: &str,
+) -> Result<(Ws, Vec<u8>), BoxError> {
     let mut stream = connect_tcp(addr, source).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
     let key = fastwebsockets::handshake::generate_key();
     let request = format!(
@@ -58,11 +74,12 @@ pub async fn open(addr: SocketAddr, source: Option<IpAddr>, path: &str, cookie: 
     ws.set_auto_pong(true);
     let first = tokio::time::timeout(Duration::from_secs(30), ws.read_frame())
         .await
-        .map_err(|_| format!("{path}: no history frame within 30 s"))??;
-    if !matches!(classify(&first.payload), Seen::History) {
-        return Err(format!("{path}: the first frame was not `history`").into());
+        .map_err(|_| format!("{path}: no first frame within 30 s"))??;
+    if first.opcode != fastwebsockets::OpCode::Text {
+        return Err(format!("{path}: the first frame was not text ({:?})", first.opcode).into());
     }
-    Ok(ws)
+    let first = first.payload.to_vec();
+    Ok((ws, first))
 }
 
 /// A bench message's text: `b` and the send time in nanoseconds since the
@@ -123,7 +140,7 @@ pub fn classify(payload: &[u8]) -> Seen<'_> {
 }
 
 /// The raw (still escaped) value of the string field that starts after `key`.
-fn string_field<'a>(payload: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+pub fn string_field<'a>(payload: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let start = find(payload, key)? + key.len();
     let mut end = start;
     while end < payload.len() {
@@ -136,7 +153,7 @@ fn string_field<'a>(payload: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
-fn parse_u64(digits: &[u8]) -> Option<u64> {
+pub fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 + 1 {
         return None;
     }
