@@ -12,6 +12,9 @@ use super::hub::{SocketId, SocketKind, Subscriber};
 #[derive(Default)]
 pub struct LiveSockets {
     sockets: Mutex<Registry>,
+    /// How many user sockets are open: the fan-out looks for a poster's
+    /// user sockets on every message, and skips the lock while there are none.
+    inbox_count: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -43,6 +46,7 @@ impl Drop for Registration<'_> {
         let mut registry = self.live.lock();
         let Some(entry) = registry.by_id.remove(&self.id) else { return };
         if entry.subscriber.kind == SocketKind::Inbox {
+            self.live.inbox_count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(list) = registry.inboxes.get_mut(&entry.username) {
                 list.retain(|s| s.id != self.id);
                 if list.is_empty() {
@@ -97,6 +101,7 @@ impl LiveSockets {
             subscriber.close_now(code, reason);
         }
         if subscriber.kind == SocketKind::Inbox {
+            self.inbox_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             registry.inboxes.entry(username.to_owned()).or_default().push(subscriber.clone());
         }
         registry.by_id.insert(id, Entry { username: username.to_owned(), session, subscriber });
@@ -110,6 +115,9 @@ impl LiveSockets {
 
     /// `username`'s open user sockets on this node.
     pub fn inboxes_of(&self, username: &str) -> Vec<Arc<Subscriber>> {
+        if self.inbox_count.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
         self.lock().inboxes.get(username).cloned().unwrap_or_default()
     }
 

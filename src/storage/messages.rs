@@ -171,6 +171,9 @@ pub(crate) mod in_txn {
         /// The single node's id counter; a cluster node gives every id.
         next_id: u64,
         counter_used: bool,
+        /// Posters' markers, written once per batch at `finish`: a batch of
+        /// a thousand messages from one author moves one marker once.
+        posted_markers: std::collections::HashMap<(String, String), MessageId>,
     }
 
     impl<'txn> Entries<'txn> {
@@ -183,6 +186,7 @@ pub(crate) mod in_txn {
                 markers: txn.open_table(schema::READ_MARKERS)?,
                 next_id,
                 counter_used: false,
+                posted_markers: std::collections::HashMap::new(),
             })
         }
 
@@ -210,7 +214,8 @@ pub(crate) mod in_txn {
             let id = self.id(given);
             let entry = StoredEntry::new(new.author, new.text, new.ts_ms);
             self.put(&new.conversation, id, &entry)?;
-            self.advance_marker(&entry.author, &new.conversation, id)?;
+            // Ids rise through a batch: the last of an author's messages wins.
+            self.posted_markers.insert((entry.author.clone(), new.conversation.clone()), id);
             Ok(entry.into_message(&new.conversation, id.0))
         }
 
@@ -286,6 +291,11 @@ pub(crate) mod in_txn {
             if self.messages.get((conversation, up_to.0))?.is_none() {
                 return Ok(MarkerMove::NoSuchEntry);
             }
+            // A post earlier in this batch moved it already, in memory.
+            let posted = self.posted_markers.get(&(user.to_owned(), conversation.to_owned())).copied();
+            if posted.is_some_and(|posted| posted >= up_to) {
+                return Ok(MarkerMove::NotForward);
+            }
             self.advance_marker(user, conversation, up_to)
         }
 
@@ -298,8 +308,12 @@ pub(crate) mod in_txn {
             Ok(MarkerMove::Moved)
         }
 
-        /// Records the counter's next id, if this batch drew any.
-        pub fn finish(self, txn: &WriteTransaction) -> Result<()> {
+        /// Moves the posters' markers and records the counter's next id, if
+        /// this batch drew any.
+        pub fn finish(mut self, txn: &WriteTransaction) -> Result<()> {
+            for ((author, conversation), id) in std::mem::take(&mut self.posted_markers) {
+                self.advance_marker(&author, &conversation, id)?;
+            }
             let (used, next) = (self.counter_used, self.next_id);
             drop(self);
             if used {
