@@ -89,34 +89,17 @@ impl Store {
     /// The members of a conversation, in byte order of their names.
     pub fn members_of(&self, conversation: &str) -> Result<Vec<String>> {
         let txn = self.db()?.begin_read()?;
-        let members = txn.open_table(schema::MEMBERS)?;
-        let mut out = Vec::new();
-        for entry in members.range((conversation, "")..)? {
-            let (key, _) = entry?;
-            let (of, user) = key.value();
-            if of != conversation {
-                break;
-            }
-            out.push(user.to_owned());
-        }
-        Ok(out)
+        paired_with(&txn.open_table(schema::MEMBERS)?, conversation)
     }
 
     /// Everyone who shares a conversation with `user` (`user` included), in byte order.
     pub fn contacts_of(&self, user: &str) -> Result<Vec<String>> {
         let txn = self.db()?.begin_read()?;
-        let keys = conversation_keys_in(&txn.open_table(schema::MEMBERSHIPS)?, user)?;
+        let keys = paired_with(&txn.open_table(schema::MEMBERSHIPS)?, user)?;
         let members = txn.open_table(schema::MEMBERS)?;
         let mut contacts = std::collections::BTreeSet::new();
         for key in &keys {
-            for entry in members.range((key.as_str(), "")..)? {
-                let (pair, _) = entry?;
-                let (of, member) = pair.value();
-                if of != key {
-                    break;
-                }
-                contacts.insert(member.to_owned());
-            }
+            contacts.extend(paired_with(&members, key)?);
         }
         Ok(contacts.into_iter().collect())
     }
@@ -124,7 +107,7 @@ impl Store {
     /// The keys of the conversations `user` is a member of.
     pub fn conversation_keys_of(&self, user: &str) -> Result<Vec<String>> {
         let txn = self.db()?.begin_read()?;
-        conversation_keys_in(&txn.open_table(schema::MEMBERSHIPS)?, user)
+        paired_with(&txn.open_table(schema::MEMBERSHIPS)?, user)
     }
 
     /// The user's conversations with their newest message, marker and
@@ -138,7 +121,7 @@ impl Store {
     /// already counted in the inbox.
     pub fn inbox(&self, user: &str) -> Result<(Vec<ConversationSummary>, Option<MessageId>)> {
         let txn = self.db()?.begin_read()?;
-        let keys = conversation_keys_in(&txn.open_table(schema::MEMBERSHIPS)?, user)?;
+        let keys = paired_with(&txn.open_table(schema::MEMBERSHIPS)?, user)?;
         let snapshot = Snapshot::open(&txn)?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
@@ -164,13 +147,7 @@ impl Store {
             let (key, _) = entry?;
             let Some(room @ Conversation::Room(_)) = Conversation::from_key(key.value()) else { continue };
             let key = key.value();
-            let mut count = 0;
-            for member in members.range((key, "")..)? {
-                if member?.0.value().0 != key {
-                    break;
-                }
-                count += 1;
-            }
+            let count = paired_with(&members, key)?.len() as u64;
             out.push(RoomSummary { room, members: count, latest: snapshot.latest(key)? });
         }
         sort_most_recent_first(&mut out, |s| s.latest.as_ref());
@@ -194,20 +171,20 @@ fn sort_most_recent_first<T>(items: &mut [T], latest: impl Fn(&T) -> Option<&Mes
     items.sort_by(|a, b| latest(b).map(|m| m.id).cmp(&latest(a).map(|m| m.id)));
 }
 
-fn conversation_keys_in(
-    memberships: &redb::ReadOnlyTable<(&'static str, &'static str), u64>,
-    user: &str,
-) -> Result<Vec<String>> {
-    let mut keys = Vec::new();
-    for entry in memberships.range((user, "")..)? {
+/// The second names of the keys `(first, second)` of a table of name
+/// pairs (`MEMBERSHIPS`: a user's conversations; `MEMBERS`: a
+/// conversation's users), in byte order.
+fn paired_with(pairs: &redb::ReadOnlyTable<(&'static str, &'static str), u64>, first: &str) -> Result<Vec<String>> {
+    let mut seconds = Vec::new();
+    for entry in pairs.range((first, "")..)? {
         let (key, _) = entry?;
-        let (member, conversation) = key.value();
-        if member != user {
+        let (of, second) = key.value();
+        if of != first {
             break;
         }
-        keys.push(conversation.to_owned());
+        seconds.push(second.to_owned());
     }
-    Ok(keys)
+    Ok(seconds)
 }
 
 /// One row of `GET /api/rooms`.
