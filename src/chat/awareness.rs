@@ -114,7 +114,7 @@ async fn route_presence(chat: Arc<Chat>, mut stopping: Stopping) {
 async fn announce(chat: &Chat, change: PresenceChange) {
     let user = change.user.as_str().to_owned();
     let who = user.clone();
-    let found = chat.store.call(move |store| Ok((store.conversation_keys_of(&who)?, store.contacts_of(&who)?))).await;
+    let found = chat.store.call(move |store| store.conversations_and_contacts(&who)).await;
     let (conversations, contacts) = match found {
         Ok(found) => found,
         Err(error) => {

@@ -342,15 +342,18 @@ mod tests {
         assert!(matches!(store.create_first_user(&user("second")), Err(StorageError::SetupClosed)));
     }
 
+    fn session(name: &str) -> SessionRecord {
+        SessionRecord {
+            username: crate::domain::Username::parse(name).unwrap(),
+            created_at_ms: 0,
+            expires_at_ms: u64::MAX,
+        }
+    }
+
     #[test]
     fn deactivation_ends_that_users_sessions_only() {
         let (_dir, store) = test_store();
         store.create_user(&user("alice")).unwrap();
-        let session = |name: &str| SessionRecord {
-            username: crate::domain::Username::parse(name).unwrap(),
-            created_at_ms: 0,
-            expires_at_ms: u64::MAX,
-        };
         store.create_session(&[1; 32], &session("alice")).unwrap();
         store.create_session(&[2; 32], &session("bob")).unwrap();
         assert!(store.set_user_active("alice", false).unwrap());
@@ -364,11 +367,6 @@ mod tests {
     fn a_new_password_ends_that_users_sessions_but_the_kept_one() {
         let (_dir, store) = test_store();
         store.create_user(&user("alice")).unwrap();
-        let session = |name: &str| SessionRecord {
-            username: crate::domain::Username::parse(name).unwrap(),
-            created_at_ms: 0,
-            expires_at_ms: u64::MAX,
-        };
         for (key, name) in [(1, "alice"), (2, "alice"), (3, "bob")] {
             store.create_session(&[key; 32], &session(name)).unwrap();
         }

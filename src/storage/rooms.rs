@@ -94,6 +94,12 @@ impl Store {
 
     /// Everyone who shares a conversation with `user` (`user` included), in byte order.
     pub fn contacts_of(&self, user: &str) -> Result<Vec<String>> {
+        Ok(self.conversations_and_contacts(user)?.1)
+    }
+
+    /// The keys of `user`'s conversations and everyone who shares one with
+    /// them (`contacts_of`), read in one snapshot: whom a presence change concerns.
+    pub fn conversations_and_contacts(&self, user: &str) -> Result<(Vec<String>, Vec<String>)> {
         let txn = self.db()?.begin_read()?;
         let keys = paired_with(&txn.open_table(schema::MEMBERSHIPS)?, user)?;
         let members = txn.open_table(schema::MEMBERS)?;
@@ -101,7 +107,7 @@ impl Store {
         for key in &keys {
             contacts.extend(paired_with(&members, key)?);
         }
-        Ok(contacts.into_iter().collect())
+        Ok((keys, contacts.into_iter().collect()))
     }
 
     /// The keys of the conversations `user` is a member of.
