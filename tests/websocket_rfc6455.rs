@@ -317,6 +317,46 @@ async fn an_unmasked_ping_or_close_also_closes_with_1002() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_break_section_5_close_with_1002_naming_the_rule() {
+    let app = spawn_app(&["alice"]).await;
+    let mut reserved = client_frame(TEXT, br#"{"message": "x"}"#, MASK);
+    reserved[0] |= 0x40;
+    let mut fragmented_ping = client_frame(PING, b"hi", MASK);
+    fragmented_ping[0] &= 0x7F;
+    let cases = [
+        (reserved, "reserved bits set: no extension was agreed"),
+        (client_frame(0x3, b"x", MASK), "unknown opcode"),
+        (fragmented_ping, "control frames must not be fragmented"),
+        (client_frame(PING, &[b'p'; 126], MASK), "control frame payload over 125 bytes"),
+        (client_frame(CLOSE, &1005u16.to_be_bytes(), MASK), "close code not allowed on the wire"),
+        (client_frame(CLOSE, &[0x03], MASK), "a close payload needs a two-byte code"),
+    ];
+    for (frame, rule) in cases {
+        let mut socket = open_room(&app, "rules").await;
+        socket.send(&frame).await.unwrap();
+        let (code, reason) = socket.expect_close(WAIT).await.unwrap_or_else(|e| panic!("{rule}: no close: {e:#}"));
+        assert_eq!((code, reason.as_str()), (1002, rule));
+    }
+    assert_eq!(stored_messages(&app, "rules").await, serde_json::json!([]), "a refused frame was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_split_across_many_tcp_writes_arrives_whole() {
+    let app = spawn_app(&["alice"]).await;
+    let mut watcher = open_room(&app, "pieces").await;
+    let mut socket = open_room(&app, "pieces").await;
+    let text = format!(r#"{{"message": "{}"}}"#, "é".repeat(4_000));
+    let frame = client_frame(TEXT, text.as_bytes(), MASK);
+    // Header, length and key apart, then the payload in odd-sized pieces.
+    for piece in frame.chunks(333) {
+        socket.send(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let got = watcher.next_json().await.unwrap();
+    assert_eq!(got["message"].as_str().map(|m| m.chars().count()), Some(4_000));
+}
+
 // ------------------------------------------------------------------ the idle limit
 
 /// Short enough that a test outlives it several times over.

@@ -5,6 +5,7 @@
 pub mod awareness;
 pub mod ephemeral;
 pub mod fanout;
+pub mod frame_reader;
 pub mod frames;
 pub mod hub;
 pub mod live;

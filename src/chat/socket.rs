@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketWrite};
 use tokio::sync::mpsc;
 
+use super::frame_reader::{self, ClientFrame, FrameReader, ReadError};
 use super::frames::{self, Inbound, PageBuilder, Refusal, MAX_FRAME_BYTES};
 use super::hub::{Outbound, SocketKind, Subscriber, UrgentClose};
 use super::shared_io::SharedIo;
@@ -33,7 +34,7 @@ const HISTORY_ON_RECOVERY: usize = 1000;
 /// most `frames::MAX_PAGE_BYTES`: bounds their memory to a few MiB.
 pub const HISTORY_FRAMES_AT_ONCE: usize = 8;
 
-type Reader = WebSocketRead<SharedIo>;
+type Reader = FrameReader<SharedIo>;
 type Writer = WebSocketWrite<LazyBufWriter<SharedIo>>;
 
 /// How long a closing socket waits for the peer's side of the close.
@@ -92,7 +93,7 @@ impl Drop for OpenGauge<'_> {
 /// Runs one socket after its upgrade was accepted: history, then live messages
 /// both ways until either side closes or the server stops.
 pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest) {
-    let mut ws = match upgrade.await {
+    let ws = match upgrade.await {
         Ok(ws) => ws,
         Err(error) => {
             tracing::debug!(%error, "websocket upgrade did not complete");
@@ -101,19 +102,17 @@ pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest)
     };
     let _open = OpenGauge::new(&chat.metrics.open_sockets);
     chat.metrics.sockets_accepted.fetch_add(1, Ordering::Relaxed);
-    // One byte over the limit: fastwebsockets refuses lengths >= this.
-    ws.set_max_message_size(MAX_FRAME_BYTES + 1);
-    // Pings come back from read_frame (and are answered there), so that
-    // each of them restarts the idle timer.
-    ws.set_auto_pong(false);
-    ws.set_auto_close(true);
+    // fastwebsockets writes our frames; its reader (and the 8 KiB buffer
+    // it keeps for the socket's life) is dropped here for ours, which holds
+    // memory only while a frame is arriving.
     let closer = std::cell::OnceCell::new();
-    let (reader, writer) = ws.split(|io| {
+    let (_, writer) = ws.split(|io| {
         let shared = SharedIo::new(io);
         let _ = closer.set(shared.clone());
         (shared.clone(), LazyBufWriter::new(shared))
     });
-    let closer = closer.into_inner().expect("split calls its closure once");
+    let closer: SharedIo = closer.into_inner().expect("split calls its closure once");
+    let reader = FrameReader::new(closer.clone(), MAX_FRAME_BYTES);
 
     let (subscriber, queue, urgent) = Subscriber::new(OUTBOUND_QUEUE, request.user.as_str(), request.watch.kind());
     let registration = chat.live.register(request.user.as_str(), request.session, subscriber.clone());
@@ -121,7 +120,7 @@ pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest)
     let _online = chat.presence.socket_opened(&request.user);
     // Subscribed before the first frame is read: an entry committed in
     // between is then in both, and the writer skips the live copy by id.
-    let subscribed = subscribe(&chat, &request, &subscriber).await;
+    let subscribed = Box::pin(subscribe(&chat, &request, &subscriber)).await;
 
     // At most HISTORY_FRAMES_AT_ONCE history frames are built or being sent
     // across the server: a burst of sockets asking for 1 MiB each waits here
@@ -129,7 +128,7 @@ pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest)
     // the frame is sent (or the socket is gone).
     let permit = Arc::clone(&chat.history_frames).acquire_owned().await.expect("the semaphore is never closed");
     let first = match subscribed {
-        Ok(()) => first_frames(&chat, &request).await,
+        Ok(()) => Box::pin(first_frames(&chat, &request)).await,
         Err(error) => Err(error),
     };
     match first {
@@ -161,10 +160,10 @@ pub async fn serve(chat: Arc<Chat>, upgrade: UpgradeFut, request: SocketRequest)
             tracing::error!(%error, user = %request.user, "reading the socket's first frame failed; closing the socket");
             unsubscribe(&chat, &subscriber);
             let mut writer = writer;
-            let _ = close(&mut writer, 1011, "storage unavailable").await;
+            let _ = Box::pin(close(&mut writer, 1011, "storage unavailable")).await;
         }
     }
-    closer.finish(CLOSE_LINGER).await;
+    Box::pin(closer.finish(CLOSE_LINGER)).await;
 }
 
 /// Subscribes the socket to what it watches: its conversation, or every
@@ -254,7 +253,14 @@ async fn read_loop(chat: &Chat, mut reader: Reader, me: &Arc<Subscriber>, reques
     let mut partial: Option<Vec<u8>> = None;
     while let Some(frame) = next_frame(&mut reader, idle, me).await {
         let complete: Bytes = match (frame.opcode, frame.fin, partial.as_mut()) {
-            (OpCode::Close, _, _) => return,
+            (OpCode::Close, _, _) => {
+                // Echoed (section 5.5.1), unless the close itself breaks a rule.
+                match frame_reader::close_answer(&frame.payload) {
+                    Ok(echo) => me.deliver(Outbound::Control(Frame::close_raw(Payload::Owned(echo.to_vec())))),
+                    Err((code, reason)) => me.deliver(Outbound::Close(code, reason)),
+                };
+                return;
+            }
             (OpCode::Ping, _, _) => {
                 me.deliver(Outbound::Control(Frame::pong(Payload::Owned(frame.payload.to_vec()))));
                 continue;
@@ -264,7 +270,13 @@ async fn read_loop(chat: &Chat, mut reader: Reader, me: &Arc<Subscriber>, reques
                 me.deliver(Outbound::Close(1003, "binary messages are not accepted"));
                 return;
             }
-            (OpCode::Text, true, None) => Bytes::from(frame.payload.to_vec()),
+            (OpCode::Text, true, None) => {
+                if std::str::from_utf8(&frame.payload).is_err() {
+                    me.deliver(Outbound::Close(1007, "text frame is not UTF-8"));
+                    return;
+                }
+                frame.payload
+            }
             (OpCode::Text, false, None) => {
                 partial = Some(frame.payload.to_vec());
                 continue;
@@ -290,7 +302,7 @@ async fn read_loop(chat: &Chat, mut reader: Reader, me: &Arc<Subscriber>, reques
                 return;
             }
         };
-        if !accept(chat, me, request, &complete).await {
+        if !Box::pin(accept(chat, me, request, &complete)).await {
             return;
         }
     }
@@ -300,51 +312,23 @@ async fn read_loop(chat: &Chat, mut reader: Reader, me: &Arc<Subscriber>, reques
 /// socket is done: the read failed or timed out, or the frame broke a rule
 /// (its close is then queued). Every frame, a ping included, restarts the
 /// idle timer, since each one comes back from here.
-async fn next_frame<'r>(reader: &'r mut Reader, idle: Duration, me: &Subscriber) -> Option<Frame<'r>> {
-    // fastwebsockets answers a close itself; the answer is held until the
-    // frame it answers proved masked, and sent through the writer.
-    let mut obliged: Option<Frame<'static>> = None;
-    let mut hold = |frame: Frame<'_>| {
-        obliged = Some(Frame::new(true, frame.opcode, None, Payload::Owned(frame.payload.to_vec())));
-        std::future::ready(Ok::<(), std::convert::Infallible>(()))
-    };
-    let read = tokio::time::timeout(idle, reader.read_frame(&mut hold)).await;
+async fn next_frame(reader: &mut Reader, idle: Duration, me: &Subscriber) -> Option<ClientFrame> {
     let close = |code: u16, reason: &'static str| {
         me.deliver(Outbound::Close(code, reason));
         None
     };
-    let mut frame = match read {
+    let frame = match tokio::time::timeout(idle, reader.next_frame()).await {
         Ok(Ok(frame)) => frame,
         Err(_) => return close(1001, "idle timeout"),
-        Ok(Err(WebSocketError::FrameTooLarge)) => return close(1009, "message over 64 KiB"),
-        Ok(Err(WebSocketError::InvalidUTF8)) => return close(1007, "text frame is not UTF-8"),
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "socket read ended");
-            // A close frame with a code the protocol forbids is answered 1002.
-            if let Some(answer) = obliged {
-                me.deliver(Outbound::Control(answer));
-            }
-            return None;
-        }
+        Ok(Err(ReadError::TooLarge)) => return close(1009, "message over 64 KiB"),
+        Ok(Err(ReadError::Protocol(reason))) => return close(1002, reason),
+        Ok(Err(ReadError::Gone)) => return None,
     };
     // RFC 6455 section 5.1: a server must close on an unmasked frame.
-    if !is_masked(&mut frame) {
+    if !frame.masked {
         return close(1002, "client frames must be masked");
     }
-    if let Some(answer) = obliged {
-        me.deliver(Outbound::Control(answer));
-    }
     Some(frame)
-}
-
-/// Whether a frame read from the client carried a masking key.
-/// fastwebsockets unmasks the payload but keeps the key, and shows it only
-/// in the header it would write for the frame.
-fn is_masked(frame: &mut Frame<'_>) -> bool {
-    // The longest header: 2 bytes, an 8-byte length, a 4-byte key.
-    let mut head = [0u8; 14];
-    frame.fmt_head(&mut head);
-    head[1] & 0x80 != 0
 }
 
 /// Handles one complete text message. Returns false when the socket is
@@ -467,12 +451,12 @@ async fn write_loop(
     history: History,
     ping_every: Duration,
 ) {
-    let sent = with_deadline(async {
+    let sent = Box::pin(with_deadline(async {
         for frame in &history.frames {
             send_text(&mut ws, frame).await?;
         }
         ws.flush().await
-    });
+    }));
     if !matches!(sent.await, Ok(())) {
         return;
     }
@@ -483,7 +467,7 @@ async fn write_loop(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     loop {
         if let Some((code, reason)) = urgent.requested() {
-            let _ = with_deadline(close(&mut ws, code, reason)).await;
+            let _ = Box::pin(with_deadline(close(&mut ws, code, reason))).await;
             return;
         }
         let step = tokio::select! {
@@ -494,20 +478,22 @@ async fn write_loop(
             },
             _ = ping.tick() => Step::Ping,
         };
-        let written = with_deadline(async {
-            match step {
-                Step::Ping => {
-                    ws.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"chatctl"))).await?;
-                    ws.flush().await.map(|_| true)
-                }
-                Step::Write(first) => write_batch(&mut ws, first, &mut queue, &urgent, history_covers).await,
-            }
-        });
-        match written.await {
+        // The rare ping is boxed, so that only the batch write's state sits
+        // in every socket's writer task.
+        let written = match step {
+            Step::Ping => Box::pin(with_deadline(send_ping(&mut ws))).await,
+            Step::Write(first) => with_deadline(write_batch(&mut ws, first, &mut queue, &urgent, history_covers)).await,
+        };
+        match written {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
         }
     }
+}
+
+async fn send_ping(ws: &mut Writer) -> Result<bool, WebSocketError> {
+    ws.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"chatctl"))).await?;
+    ws.flush().await.map(|_| true)
 }
 
 /// A socket's first frames (`history` and `presence`, or `inbox`) on their way out.
@@ -534,7 +520,8 @@ async fn with_deadline<T>(
     if let Some(done) = futures_lite::future::poll_once(&mut write).await {
         return done;
     }
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+    // Boxed: the timer exists only while a socket pushes back, not in every writer task's state.
+    match Box::pin(tokio::time::timeout(WRITE_TIMEOUT, write)).await {
         Ok(done) => done,
         Err(_) => Err(WebSocketError::IoError(std::io::ErrorKind::TimedOut.into())),
     }
