@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::frames;
+use super::socket_queue::{self, TrySendError};
 use crate::domain::MessageId;
 use crate::metrics::Metrics;
 use crate::storage::Message;
@@ -72,7 +72,7 @@ pub struct Subscriber {
     pub user: String,
     /// What it watches.
     pub kind: SocketKind,
-    queue: mpsc::Sender<Outbound>,
+    queue: socket_queue::Sender<Outbound>,
     urgent: Arc<UrgentClose>,
     /// Set once the server decided to close this socket: it takes no more messages.
     closing: AtomicBool,
@@ -89,9 +89,9 @@ impl Subscriber {
         capacity: usize,
         user: &str,
         kind: SocketKind,
-    ) -> (Arc<Subscriber>, mpsc::Receiver<Outbound>, Arc<UrgentClose>) {
+    ) -> (Arc<Subscriber>, socket_queue::Receiver<Outbound>, Arc<UrgentClose>) {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        let (queue, receiver) = mpsc::channel(capacity);
+        let (queue, receiver) = socket_queue::channel(capacity);
         let urgent = Arc::new(UrgentClose::default());
         let subscriber = Subscriber {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -130,11 +130,11 @@ impl Subscriber {
     pub fn deliver(&self, item: Outbound) -> bool {
         match self.queue.try_send(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 self.urgent.request(1008, "slow consumer");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed(_)) => false,
         }
     }
 }

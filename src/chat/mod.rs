@@ -13,6 +13,7 @@ pub mod presence;
 pub mod rate_limit;
 pub mod shared_io;
 pub mod socket;
+pub mod socket_queue;
 pub mod typing;
 pub mod write_buffer;
 

@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketWrite};
-use tokio::sync::mpsc;
 
 use super::frame_reader::{self, ClientFrame, FrameReader, ReadError};
 use super::frames::{self, Inbound, PageBuilder, Refusal, MAX_FRAME_BYTES};
 use super::hub::{Outbound, SocketKind, Subscriber, UrgentClose};
 use super::shared_io::SharedIo;
+use super::socket_queue;
 use super::write_buffer::LazyBufWriter;
 use super::Chat;
 use crate::domain::{Conversation, MessageId, Username};
@@ -446,7 +446,7 @@ fn inbox_conversation(room: &str, user: &Username) -> Option<Conversation> {
 /// the write deadline is armed only when the socket pushes back.
 async fn write_loop(
     mut ws: Writer,
-    mut queue: mpsc::Receiver<Outbound>,
+    mut queue: socket_queue::Receiver<Outbound>,
     urgent: Arc<UrgentClose>,
     history: History,
     ping_every: Duration,
@@ -536,7 +536,7 @@ const MAX_WRITE_BATCH: usize = 256;
 async fn write_batch(
     ws: &mut Writer,
     first: Outbound,
-    queue: &mut mpsc::Receiver<Outbound>,
+    queue: &mut socket_queue::Receiver<Outbound>,
     urgent: &UrgentClose,
     history_covers: Option<MessageId>,
 ) -> Result<bool, WebSocketError> {
