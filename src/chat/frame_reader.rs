@@ -1,12 +1,9 @@
-//! Reads a client's WebSocket frames (RFC 6455 section 5.2) with no buffer
-//! while the socket is idle. fastwebsockets' reader keeps an 8 KiB buffer
-//! for a socket's whole life; most sockets of a chat server sit idle, and
-//! that buffer was half of an idle socket's memory (docs/benchmark-attempts.md).
-//! Here a buffer exists only while bytes are arriving: it is taken when the
-//! socket becomes readable and given back once every byte read is parsed.
-//! fastwebsockets still does the upgrade and writes our frames.
+//! Reads a client's WebSocket frames (RFC 6455 section 5) holding no buffer
+//! while the socket is idle: fastwebsockets' reader kept 8 KiB per socket for
+//! its whole life (docs/benchmark-attempts.md). fastwebsockets still writes.
 
 use std::future::poll_fn;
+use std::io;
 use std::pin::Pin;
 use std::task::Poll;
 
@@ -17,26 +14,31 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// What one read asks the kernel for at most, unless a frame needs more.
 const READ_CHUNK: usize = 4096;
 
+/// A buffer left holding only a partial header keeps at most this much
+/// while the socket waits: a big frame's allocation is not kept for a few bytes.
+const KEPT_WHILE_WAITING: usize = READ_CHUNK;
+
 /// One frame as the client sent it, unmasked.
 pub struct ClientFrame {
     /// The last frame of its message.
     pub fin: bool,
     /// What it is: text, a continuation, a control frame.
     pub opcode: OpCode,
-    /// Whether it carried a masking key, as a client's frames must (section 5.1).
-    pub masked: bool,
     /// Unmasked.
     pub payload: Bytes,
 }
 
 /// Why no frame came.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// The connection failed or the peer closed it without a close frame.
-    Gone,
+    /// The peer closed the connection without a close frame (`None`), or it failed.
+    #[error("the connection ended")]
+    Gone(Option<io::Error>),
     /// The frame breaks a rule of section 5: close with 1002 and this reason.
+    #[error("{0}")]
     Protocol(&'static str),
     /// The payload is longer than the reader takes: close with 1009.
+    #[error("frame over the size limit")]
     TooLarge,
 }
 
@@ -75,15 +77,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         self.buffer.advance(head.header_len);
         let mut payload = self.buffer.split_to(head.payload_len);
-        if let Some(mask) = head.mask {
-            unmask(&mut payload, mask);
-        }
-        Ok(Some(ClientFrame {
-            fin: head.fin,
-            opcode: head.opcode,
-            masked: head.mask.is_some(),
-            payload: payload.freeze(),
-        }))
+        unmask(&mut payload, head.mask);
+        Ok(Some(ClientFrame { fin: head.fin, opcode: head.opcode, payload: payload.freeze() }))
     }
 
     /// Reads what the socket has. While nothing is there, the buffer is
@@ -99,14 +94,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Poll::Pending => {
                     if self.buffer.is_empty() {
                         self.buffer = BytesMut::new();
+                    } else if self.buffer.capacity() > KEPT_WHILE_WAITING {
+                        self.buffer = BytesMut::from(&self.buffer[..]);
                     }
                     Poll::Pending
                 }
-                Poll::Ready(Err(_)) => Poll::Ready(Err(ReadError::Gone)),
+                Poll::Ready(Err(error)) => Poll::Ready(Err(ReadError::Gone(Some(error)))),
                 Poll::Ready(Ok(())) => {
                     let filled = read.filled().len();
                     if filled == 0 {
-                        return Poll::Ready(Err(ReadError::Gone));
+                        return Poll::Ready(Err(ReadError::Gone(None)));
                     }
                     // SAFETY: `poll_read` initialised the first `filled`
                     // bytes of the spare capacity it was handed.
@@ -123,7 +120,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 struct Head {
     fin: bool,
     opcode: OpCode,
-    mask: Option<[u8; 4]>,
+    mask: [u8; 4],
     header_len: usize,
     payload_len: usize,
 }
@@ -137,7 +134,10 @@ fn parse_head(bytes: &[u8], max_payload: usize) -> Result<Option<Head>, ReadErro
     }
     let opcode = OpCode::try_from(first & 0x0F).map_err(|_| ReadError::Protocol("unknown opcode"))?;
     let fin = first & 0x80 != 0;
-    let masked = second & 0x80 != 0;
+    // Section 5.1: a server must close on a frame its client did not mask.
+    if second & 0x80 == 0 {
+        return Err(ReadError::Protocol("client frames must be masked"));
+    }
     let (length_len, short_length) = match second & 0x7F {
         126 => (2, None),
         127 => (8, None),
@@ -163,18 +163,20 @@ fn parse_head(bytes: &[u8], max_payload: usize) -> Result<Option<Head>, ReadErro
         return Err(ReadError::TooLarge);
     }
     // Checked before the mask has arrived: a refused length is refused at once.
-    let header_len = 2 + length_len + if masked { 4 } else { 0 };
+    let header_len = 2 + length_len + 4;
     if bytes.len() < header_len {
         return Ok(None);
     }
-    let mask = masked.then(|| bytes[header_len - 4..header_len].try_into().expect("four bytes"));
+    let mask = bytes[header_len - 4..header_len].try_into().expect("four bytes");
     Ok(Some(Head { fin, opcode, mask, header_len, payload_len: payload_len as usize }))
 }
 
+/// Close, ping and pong: section 5.5 limits them to 125 bytes and one frame.
 fn is_control(opcode: OpCode) -> bool {
     matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong)
 }
 
+/// Undoes the client's masking (section 5.3): each byte XORed with the key, in turn.
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     for (i, byte) in payload.iter_mut().enumerate() {
         *byte ^= mask[i & 3];
@@ -222,15 +224,15 @@ mod tests {
         frame
     }
 
-    async fn frames_of(bytes: Vec<u8>, max: usize) -> Vec<Result<(bool, OpCode, bool, Vec<u8>), String>> {
+    async fn frames_of(bytes: Vec<u8>, max: usize) -> Vec<Result<(bool, OpCode, Vec<u8>), String>> {
         // One byte per read: every header and payload arrives in pieces.
         let io = tokio_test_io(bytes);
         let mut reader = FrameReader::new(io, max);
         let mut out = Vec::new();
         loop {
             match reader.next_frame().await {
-                Ok(f) => out.push(Ok((f.fin, f.opcode, f.masked, f.payload.to_vec()))),
-                Err(ReadError::Gone) => return out,
+                Ok(f) => out.push(Ok((f.fin, f.opcode, f.payload.to_vec()))),
+                Err(ReadError::Gone(_)) => return out,
                 Err(e) => {
                     out.push(Err(format!("{e:?}")));
                     return out;
@@ -264,20 +266,19 @@ mod tests {
         wire.extend(masked_frame(0x01, &vec![b'y'; 300]));
         wire.extend(masked_frame(0x80, &long));
         wire.extend(masked_frame(0x89, b"ping"));
-        wire.extend([0x81, 0x02, b'h', b'i']);
         let frames = frames_of(wire, 100_000).await;
         let got: Vec<_> = frames.into_iter().map(|f| f.unwrap()).collect();
-        assert_eq!(got[0], (true, OpCode::Text, true, b"hello".to_vec()));
-        assert_eq!(got[1], (false, OpCode::Text, true, vec![b'y'; 300]));
-        assert_eq!(got[2], (true, OpCode::Continuation, true, long));
-        assert_eq!(got[3], (true, OpCode::Ping, true, b"ping".to_vec()));
-        assert_eq!(got[4], (true, OpCode::Text, false, b"hi".to_vec()), "an unmasked frame is read and shown as such");
-        assert_eq!(got.len(), 5);
+        assert_eq!(got[0], (true, OpCode::Text, b"hello".to_vec()));
+        assert_eq!(got[1], (false, OpCode::Text, vec![b'y'; 300]));
+        assert_eq!(got[2], (true, OpCode::Continuation, long));
+        assert_eq!(got[3], (true, OpCode::Ping, b"ping".to_vec()));
+        assert_eq!(got.len(), 4);
     }
 
     #[tokio::test]
     async fn rule_breaking_headers_are_refused_before_their_payload() {
-        let cases: [(Vec<u8>, &str); 5] = [
+        let cases: [(Vec<u8>, &str); 6] = [
+            (vec![0x81, 0x02, b'h', b'i'], "Protocol(\"client frames must be masked\")"),
             (masked_frame(0xC1, b"x"), "Protocol(\"reserved bits set: no extension was agreed\")"),
             (masked_frame(0x83, b"x"), "Protocol(\"unknown opcode\")"),
             (masked_frame(0x09, b"x"), "Protocol(\"control frames must not be fragmented\")"),
@@ -296,6 +297,27 @@ mod tests {
         assert_eq!(frames_of(masked_frame(0x81, &[b'a'; 1001]), 1000).await, vec![Err("TooLarge".to_owned())]);
     }
 
+    #[tokio::test]
+    async fn arbitrary_bytes_end_in_frames_or_an_error_never_a_panic() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2_000 {
+            let len = (next() % 200) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if len > 2 && next() % 2 == 0 {
+                // Often a plausible start: FIN, a known opcode, the mask bit.
+                bytes[0] = 0x80 | [0, 1, 8, 9, 10][(next() % 5) as usize];
+                bytes[1] |= 0x80;
+            }
+            let _ = frames_of(bytes, 100).await;
+        }
+    }
+
     #[test]
     fn close_frames_are_echoed_or_answered_by_the_rule_they_break() {
         assert_eq!(close_answer(b"").unwrap(), Bytes::new());
@@ -303,6 +325,20 @@ mod tests {
         assert_eq!(close_answer(&[0x03]), Err((1002, "a close payload needs a two-byte code")));
         assert_eq!(close_answer(&1005u16.to_be_bytes()), Err((1002, "close code not allowed on the wire")));
         assert_eq!(close_answer(&[0x03, 0xE8, 0xFF]), Err((1007, "close reason is not UTF-8")));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_partial_header_keeps_a_small_buffer_not_a_big_frames() {
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let mut reader = FrameReader::new(server, 100_000);
+        let mut wire = masked_frame(0x81, &[b'z'; 60_000]);
+        wire.push(0x81);
+        tokio::io::AsyncWriteExt::write_all(&mut client, &wire).await.unwrap();
+        assert_eq!(reader.next_frame().await.unwrap().payload.len(), 60_000);
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), reader.next_frame()).await;
+        assert!(waiting.is_err());
+        assert_eq!(reader.buffer.len(), 1, "the next frame's first byte is kept");
+        assert!(reader.buffer.capacity() <= KEPT_WHILE_WAITING, "{} bytes kept", reader.buffer.capacity());
     }
 
     #[tokio::test]
