@@ -91,7 +91,11 @@ export class ConversationView {
     this.actions.wire();
     this.onInputChanged();
     this.conn.connect();
-    this.input.focus({ preventScroll: true });
+    // On a touch screen focus would pop the keyboard over the messages the
+    // user came to read; there they tap the box when they want to write.
+    if (!window.matchMedia('(hover: none) and (pointer: coarse)').matches) {
+      this.input.focus({ preventScroll: true });
+    }
     this.inbox.current = this.conv.room;
     this.inbox.currentVisible = () => this.canMarkRead();
     this.inbox.addEventListener('change', () => this.showPresence());
