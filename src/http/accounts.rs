@@ -440,10 +440,11 @@ pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>, peer: &Pee
             ),
         )
     };
-    let record = match new_user_record(&username, &email, &field("password"), Some(&field("password2")), true).await {
-        Ok(record) => record,
-        Err(error) => return again(error),
-    };
+    let record =
+        match new_user_record(app, &username, &email, &field("password"), Some(&field("password2")), true).await {
+            Ok(record) => record,
+            Err(error) => return again(error),
+        };
     let name = record.username.clone();
     match app.log.apply(Write::CreateUser { user: record, only_if_first: true }).await {
         Ok(Outcome::Applied) => {}
@@ -461,9 +462,25 @@ pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>, peer: &Pee
     }
 }
 
+/// Hashes a new password off the runtime, holding one of the
+/// `password_checks` slots as sign-ins do, so that making accounts cannot
+/// starve sign-ins of cores. `None` when no slot freed up within
+/// `PASSWORD_CHECK_WAIT`: the caller answers "busy, retry".
+pub async fn hash_in_slot(app: &App, password: &str) -> Option<String> {
+    let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, app.password_checks.acquire()).await else {
+        return None;
+    };
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || password::hash(&password)).await.ok()
+}
+
+/// What a form says when `hash_in_slot` found every slot taken.
+pub const BUSY_CHECKING: &str = "The server is busy checking other passwords. Try again in a few seconds.";
+
 /// Validates a new account's fields (Django's rules) and hashes the
 /// password off the runtime. The error is worded for the form.
 pub async fn new_user_record(
+    app: &App,
     username: &str,
     email: &str,
     password: &str,
@@ -481,10 +498,7 @@ pub async fn new_user_record(
     if !problems.is_empty() {
         return Err(problems.join(" "));
     }
-    let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(|_| "Hashing the password failed; try again.".to_owned())?;
+    let hash = hash_in_slot(app, password).await.ok_or_else(|| BUSY_CHECKING.to_owned())?;
     Ok(UserRecord {
         username: username.clone(),
         email: email.to_owned(),

@@ -255,7 +255,7 @@ pub async fn admin_create_user(app: &Arc<App>, user: &CurrentUser, request: Requ
     fn again<'a>(error: &'a str, username: &'a str, email: &'a str, is_superuser: bool) -> AdminView<'a> {
         AdminView { error, username, email, is_superuser, ..AdminView::default() }
     }
-    let record = match new_user_record(username, email, field("password"), None, is_superuser).await {
+    let record = match new_user_record(app, username, email, field("password"), None, is_superuser).await {
         Ok(record) => record,
         Err(error) => {
             return admin_page(app, user, StatusCode::BAD_REQUEST, again(&error, username, email, is_superuser)).await

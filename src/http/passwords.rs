@@ -13,8 +13,8 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use super::accounts::{
-    check_password, log_failure_json, log_failure_page, retry_after, storage_failure_json, storage_failure_page,
-    Purpose, SignIn, BUSY_RETRY_AFTER, PASSWORD_CHECK_WAIT,
+    check_password, hash_in_slot, log_failure_json, log_failure_page, retry_after, storage_failure_json,
+    storage_failure_page, Purpose, SignIn, BUSY_CHECKING, BUSY_RETRY_AFTER,
 };
 use super::identity::CurrentUser;
 use super::notice::Notice;
@@ -32,28 +32,6 @@ use crate::telemetry::SECURITY;
 struct PasswordChange {
     old_password: String,
     new_password: String,
-}
-
-/// Why a new password was not hashed.
-enum HashRefused {
-    /// It breaks a rule; the reasons, worded for the person choosing it.
-    Rules(String),
-    /// Every password-check slot stayed taken: retry in a few seconds.
-    Busy,
-}
-
-/// Checks `new` against the rules for this account, then hashes it off the
-/// runtime, holding one of the `password_checks` slots as sign-ins do.
-async fn checked_hash(app: &App, new: &str, username: &str, email: &str) -> Result<String, HashRefused> {
-    let problems = password::check_rules(new, username, email);
-    if !problems.is_empty() {
-        return Err(HashRefused::Rules(problems.join(" ")));
-    }
-    let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, app.password_checks.acquire()).await else {
-        return Err(HashRefused::Busy);
-    };
-    let new = new.to_owned();
-    tokio::task::spawn_blocking(move || password::hash(&new)).await.map_err(|_| HashRefused::Busy)
 }
 
 /// `POST /api/password` JSON `{"old_password", "new_password"}`.
@@ -104,11 +82,7 @@ pub async fn change_own(app: &Arc<App>, user: &CurrentUser, request: Request<Inc
         Ok(SignIn::Busy) => return busy_json(),
         Err(error) => return storage_failure_json(error),
     }
-    let password_hash = match checked_hash(app, &change.new_password, username, &record.email).await {
-        Ok(hash) => hash,
-        Err(HashRefused::Rules(reasons)) => return json_error(StatusCode::BAD_REQUEST, &reasons),
-        Err(HashRefused::Busy) => return busy_json(),
-    };
+    let Some(password_hash) = hash_in_slot(app, &change.new_password).await else { return busy_json() };
     let keep_session = Some(SessionHash(user.session_hash()));
     let write = Write::SetPassword { username: user.username.clone(), password_hash, keep_session };
     match app.log.apply(write).await {
@@ -154,17 +128,14 @@ pub async fn admin_reset(
         Ok(None) => return error_page(StatusCode::NOT_FOUND, "There is no user with that name."),
         Err(error) => return storage_failure_page(error),
     };
-    let password_hash = match checked_hash(app, new, target.as_str(), &record.email).await {
-        Ok(hash) => hash,
-        Err(HashRefused::Rules(reasons)) => {
-            let error = format!("The password of {} was not changed: {reasons}", target.as_str());
-            return refused_reset(app, user, StatusCode::BAD_REQUEST, &target, &error).await;
-        }
-        Err(HashRefused::Busy) => {
-            let error = "The server is busy checking other passwords. Try again in a few seconds.";
-            let page = refused_reset(app, user, StatusCode::TOO_MANY_REQUESTS, &target, error).await;
-            return retry_after(page, BUSY_RETRY_AFTER);
-        }
+    let problems = password::check_rules(new, target.as_str(), &record.email);
+    if !problems.is_empty() {
+        let error = format!("The password of {} was not changed: {}", target.as_str(), problems.join(" "));
+        return refused_reset(app, user, StatusCode::BAD_REQUEST, &target, &error).await;
+    }
+    let Some(password_hash) = hash_in_slot(app, new).await else {
+        let page = refused_reset(app, user, StatusCode::TOO_MANY_REQUESTS, &target, BUSY_CHECKING).await;
+        return retry_after(page, BUSY_RETRY_AFTER);
     };
     // Applying it also closes that user's sockets, on every node.
     let write = Write::SetPassword { username: target.clone(), password_hash, keep_session: None };
