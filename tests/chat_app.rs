@@ -833,15 +833,23 @@ async fn any_route_makes_a_user_online_and_only_the_last_close_takes_them_offlin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_direct_sockets_presence_list_shows_the_other_user_before_the_first_message() {
+async fn a_direct_socket_shows_the_other_users_presence_before_the_first_message() {
     let app = spawn_app(&["alice", "bob"]).await;
     let (alice, bob) = (app.client("alice"), app.client("bob"));
     // bob is online (his user socket) and has never talked with alice.
-    let (_b_user, _) = user_socket(&bob).await;
+    let (b_user, _) = user_socket(&bob).await;
     let mut dm = alice.connect("/ws/direct/bob/", None).await.unwrap().with_awareness();
     assert_eq!(next(&mut dm, "alice's first frame").await["type"], "history");
     let listed = next(&mut dm, "alice's presence list").await;
     let mut names: Vec<&str> = listed["online"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     names.sort_unstable();
     assert_eq!(names, ["alice", "bob"], "the other user of a direct conversation counts: {listed}");
+
+    // bob is not a member until the first message, yet his changes reach the socket that shows him.
+    drop(b_user);
+    let gone = presence_change(&mut dm, "bob", false, Duration::from_secs(20)).await;
+    assert!(gone.is_some(), "bob's going offline reached alice's direct socket");
+    let (_b_user, _) = user_socket(&bob).await;
+    let back = presence_change(&mut dm, "bob", true, Duration::from_secs(2)).await;
+    assert!(back.is_some(), "bob's coming back reached alice's direct socket");
 }

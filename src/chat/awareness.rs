@@ -2,8 +2,9 @@
 //! ephemeral bus (this node's and, in a cluster, the other nodes' alike) and
 //! goes to the conversation's sockets of other users. Presence changes come
 //! from `presence` (which applies the contract's times) and go to the
-//! conversation sockets of every conversation of the user, and to the user
-//! sockets of everyone who shares one with them.
+//! conversation sockets of every conversation of the user (and of direct
+//! ones naming them, members yet or not), and to the user sockets of
+//! everyone who shares one with them.
 
 use std::sync::Arc;
 
@@ -115,13 +116,18 @@ async fn announce(chat: &Chat, change: PresenceChange) {
     let user = change.user.as_str().to_owned();
     let who = user.clone();
     let found = chat.store.call(move |store| store.conversations_and_contacts(&who)).await;
-    let (conversations, contacts) = match found {
+    let (mut conversations, contacts) = match found {
         Ok(found) => found,
         Err(error) => {
             tracing::warn!(%error, user = %user, "cannot read whom to tell of a presence change");
             return;
         }
     };
+    for direct in chat.hub.watched_directs_of(&user) {
+        if !conversations.contains(&direct) {
+            conversations.push(direct);
+        }
+    }
     let frame = frames::presence_bytes(&user, change.online);
     for key in &conversations {
         chat.hub.to_conversation_sockets(key, &user, &frame);

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::frames;
 use super::socket_queue::{self, TrySendError};
-use crate::domain::MessageId;
+use crate::domain::{Conversation, MessageId};
 use crate::metrics::Metrics;
 use crate::storage::Message;
 
@@ -198,6 +198,22 @@ impl Hub {
             }
         }
         sent
+    }
+
+    /// The direct conversations naming `user` that local sockets watch. A
+    /// direct socket shows both of its users' presence even before the first
+    /// message makes them members, so their changes go to it too. Scans the
+    /// watched conversations: presence changes are rare next to messages.
+    pub fn watched_directs_of(&self, user: &str) -> Vec<String> {
+        let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
+        rooms
+            .keys()
+            .filter(|key| {
+                matches!(Conversation::from_key(key), Some(Conversation::Direct { low, high })
+                    if low.as_str() == user || high.as_str() == user)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Sends a stored message to every local socket of its conversation. The
