@@ -18,6 +18,9 @@ const READ_CHUNK: usize = 4096;
 /// while the socket waits: a big frame's allocation is not kept for a few bytes.
 const KEPT_WHILE_WAITING: usize = READ_CHUNK;
 
+/// The longest header: 2 bytes, an 8-byte length, a 4-byte key.
+const MAX_HEADER_LEN: usize = 14;
+
 /// One frame as the client sent it, unmasked.
 pub struct ClientFrame {
     /// The last frame of its message.
@@ -94,7 +97,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Poll::Pending => {
                     if self.buffer.is_empty() {
                         self.buffer = BytesMut::new();
-                    } else if self.buffer.capacity() > KEPT_WHILE_WAITING {
+                    } else if self.buffer.len() < MAX_HEADER_LEN && self.buffer.capacity() > KEPT_WHILE_WAITING {
+                        // Only a header's first bytes: copied out of the big
+                        // allocation. A frame under way keeps the room it
+                        // reserved, or a trickled frame would be copied on every wait.
                         self.buffer = BytesMut::from(&self.buffer[..]);
                     }
                     Poll::Pending
@@ -339,6 +345,19 @@ mod tests {
         assert!(waiting.is_err());
         assert_eq!(reader.buffer.len(), 1, "the next frame's first byte is kept");
         assert!(reader.buffer.capacity() <= KEPT_WHILE_WAITING, "{} bytes kept", reader.buffer.capacity());
+    }
+
+    #[tokio::test]
+    async fn a_frame_arriving_slowly_keeps_the_room_it_reserved() {
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let mut reader = FrameReader::new(server, 100_000);
+        let wire = masked_frame(0x81, &[b'z'; 60_000]);
+        tokio::io::AsyncWriteExt::write_all(&mut client, &wire[..30_000]).await.unwrap();
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), reader.next_frame()).await;
+        assert!(waiting.is_err());
+        assert!(reader.buffer.capacity() >= wire.len(), "{} bytes kept", reader.buffer.capacity());
+        tokio::io::AsyncWriteExt::write_all(&mut client, &wire[30_000..]).await.unwrap();
+        assert_eq!(reader.next_frame().await.unwrap().payload.len(), 60_000);
     }
 
     #[tokio::test]

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-/// A queue holding at most `capacity` items: its sending and receiving ends.
+/// A queue holding at most `capacity` items: its sending and receiving ends
+/// (one of each: a socket's queue has one subscriber feeding one writer).
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver_alive: true }),
+        state: Mutex::new(State { items: VecDeque::new(), sender_alive: true, receiver_alive: true }),
         ready: Notify::new(),
         capacity,
     });
@@ -20,7 +21,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 /// What both ends hold: the items and how the receiver learns of them.
 struct Shared<T> {
     state: Mutex<State<T>>,
-    /// Wakes the receiver: an item arrived or the last sender left. A
+    /// Wakes the receiver: an item arrived or the sender left. A
     /// notification sent while it is not waiting is kept for its next wait.
     ready: Notify,
     capacity: usize,
@@ -29,7 +30,7 @@ struct Shared<T> {
 /// Changed only under the lock, so that a send, a wait and an end never cross.
 struct State<T> {
     items: VecDeque<T>,
-    senders: usize,
+    sender_alive: bool,
     receiver_alive: bool,
 }
 
@@ -56,7 +57,7 @@ pub enum TrySendError<T> {
 #[error("the queue is empty")]
 pub struct Empty;
 
-/// A sending end; the receiver sees the end of the queue once every sender is dropped.
+/// The sending end; the receiver sees the end of the queue once it is dropped.
 pub struct Sender<T>(Arc<Shared<T>>);
 
 impl<T> Sender<T> {
@@ -77,23 +78,10 @@ impl<T> Sender<T> {
     }
 }
 
-impl<T> Clone for Sender<T> {
-    fn clone(&self) -> Self {
-        self.0.lock().senders += 1;
-        Sender(self.0.clone())
-    }
-}
-
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let last = {
-            let mut state = self.0.lock();
-            state.senders -= 1;
-            state.senders == 0
-        };
-        if last {
-            self.0.ready.notify_one();
-        }
+        self.0.lock().sender_alive = false;
+        self.0.ready.notify_one();
     }
 }
 
@@ -101,7 +89,7 @@ impl<T> Drop for Sender<T> {
 pub struct Receiver<T>(Arc<Shared<T>>);
 
 impl<T> Receiver<T> {
-    /// The next item; `None` once the queue is empty and every sender is gone.
+    /// The next item; `None` once the queue is empty and the sender is gone.
     pub async fn recv(&mut self) -> Option<T> {
         loop {
             {
@@ -109,7 +97,7 @@ impl<T> Receiver<T> {
                 if let Some(item) = state.items.pop_front() {
                     return Some(item);
                 }
-                if state.senders == 0 {
+                if !state.sender_alive {
                     return None;
                 }
                 // About to wait, perhaps for a long time: hold nothing meanwhile.
@@ -151,13 +139,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_receiver_ends_after_the_last_item_once_every_sender_is_gone() {
+    async fn the_receiver_ends_after_the_last_item_once_the_sender_is_gone() {
         let (tx, mut rx) = channel(8);
-        let other = tx.clone();
         tx.try_send("a").unwrap();
+        tx.try_send("b").unwrap();
         drop(tx);
-        other.try_send("b").unwrap();
-        drop(other);
         assert_eq!(rx.recv().await, Some("a"));
         assert_eq!(rx.recv().await, Some("b"));
         assert_eq!(rx.recv().await, None);

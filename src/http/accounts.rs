@@ -101,8 +101,7 @@ pub async fn check_password(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    // argon2 takes ~19 MiB and a core for ~30 ms: bound how many run at once.
-    let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, app.password_checks.acquire()).await else {
+    let Some(_slot) = password_slot(app).await else {
         app.metrics.logins_busy.fetch_add(1, Ordering::Relaxed);
         return Ok(SignIn::Busy);
     };
@@ -462,14 +461,19 @@ pub async fn setup_submit(app: &Arc<App>, request: Request<Incoming>, peer: &Pee
     }
 }
 
+/// One of the `password_checks` slots, waited for up to `PASSWORD_CHECK_WAIT`.
+/// argon2 takes ~19 MiB and a core for ~30 ms: every check and every hash
+/// holds one, so that sign-ins and new passwords together leave a core to the chat.
+async fn password_slot(app: &App) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    tokio::time::timeout(PASSWORD_CHECK_WAIT, app.password_checks.acquire()).await.ok()?.ok()
+}
+
 /// Hashes a new password off the runtime, holding one of the
 /// `password_checks` slots as sign-ins do, so that making accounts cannot
 /// starve sign-ins of cores. `None` when no slot freed up within
-/// `PASSWORD_CHECK_WAIT`: the caller answers "busy, retry".
+/// `PASSWORD_CHECK_WAIT` (or the hashing thread failed): the caller answers "busy, retry".
 pub async fn hash_in_slot(app: &App, password: &str) -> Option<String> {
-    let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, app.password_checks.acquire()).await else {
-        return None;
-    };
+    let _slot = password_slot(app).await?;
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || password::hash(&password)).await.ok()
 }
